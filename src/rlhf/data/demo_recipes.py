@@ -1,0 +1,135 @@
+"""Text side of the demo task: the fixed vocabulary, recipe generator and answers with flaws.
+
+Everything is drawn from small closed word lists so that a ~2M-parameter model with a tiny
+byte-level BPE tokenizer can learn the task from scratch: a perfect answer only copies
+ingredient words from the prompt. The gold reward lives in ``demo_task.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+# Single lowercase words, so that "is this item an ingredient" is an exact set lookup. None of
+# them is a substring-word of the templates, tools, verbs or chatter below.
+INGREDIENTS: tuple[str, ...] = (
+    "onion", "garlic", "beef", "rice", "carrot", "potato", "tomato", "chicken",
+    "pork", "butter", "flour", "sugar", "salt", "eggs", "milk", "cheese",
+    "bread", "pasta", "beans", "lentils", "spinach", "mushrooms", "celery", "ginger",
+    "lemon", "honey", "basil", "parsley", "cream", "yogurt", "oats", "apple",
+    "banana", "tofu", "shrimp", "salmon", "corn", "peas", "cabbage", "cucumber",
+)  # fmt: skip
+
+# Distractors: they appear in recipes but do not belong on a shopping list.
+TOOLS: tuple[str, ...] = (
+    "pan", "pot", "bowl", "oven", "knife", "tray", "skillet", "blender", "colander", "spoon",
+)  # fmt: skip
+
+VERBS: tuple[str, ...] = (
+    "chop", "slice", "dice", "fry", "boil", "bake", "stir", "mix",
+    "roast", "mash", "peel", "grate", "steam", "toast", "simmer",
+)  # fmt: skip
+
+# Sentence templates by (ingredient slots, tool slot). {v} is a verb, {a}/{b} ingredients, {t}
+# a tool ({at} with its article). Short on purpose: a prompt stays under ~40 words.
+TEMPLATES: dict[tuple[int, bool], tuple[str, ...]] = {
+    (1, False): ("{V} the {a}.", "Serve with {a}.", "Then {v} the {a}."),
+    (1, True): ("{V} the {a} in {at}.", "Put the {a} in the {t}.", "Use {at} to {v} the {a}."),
+    (2, False): ("{V} the {a} and the {b}.", "{V} the {a} with the {b}."),
+    (2, True): ("Add the {a} and {b} to the {t}.", "{V} the {a} and {b} in {at}."),
+}
+
+# Chatter around the list: no vocabulary words, so it only costs precision and length.
+CHATTER_PREFIXES: tuple[str, ...] = (
+    "Sure! Here is your list:",
+    "Here you go:",
+    "Of course. You will need:",
+)
+CHATTER_SUFFIXES: tuple[str, ...] = (
+    "Enjoy your meal!",
+    "Happy cooking!",
+    "Let me know if you need anything else.",
+    "Have a nice day.",
+)
+
+# Named flaws, each clearly visible in the text and each lowering the gold reward.
+FLAWS: tuple[str, ...] = ("missing", "extra_tool", "wrong_ingredient", "duplicate", "chatter")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    text: str
+    ingredients: tuple[str, ...]  # in order of first appearance; the perfect answer
+    tools: tuple[str, ...]  # tools the recipe mentions (the natural distractors)
+
+
+def make_recipe(rng: random.Random) -> Recipe:
+    """A recipe with 2-5 distinct ingredients in 2-4 sentences."""
+    n_ing = rng.randint(2, 5)
+    n_sent = rng.randint(max(2, (n_ing + 1) // 2), 4)
+    fresh = rng.sample(INGREDIENTS, n_ing)
+    used: list[str] = []
+    tools: list[str] = []
+    sentences = []
+    for i in range(n_sent):
+        left = n_sent - i
+        # New ingredients this sentence: enough to place them all, at least one to start.
+        lo = max(1 if i == 0 else 0, len(fresh) - 2 * (left - 1))
+        k = rng.randint(lo, min(2, len(fresh)))
+        if k == 0:  # a sentence about an ingredient already named (tests dedup)
+            names = [rng.choice(used)]
+        else:
+            names, fresh = fresh[:k], fresh[k:]
+            used += names
+        with_tool = rng.random() < 0.5
+        template = rng.choice(TEMPLATES[(len(names), with_tool)])
+        verb = rng.choice(VERBS)
+        tool = rng.choice(TOOLS)
+        if with_tool and tool not in tools:
+            tools.append(tool)
+        b = names[1] if len(names) > 1 else ""
+        at = ("an " if tool[0] in "aeiou" else "a ") + tool
+        sentences.append(
+            template.format(V=verb.capitalize(), v=verb, a=names[0], b=b, t=tool, at=at)
+        )
+    return Recipe(" ".join(sentences), tuple(used), tuple(tools))
+
+
+def perfect_items(recipe: Recipe) -> list[str]:
+    return list(recipe.ingredients)
+
+
+def apply_flaw(items: list[str], flaw: str, recipe: Recipe, rng: random.Random) -> list[str]:
+    """Return a copy of ``items`` with one list-level flaw (``chatter`` is added by join)."""
+    items = list(items)
+    if flaw == "missing" and len(items) > 1:
+        del items[rng.randrange(len(items))]
+    elif flaw == "extra_tool":
+        tool = rng.choice(recipe.tools or TOOLS)
+        items.insert(rng.randint(0, len(items)), tool)
+    elif flaw == "wrong_ingredient":
+        others = [w for w in INGREDIENTS if w not in recipe.ingredients]
+        spots = [i for i, w in enumerate(items) if w in recipe.ingredients]
+        items[rng.choice(spots)] = rng.choice(others)
+    elif flaw == "duplicate":
+        i = rng.randrange(len(items))
+        items.insert(rng.randint(i + 1, len(items)), items[i])
+    return items
+
+
+def make_answer(recipe: Recipe, flaws: tuple[str, ...] | list[str], rng: random.Random) -> str:
+    """The perfect answer with the given flaws applied (no flaws -> the perfect answer)."""
+    unknown = set(flaws) - set(FLAWS)
+    if unknown:
+        raise ValueError(f"unknown flaw(s) {sorted(unknown)}; known: {FLAWS}")
+    items = perfect_items(recipe)
+    # In FLAWS order, so that no later flaw undoes an earlier one (a duplicate then dropped).
+    for flaw in sorted(set(flaws), key=FLAWS.index):
+        items = apply_flaw(items, flaw, recipe, rng)
+    text = ", ".join(items)
+    if "chatter" in flaws:
+        if rng.random() < 0.5:
+            text = f"{rng.choice(CHATTER_PREFIXES)} {text}"
+        else:
+            text = f"{text}. {rng.choice(CHATTER_SUFFIXES)}"
+    return text

@@ -1,0 +1,409 @@
+"""Input data formats: recognising them, checking every row, and normalising rows to the schema
+of the artifact they feed.
+
+Normalised rows (``SCHEMAS`` holds the matching ``datasets.Features``)::
+
+    sft           {"messages": [{"role", "content"}, ...]}             last message: assistant
+    preferences   {"prompt": [...], "chosen": str, "rejected": str, "margin": float | None}
+    prompts       {"prompt": [...]}                                      last message: user
+    eval_prompts  {"prompt": [...], "reference": str | None}
+
+A plain-string prompt becomes ``[{"role": "user", "content": prompt}]``. Texts are kept as given
+(no stripping), except answers cut out of a longer text by ``implicit_preference``.
+
+Each ``normalise_<format>`` function takes a raw row and returns a list of normalised rows (a
+ranking gives several) or raises ``_Invalid``; :func:`normalise_row` turns that into a
+:class:`DataError` naming the file, row and field. Keys a format does not use are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+
+from rlhf.data.errors import DataError, Location
+
+Message = dict[str, str]
+Row = dict[str, Any]
+
+ROLES = ("system", "user", "assistant")
+HH_HUMAN = "\n\nHuman:"
+HH_ASSISTANT = "\n\nAssistant:"
+
+_MESSAGES = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+SCHEMAS: dict[str, datasets.Features] = {
+    "sft": datasets.Features({"messages": _MESSAGES}),
+    "preferences": datasets.Features(
+        {
+            "prompt": _MESSAGES,
+            "chosen": datasets.Value("string"),
+            "rejected": datasets.Value("string"),
+            "margin": datasets.Value("float64"),
+        }
+    ),
+    "prompts": datasets.Features({"prompt": _MESSAGES}),
+    "eval_prompts": datasets.Features({"prompt": _MESSAGES, "reference": datasets.Value("string")}),
+}
+
+
+class _Invalid(Exception):
+    """A row breaks a rule; the caller knows the file and row."""
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+# --- field checks ------------------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _required(row: Mapping[str, Any], key: str) -> Any:
+    if row.get(key) is None:
+        raise _Invalid(key, "is missing")
+    return row[key]
+
+
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(field, f"must be a non-empty string, got {_type_name(value)}")
+    if not value.strip():
+        raise _Invalid(field, "must be a non-empty string")
+    return value
+
+
+def _optional_text(row: Mapping[str, Any], key: str) -> str | None:
+    return None if row.get(key) is None else _text(row[key], key)
+
+
+def _number(value: Any, field: str) -> float:
+    # bool is an int in Python but never a meaningful score.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(field, f"must be a number, got {_type_name(value)}")
+    if not math.isfinite(value):
+        raise _Invalid(field, f"must be a finite number, got {value}")
+    return float(value)
+
+
+def _messages(value: Any, field: str, last_role: str) -> list[Message]:
+    if not isinstance(value, list):
+        raise _Invalid(
+            field, f"must be a list of {{role, content}} messages, got {_type_name(value)}"
+        )
+    if not value:
+        raise _Invalid(field, "must be a non-empty list of messages")
+    out = []
+    for i, message in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(message, Mapping):
+            raise _Invalid(
+                where, f"must be an object with role and content, got {_type_name(message)}"
+            )
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            raise _Invalid(f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
+        content = _text(message.get("content"), f"{where}.content")
+        out.append({"role": role, "content": content})
+    if out[-1]["role"] != last_role:
+        raise _Invalid(field, f"last message must have role {last_role!r}, got {out[-1]['role']!r}")
+    return out
+
+
+def _prompt(value: Any, field: str = "prompt") -> list[Message]:
+    """A prompt is a string (one user turn) or a conversation ending with a user message."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": _text(value, field)}]
+    if isinstance(value, list):
+        return _messages(value, field, last_role="user")
+    raise _Invalid(field, f"must be a string or a list of messages, got {_type_name(value)}")
+
+
+def _distinct(chosen: str, rejected: str) -> None:
+    # Whitespace-only differences teach a reward model nothing.
+    if chosen.strip() == rejected.strip():
+        raise _Invalid("rejected", "is identical to 'chosen'")
+
+
+def _preference(prompt: list[Message], chosen: str, rejected: str, margin: float | None) -> Row:
+    _distinct(chosen, rejected)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "margin": margin}
+
+
+def _margin(row: Mapping[str, Any]) -> float | None:
+    return None if row.get("margin") is None else _number(row["margin"], "margin")
+
+
+# --- sft formats -------------------------------------------------------------------------------
+
+
+def normalise_prompt_response(row: Mapping[str, Any]) -> list[Row]:
+    """``{prompt, response}``; the response may also be a list of assistant messages."""
+    return [_prompt_answer(row, "response")]
+
+
+def normalise_prompt_completion(row: Mapping[str, Any]) -> list[Row]:
+    """``{prompt, completion}``, including TRL's conversational prompt/completion lists."""
+    return [_prompt_answer(row, "completion")]
+
+
+def _prompt_answer(row: Mapping[str, Any], answer_key: str) -> Row:
+    prompt = _prompt(_required(row, "prompt"))
+    answer = _required(row, answer_key)
+    if isinstance(answer, list):
+        answer_messages = _messages(answer, answer_key, last_role="assistant")
+    else:
+        answer_messages = [{"role": "assistant", "content": _text(answer, answer_key)}]
+    return {"messages": prompt + answer_messages}
+
+
+def normalise_messages(row: Mapping[str, Any]) -> list[Row]:
+    """``{messages: [...]}`` ending with the assistant message to learn."""
+    messages = _messages(_required(row, "messages"), "messages", last_role="assistant")
+    if not any(m["role"] == "user" for m in messages):
+        raise _Invalid("messages", "needs at least one user message")
+    return [{"messages": messages}]
+
+
+# --- preference formats ------------------------------------------------------------------------
+
+
+def normalise_preference(row: Mapping[str, Any]) -> list[Row]:
+    """``{prompt, chosen, rejected, margin?}`` with text answers."""
+    prompt = _prompt(_required(row, "prompt"))
+    chosen = _text(_required(row, "chosen"), "chosen")
+    rejected = _text(_required(row, "rejected"), "rejected")
+    return [_preference(prompt, chosen, rejected, _margin(row))]
+
+
+def normalise_implicit_preference(row: Mapping[str, Any]) -> list[Row]:
+    """``{chosen, rejected}``: two full texts whose shared beginning is the prompt.
+
+    With Anthropic HH markers the texts are split at the last ``"\\n\\nAssistant:"`` of their
+    shared part and the prompt is parsed into user/assistant turns. Without markers the shared
+    part is cut at its last whitespace, so a prompt never ends inside a word, and becomes one
+    user turn. Answers are stripped of the whitespace around the cut."""
+    chosen = _text(_required(row, "chosen"), "chosen")
+    rejected = _text(_required(row, "rejected"), "rejected")
+    _distinct(chosen, rejected)
+    shared = os.path.commonprefix([chosen, rejected])
+    cut = shared.rfind(HH_ASSISTANT)
+    if cut >= 0 and "Human:" in shared[:cut]:
+        prompt = _parse_hh(chosen[:cut])
+        start = cut + len(HH_ASSISTANT)
+        answers = chosen[start:].strip(), rejected[start:].strip()
+        for field, answer in zip(("chosen", "rejected"), answers, strict=True):
+            if HH_HUMAN in answer or HH_ASSISTANT in answer:
+                raise _Invalid(
+                    field, "differs from the other answer before the final Assistant turn"
+                )
+    else:
+        cut = len(shared) - 1
+        while cut >= 0 and not shared[cut].isspace():
+            cut -= 1
+        if cut < 0 or not shared[:cut].strip():
+            raise _Invalid(
+                "chosen", "shares no prompt with 'rejected' (no common start ending in whitespace)"
+            )
+        prompt = [{"role": "user", "content": shared[:cut].strip()}]
+        answers = chosen[cut:].strip(), rejected[cut:].strip()
+    for field, answer in zip(("chosen", "rejected"), answers, strict=True):
+        if not answer:
+            raise _Invalid(field, "has no answer after the shared prompt")
+    return [_preference(prompt, answers[0], answers[1], _margin(row))]
+
+
+def _parse_hh(text: str) -> list[Message]:
+    """``"\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c"`` -> user/assistant/user turns. Text
+    before the first marker, if any, becomes a system message."""
+    text = text.lstrip()
+    if text.startswith(("Human:", "Assistant:")):
+        text = "\n\n" + text  # some copies of HH drop the leading blank line
+    parts = re.split(r"\n\n(Human|Assistant):", text)
+    messages = [{"role": "system", "content": parts[0].strip()}] if parts[0].strip() else []
+    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
+        if not content.strip():
+            raise _Invalid(
+                "chosen", f"turn {len(messages) + 1} ({speaker}) of the shared prompt is empty"
+            )
+        role = "user" if speaker == "Human" else "assistant"
+        messages.append({"role": role, "content": content.strip()})
+    if not messages or messages[-1]["role"] != "user":
+        raise _Invalid("chosen", "the shared prompt must end with a Human turn")
+    return messages
+
+
+def normalise_conversational_preference(row: Mapping[str, Any]) -> list[Row]:
+    """``{chosen: [...], rejected: [...]}``: two conversations equal up to their final assistant
+    message, which is the answer; the shared messages are the prompt. In TRL's form the
+    conversations hold only the answer and ``prompt`` (string or messages) holds the rest. When
+    the conversations carry the prompt themselves, a ``prompt`` key is ignored."""
+    chosen = _messages(_required(row, "chosen"), "chosen", last_role="assistant")
+    rejected = _messages(_required(row, "rejected"), "rejected", last_role="assistant")
+    history = chosen[:-1]
+    if rejected[:-1] != history:
+        raise _Invalid("rejected", "must hold the same messages as 'chosen' except the last one")
+    if history:
+        if history[-1]["role"] != "user":
+            raise _Invalid("chosen", "the message before the final answer must have role 'user'")
+        prompt = history
+    else:
+        prompt = _prompt(_required(row, "prompt"))
+    return [_preference(prompt, chosen[-1]["content"], rejected[-1]["content"], _margin(row))]
+
+
+def normalise_ranking(row: Mapping[str, Any]) -> list[Row]:
+    """``{prompt, responses, scores? | ranks?}`` -> every (better, worse) pair.
+
+    ``responses`` are listed best first unless ``scores`` (higher is better) or ``ranks``
+    (1 is best) give the order; equal scores or ranks give no pair."""
+    prompt = _prompt(_required(row, "prompt"))
+    responses = _required(row, "responses")
+    if not isinstance(responses, list) or len(responses) < 2:
+        raise _Invalid(
+            "responses", f"must be a list of at least 2 strings, got {_describe(responses)}"
+        )
+    texts = [_text(r, f"responses[{i}]") for i, r in enumerate(responses)]
+    seen: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        if text.strip() in seen:
+            raise _Invalid(f"responses[{i}]", f"is identical to responses[{seen[text.strip()]}]")
+        seen[text.strip()] = i
+    if row.get("scores") is not None and row.get("ranks") is not None:
+        raise _Invalid("ranks", "give either 'scores' or 'ranks', not both")
+    if row.get("scores") is not None:
+        merit = _parallel_numbers(row["scores"], "scores", len(texts))
+    elif row.get("ranks") is not None:
+        merit = [-r for r in _parallel_numbers(row["ranks"], "ranks", len(texts))]
+    else:
+        merit = [float(-i) for i in range(len(texts))]
+    order = sorted(range(len(texts)), key=lambda i: -merit[i])  # stable: ties keep list order
+    return [
+        _preference(prompt, texts[better], texts[worse], None)
+        for n, better in enumerate(order)
+        for worse in order[n + 1 :]
+        if merit[better] > merit[worse]
+    ]
+
+
+def _describe(value: Any) -> str:
+    return f"a list of {len(value)}" if isinstance(value, list) else _type_name(value)
+
+
+def _parallel_numbers(value: Any, field: str, length: int) -> list[float]:
+    if not isinstance(value, list):
+        raise _Invalid(field, f"must be a list of numbers, got {_type_name(value)}")
+    if len(value) != length:
+        raise _Invalid(field, f"has {len(value)} values but 'responses' has {length}")
+    return [_number(v, f"{field}[{i}]") for i, v in enumerate(value)]
+
+
+# --- prompts -----------------------------------------------------------------------------------
+
+
+def normalise_prompt(row: Mapping[str, Any]) -> list[Row]:
+    """``{prompt, reference?}``; the reference answer is kept for evaluation prompts only."""
+    return [
+        {"prompt": _prompt(_required(row, "prompt")), "reference": _optional_text(row, "reference")}
+    ]
+
+
+# --- registry and detection --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    artifact: str  # the artifact its rows feed ("prompt" feeds both prompts and eval_prompts)
+    keys: str  # what a row holds, for messages and docs
+    normalise: Callable[[Mapping[str, Any]], list[Row]]
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("prompt_response", "sft", "prompt, response", normalise_prompt_response),
+        Format("prompt_completion", "sft", "prompt, completion", normalise_prompt_completion),
+        Format("messages", "sft", "messages", normalise_messages),
+        Format(
+            "preference", "preferences", "prompt, chosen, rejected, margin?", normalise_preference
+        ),
+        Format(
+            "implicit_preference", "preferences", "chosen, rejected", normalise_implicit_preference
+        ),
+        Format(
+            "conversational_preference",
+            "preferences",
+            "chosen: [messages], rejected: [messages], prompt?",
+            normalise_conversational_preference,
+        ),
+        Format("ranking", "preferences", "prompt, responses, scores? | ranks?", normalise_ranking),
+        Format("prompt", "prompts", "prompt, reference?", normalise_prompt),
+    )
+}
+
+ARTIFACT_FORMATS: dict[str, tuple[str, ...]] = {
+    "sft": ("prompt_response", "prompt_completion", "messages"),
+    "preferences": ("preference", "implicit_preference", "conversational_preference", "ranking"),
+    "prompts": ("prompt",),
+    "eval_prompts": ("prompt",),
+}
+
+
+def detect_format(row: Mapping[str, Any], artifact: str) -> str | None:
+    """The format of ``row`` among those ``artifact`` accepts, from its keys (null values count
+    as absent), or None. Only conversational preferences need a look at a value."""
+    keys = {k for k, v in row.items() if v is not None}
+    if artifact == "sft":
+        if "messages" in keys:
+            return "messages"
+        if {"prompt", "response"} <= keys:
+            return "prompt_response"
+        if {"prompt", "completion"} <= keys:
+            return "prompt_completion"
+    elif artifact == "preferences":
+        if "responses" in keys:
+            return "ranking"
+        if {"chosen", "rejected"} <= keys:
+            if isinstance(row["chosen"], list):
+                return "conversational_preference"
+            return "preference" if "prompt" in keys else "implicit_preference"
+    elif artifact in ("prompts", "eval_prompts") and "prompt" in keys:
+        return "prompt"
+    return None
+
+
+def resolve_format(row: Mapping[str, Any], artifact: str, *, file: str, location: Location) -> str:
+    """:func:`detect_format`, or a DataError listing the keys seen and the formats accepted."""
+    found = detect_format(row, artifact)
+    if found is None:
+        accepted = "; ".join(f"{n} {{{FORMATS[n].keys}}}" for n in ARTIFACT_FORMATS[artifact])
+        raise DataError(
+            file,
+            f"unknown format: keys seen {sorted(map(str, row))}; {artifact} accepts {accepted}",
+            location,
+        )
+    return found
+
+
+def normalise_row(fmt: str, row: Mapping[str, Any], *, file: str, location: Location) -> list[Row]:
+    """Check ``row`` against format ``fmt`` and return its normalised rows."""
+    try:
+        return FORMATS[fmt].normalise(row)
+    except _Invalid as e:
+        raise DataError(file, e.reason, location, e.field) from None

@@ -1,0 +1,155 @@
+"""What each KFP component does, as plain functions: map artifact paths and parameters onto a
+stage's ``run``, open the stage's MLflow run, and copy the stage's metrics into KFP ``Metrics``.
+
+The component functions in ``components.py`` are one-line calls into here, because KFP ships a
+lightweight component's *source* to the pod: keeping logic here keeps it importable, testable
+and versioned with the package in the image.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from rlhf import log_setup, tracking
+from rlhf.config import DemoConfig, PrepareConfig, RewardConfig, SFTConfig, from_dict
+
+log = logging.getLogger("rlhf.pipeline")
+
+DEMO_GOLD_REWARD = "rlhf.data.demo_task:gold_reward"
+
+
+def _uris(text: str) -> list[str]:
+    return [u.strip() for u in (text or "").split(",") if u.strip()]
+
+
+def _report(metrics_artifact: Any, metrics: dict[str, float]) -> None:
+    for key, value in metrics.items():
+        metrics_artifact.log_metric(key.replace("/", "."), float(value))
+
+
+def prepare(
+    sft_data: str,
+    preference_data: str,
+    prompt_data: str,
+    eval_prompt_data: str,
+    prepare_overrides: dict,
+    demo_overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    sft: Any,
+    preferences: Any,
+    prompts: Any,
+    eval_prompts: Any,
+    rejects: Any,
+    metrics: Any,
+) -> str:
+    """Returns the data source: "demo" when no data was given and the demo task was generated,
+    else "files" (later stages use it to pick the demo's gold reward automatically)."""
+    from rlhf.data import prepare as stage
+
+    log_setup.configure()
+    inputs = stage.PrepareInputs(
+        _uris(sft_data), _uris(preference_data), _uris(prompt_data), _uris(eval_prompt_data)
+    )
+    source = "files"
+    if not (inputs.sft or inputs.preferences or inputs.prompts or inputs.eval_prompts):
+        from rlhf.data.demo_task import write_demo_files
+
+        demo_dir = Path(sft.path).parent / "demo_files"
+        files = write_demo_files(demo_dir, from_dict(DemoConfig, demo_overrides, "demo_overrides"))
+        inputs = stage.PrepareInputs(
+            [str(files["sft"])],
+            [str(files["preferences"])],
+            [str(files["prompts"])],
+            [str(files["eval_prompts"])],
+        )
+        source = "demo"
+        log.info("no data given: generated the demo task into %s", demo_dir)
+    config = from_dict(PrepareConfig, prepare_overrides, "prepare_overrides")
+    outputs = stage.PrepareOutputs(
+        sft.path, preferences.path, prompts.path, eval_prompts.path, rejects.path
+    )
+    with tracking.stage_run("prepare", pipeline_run, mlflow_experiment, track) as tracker:
+        tracker.set_tags({"data_source": source})
+        result = stage.run(config, inputs, outputs, tracker)
+    _report(metrics, result)
+    return source
+
+
+def sft(
+    base_model: str,
+    seed: int,
+    max_length: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    data: Any,
+    model: Any,
+    metrics: Any,
+) -> None:
+    from rlhf.stages import sft as stage
+
+    log_setup.configure()
+    fields = dict(
+        base_model=base_model,
+        seed=seed,
+        max_length=max_length,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+    )
+    config = from_dict(SFTConfig, {**fields, **overrides}, "sft_overrides")
+    with tracking.stage_run("sft", pipeline_run, mlflow_experiment, track) as tracker:
+        result = stage.run(
+            config, stage.SFTInputs(data.path), stage.SFTOutputs(model.path), tracker
+        )
+    _report(metrics, result)
+
+
+def reward(
+    seed: int,
+    max_length: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    preferences: Any,
+    sft_model: Any,
+    model: Any,
+    metrics: Any,
+) -> None:
+    """``gold_reward="auto"`` uses the demo task's gold reward when the data is the demo's."""
+    from rlhf.stages import reward as stage
+
+    log_setup.configure()
+    if gold_reward == "auto":
+        gold_reward = DEMO_GOLD_REWARD if data_source == "demo" else ""
+    fields = dict(
+        seed=seed,
+        max_length=max_length,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        gold_reward=gold_reward or None,
+    )
+    config = from_dict(RewardConfig, {**fields, **overrides}, "reward_overrides")
+    with tracking.stage_run("reward", pipeline_run, mlflow_experiment, track) as tracker:
+        result = stage.run(
+            config,
+            stage.RewardInputs(preferences.path, sft_model.path),
+            stage.RewardOutputs(model.path),
+            tracker,
+        )
+    _report(metrics, result)

@@ -1,0 +1,85 @@
+"""KFP lightweight components: thin adapters from typed artifacts to the stages.
+
+Each body imports ``rlhf`` (installed in the image, or in the local venv) and hands its
+arguments to ``rlhf.pipeline.adapters``. ``install_kfp_package=False`` because the image
+already has kfp; locally it saves a pip install per task.
+"""
+
+# No `from __future__ import annotations` here: KFP reads the real annotation objects.
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from rlhf.pipeline.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def prepare_data(
+    sft_data: str,
+    preference_data: str,
+    prompt_data: str,
+    eval_prompt_data: str,
+    prepare_overrides: dict,
+    demo_overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    sft: Output[Dataset],
+    preferences: Output[Dataset],
+    prompts: Output[Dataset],
+    eval_prompts: Output[Dataset],
+    rejects: Output[Artifact],
+    metrics: Output[Metrics],
+) -> str:
+    """Validate, normalise, dedupe and split the data (or generate the demo task)."""
+    arguments = dict(locals())  # before the import below adds a local
+    from rlhf.pipeline import adapters
+
+    return adapters.prepare(**arguments)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def supervised_finetune(
+    base_model: str,
+    seed: int,
+    max_length: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    data: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Fine-tune the base model on demonstrations (response tokens only)."""
+    arguments = dict(locals())
+    from rlhf.pipeline import adapters
+
+    adapters.sft(**arguments)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def train_reward_model(
+    seed: int,
+    max_length: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    preferences: Input[Dataset],
+    sft_model: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train a scalar reward model on preference pairs, starting from the SFT model."""
+    arguments = dict(locals())
+    from rlhf.pipeline import adapters
+
+    adapters.reward(**arguments)

@@ -1,0 +1,101 @@
+"""Run a pipeline on this machine with ``kfp.local`` (no cluster, no Docker).
+
+``SubprocessRunner(use_venv=False)`` runs each lightweight component in a subprocess of this
+interpreter, so the tasks use the installed ``rlhf`` package; artifacts land under
+``output_root/<pipeline>-<timestamp>/<task>/<output>``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf import tracking
+from rlhf.config import DemoConfig, PrepareConfig, RewardConfig, SFTConfig, from_dict
+from rlhf.pipeline.pipelines import PIPELINES
+
+# Config-file fields that are named pipeline parameters; every other stage field travels in
+# that stage's ``*_overrides`` dict.
+NAMED_PARAMETERS = {
+    ("sft", "base_model"): "base_model",
+    ("sft", "epochs"): "sft_epochs",
+    ("sft", "lr"): "sft_lr",
+    ("sft", "batch_size"): "sft_batch_size",
+    ("reward", "epochs"): "reward_epochs",
+    ("reward", "lr"): "reward_lr",
+    ("reward", "batch_size"): "reward_batch_size",
+    ("reward", "gold_reward"): "gold_reward",
+}
+STAGE_CONFIGS = {
+    "prepare": PrepareConfig,
+    "demo": DemoConfig,
+    "sft": SFTConfig,
+    "reward": RewardConfig,
+}
+DATA_PARAMETERS = {
+    "sft": "sft_data",
+    "preferences": "preference_data",
+    "prompts": "prompt_data",
+    "eval_prompts": "eval_prompt_data",
+}
+
+
+@dataclass
+class LocalRun:
+    pipeline_run: str  # the key grouping this run's MLflow runs
+    run_dir: Path  # where the task outputs are
+    mlflow_parent_run_id: str | None
+
+
+def pipeline_arguments(config: dict[str, Any]) -> dict[str, Any]:
+    """Map a run config (sections data/pipeline/prepare/demo/sft/reward) onto pipeline
+    parameters, validating every stage section against its dataclass first."""
+    known = {"data", "pipeline", *STAGE_CONFIGS}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(known)}")
+    args: dict[str, Any] = {}
+    for key, uris in (config.get("data") or {}).items():
+        if key not in DATA_PARAMETERS:
+            raise ValueError(f"data: unknown input {key!r}; known: {sorted(DATA_PARAMETERS)}")
+        args[DATA_PARAMETERS[key]] = ",".join([uris] if isinstance(uris, str) else uris)
+    args.update(config.get("pipeline") or {})
+    for section, cls in STAGE_CONFIGS.items():
+        fields = dict(config.get(section) or {})
+        from_dict(cls, fields, where=section)  # fail here, not in the third task
+        overrides = {}
+        for key, value in fields.items():
+            if (section, key) in NAMED_PARAMETERS:
+                args[NAMED_PARAMETERS[(section, key)]] = value
+            else:
+                overrides[key] = value
+        args[f"{section}_overrides"] = overrides
+    return args
+
+
+def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "rlhf") -> LocalRun:
+    from kfp import local
+
+    output_root = Path(output_root).resolve()
+    output_root.mkdir(parents=True, exist_ok=True)
+    # Tasks run in subprocesses: give them an absolute tracking URI so they all write to
+    # the same store whatever their working directory.
+    uri = tracking.tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+
+    args = pipeline_arguments(config)
+    pipeline_run = args.pop("pipeline_run", None) or f"local-{time.strftime('%Y%m%d-%H%M%S')}"
+    before = set(output_root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_root))
+    PIPELINES[pipeline](**args, pipeline_run=pipeline_run)
+    new = sorted(set(output_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    parent = None
+    if args.get("track", True):
+        parent = tracking.start_pipeline_run(pipeline_run, args.get("mlflow_experiment", "rlhf"))
+        tracking.finish_pipeline_run(parent)
+    return LocalRun(pipeline_run, new[-1] if new else output_root, parent)

@@ -1,0 +1,82 @@
+"""The pipeline DAGs. Parameters with defaults run the built-in demo task end to end.
+
+Main hyperparameters are named parameters (visible in the KFP UI); every other stage field can
+be set through that stage's ``*_overrides`` dict, which wins over the named parameters.
+"""
+
+# No `from __future__ import annotations` here: KFP reads the real annotation objects.
+from kfp import dsl
+
+from rlhf.config import RewardConfig, SFTConfig
+from rlhf.pipeline import components as c
+
+PIPELINE_NAME = "rlhf"
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="RLHF: prepare data -> supervised fine-tuning -> reward model.",
+)
+def rlhf_pipeline(
+    sft_data: str = "",
+    preference_data: str = "",
+    prompt_data: str = "",
+    eval_prompt_data: str = "",
+    base_model: str = SFTConfig.base_model,
+    seed: int = SFTConfig.seed,
+    max_length: int = SFTConfig.max_length,
+    sft_epochs: int = SFTConfig.epochs,
+    sft_lr: float = SFTConfig.lr,
+    sft_batch_size: int = SFTConfig.batch_size,
+    reward_epochs: int = RewardConfig.epochs,
+    reward_lr: float = RewardConfig.lr,
+    reward_batch_size: int = RewardConfig.batch_size,
+    gold_reward: str = "auto",
+    prepare_overrides: dict = {},
+    demo_overrides: dict = {},
+    sft_overrides: dict = {},
+    reward_overrides: dict = {},
+    pipeline_run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    mlflow_experiment: str = "rlhf",
+    track: bool = True,
+):
+    """Data URIs are comma-separated lists of files or folders (local or s3://); with none
+    given the demo task is generated. ``gold_reward`` is "auto" (the demo's gold reward on demo
+    data), an import path "module:function", or "" for none."""
+    tracking = dict(pipeline_run=pipeline_run, mlflow_experiment=mlflow_experiment, track=track)
+    prep = c.prepare_data(
+        sft_data=sft_data,
+        preference_data=preference_data,
+        prompt_data=prompt_data,
+        eval_prompt_data=eval_prompt_data,
+        prepare_overrides=prepare_overrides,
+        demo_overrides=demo_overrides,
+        **tracking,
+    ).set_display_name("prepare data")
+    sft = c.supervised_finetune(
+        base_model=base_model,
+        seed=seed,
+        max_length=max_length,
+        epochs=sft_epochs,
+        lr=sft_lr,
+        batch_size=sft_batch_size,
+        overrides=sft_overrides,
+        data=prep.outputs["sft"],
+        **tracking,
+    ).set_display_name("supervised fine-tuning")
+    c.train_reward_model(
+        seed=seed,
+        max_length=max_length,
+        epochs=reward_epochs,
+        lr=reward_lr,
+        batch_size=reward_batch_size,
+        gold_reward=gold_reward,
+        data_source=prep.outputs["Output"],
+        overrides=reward_overrides,
+        preferences=prep.outputs["preferences"],
+        sft_model=sft.outputs["model"],
+        **tracking,
+    ).set_display_name("reward model")
+
+
+PIPELINES = {"rlhf": rlhf_pipeline}

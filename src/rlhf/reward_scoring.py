@@ -1,0 +1,88 @@
+"""Score (prompt, response) pairs with a trained reward model.
+
+    from rlhf.reward_scoring import RewardScorer
+    scorer = RewardScorer.load("outputs/reward_model")          # folder or s3:// URI
+    scorer.score(["Create a shopping list from this recipe: ..."], ["onion, garlic"])
+    # -> tensor([1.73])
+
+A prompt is a string (one user turn) or a list of ``{"role", "content"}`` messages. Scores are
+unnormalised: only differences between scores of answers to the same prompt are meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf import models
+from rlhf.encoding import Encoded, Messages, encode_prompt_answer
+from rlhf.training.batching import pad_right
+
+SETTINGS_FILE = "rlhf_reward.json"  # how the model encodes inputs, saved beside the weights
+
+
+def as_messages(prompt: str | Messages) -> Messages:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def reward_scores(
+    model: PreTrainedModel, examples: list[Encoded], pad_id: int, device: torch.device
+) -> torch.Tensor:
+    """(B,) scalar rewards read at each sequence's last non-pad token."""
+    ids = pad_right([e.input_ids for e in examples], pad_id).to(device)
+    attention = pad_right([[1] * len(e) for e in examples], 0).to(device)
+    return model(input_ids=ids, attention_mask=attention).logits.squeeze(-1).float()
+
+
+class RewardScorer:
+    """A reward model with the settings it was trained with."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int = 256,
+        chat_template: bool = True,
+        device: str = "auto",
+    ) -> None:
+        self.device = models.pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.chat_template = chat_template
+
+    @classmethod
+    def load(cls, uri: str, device: str = "auto", dtype: str = "float32") -> RewardScorer:
+        folder = Path(models.resolve(uri))
+        settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+        return cls(
+            models.load_reward_model(str(folder), dtype),
+            models.load_tokenizer(str(folder)),
+            settings["max_length"],
+            settings["chat_template"],
+            device,
+        )
+
+    @torch.no_grad()
+    def score(
+        self, prompts: list[str | Messages], responses: list[str], batch_size: int = 64
+    ) -> torch.Tensor:
+        """(N,) rewards for ``responses[i]`` answering ``prompts[i]``."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        encoded = [
+            encode_prompt_answer(
+                self.tokenizer, as_messages(p), r, self.max_length, self.chat_template
+            )
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        out = [
+            reward_scores(
+                self.model, encoded[i : i + batch_size], self.tokenizer.pad_token_id, self.device
+            )
+            for i in range(0, len(encoded), batch_size)
+        ]
+        return torch.cat(out).cpu() if out else torch.zeros(0)

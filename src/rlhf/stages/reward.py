@@ -1,0 +1,177 @@
+"""Stage 2: the reward model.
+
+A causal LM (the SFT model by default) with a scalar head that reads the last non-pad token,
+trained on preference pairs with -log sigmoid(s_w - s_l [- margin]). Validation reports the
+share of pairs ranked like the labels, the mean score gap, and (when a programmatic gold reward
+is configured, as on the demo task) the share ranked like the noise-free gold order.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import set_seed
+
+from rlhf import models
+from rlhf.algorithms.reward_loss import pairwise_accuracy, pairwise_reward_loss
+from rlhf.config import RewardConfig, to_dict
+from rlhf.data.artifacts import load_split, manifest_checksum
+from rlhf.encoding import Encoded, encode_prompt_answer
+from rlhf.gold import load_reward_function
+from rlhf.reward_scoring import SETTINGS_FILE, reward_scores
+from rlhf.stages.publish import checkpoint_root, publish_model
+from rlhf.tracking import Tracker
+from rlhf.training.batching import length_grouped_batches
+from rlhf.training.loop import train
+
+log = logging.getLogger("rlhf.reward")
+
+
+@dataclass
+class RewardInputs:
+    preferences: str  # prepared preferences artifact
+    base_model: str  # model to start from: the SFT model folder (or any causal LM)
+
+
+@dataclass
+class RewardOutputs:
+    model: str  # folder for the reward model
+
+
+@dataclass
+class Pair:
+    chosen: Encoded
+    rejected: Encoded
+    margin: float
+    gold_order: int  # +1 gold prefers chosen, -1 rejected, 0 tie or no gold reward
+
+    def __len__(self) -> int:
+        return max(len(self.chosen), len(self.rejected))
+
+
+def run(
+    config: RewardConfig,
+    inputs: RewardInputs,
+    outputs: RewardOutputs,
+    tracker: Tracker | None = None,
+) -> dict[str, float]:
+    tracker = tracker or Tracker()
+    started = time.time()
+    set_seed(config.seed)
+    device = models.pick_device(config.device)
+    tracker.log_params({f"reward.{k}": v for k, v in to_dict(config).items()})
+    gold = load_reward_function(config.gold_reward) if config.gold_reward else None
+
+    tokenizer = models.load_tokenizer(inputs.base_model, config.trust_remote_code)
+    model = models.load_reward_model(inputs.base_model, config.dtype, config.trust_remote_code)
+    model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
+    model.to(device)
+
+    def encode(rows: Any) -> list[Pair]:
+        pairs = []
+        for r in rows:
+            prompt = r["prompt"]
+            order = 0
+            if gold is not None:
+                diff = gold(prompt, r["chosen"]) - gold(prompt, r["rejected"])
+                order = (diff > 0) - (diff < 0)
+            margin = r.get("margin")
+            pairs.append(
+                Pair(
+                    encode_prompt_answer(
+                        tokenizer, prompt, r["chosen"], config.max_length, config.chat_template
+                    ),
+                    encode_prompt_answer(
+                        tokenizer, prompt, r["rejected"], config.max_length, config.chat_template
+                    ),
+                    float(margin) if (config.use_margin and margin is not None) else 0.0,
+                    order,
+                )
+            )
+        return pairs
+
+    train_set = encode(load_split(inputs.preferences, "train"))
+    val_set = encode(load_split(inputs.preferences, "validation"))
+    if not train_set:
+        raise ValueError(f"{inputs.preferences}: the train split is empty")
+    pad_id = tokenizer.pad_token_id
+
+    def scores(batch: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        # One forward pass over chosen and rejected together.
+        s = reward_scores(
+            model, [p.chosen for p in batch] + [p.rejected for p in batch], pad_id, device
+        )
+        return s[: len(batch)], s[len(batch) :]
+
+    lengths = [len(p) for p in train_set]
+
+    def batches_for_epoch(epoch: int) -> list[list[Pair]]:
+        groups = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
+        return [[train_set[i] for i in g] for g in groups]
+
+    def loss_fn(batch: list[Pair]) -> tuple[torch.Tensor, dict[str, float]]:
+        chosen, rejected = scores(batch)
+        margin = torch.tensor([p.margin for p in batch], device=device)
+        loss = pairwise_reward_loss(chosen, rejected, margin)
+        return loss, {"accuracy": pairwise_accuracy(chosen, rejected).item()}
+
+    def evaluate() -> dict[str, float]:
+        chosen, rejected = [], []
+        for start in range(0, len(val_set), config.eval_batch_size):
+            c, r = scores(val_set[start : start + config.eval_batch_size])
+            chosen.append(c)
+            rejected.append(r)
+        if not chosen:
+            return {}
+        c, r = torch.cat(chosen), torch.cat(rejected)
+        metrics = {
+            "val/loss": pairwise_reward_loss(c, r).item(),
+            "val/accuracy": pairwise_accuracy(c, r).item(),
+            "val/mean_margin": (c - r).mean().item(),
+        }
+        order = torch.tensor([p.gold_order for p in val_set], device=c.device)
+        decided = order != 0
+        if decided.any():
+            agree = torch.sign(c - r)[decided] == order[decided]
+            metrics["val/gold_accuracy"] = agree.float().mean().item()
+            # How often the (noisy) labels themselves agree with gold: the ceiling to read
+            # val/accuracy against.
+            metrics["val/label_gold_agreement"] = (order[decided] > 0).float().mean().item()
+        return metrics
+
+    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
+    result = train(
+        model, batches_for_epoch, loss_fn, evaluate, config, ckpt_root, tracker, stage="reward"
+    )
+    metrics = {k.removeprefix("val/"): v for k, v in result.final_metrics.items()}
+    metrics.update(
+        {"steps": float(result.steps), "train_pairs": float(len(train_set))},
+        seconds=time.time() - started,
+    )
+    publish_model(
+        model,
+        tokenizer,
+        outputs.model,
+        {
+            "artifact": "reward_model",
+            "base_model": inputs.base_model,
+            "data": str(inputs.preferences),
+            "data_sha256": manifest_checksum(inputs.preferences),
+            "metrics": metrics,
+        },
+        tracker,
+        extra_files={
+            SETTINGS_FILE: {"max_length": config.max_length, "chat_template": config.chat_template}
+        },
+        log_artifacts=config.log_model_artifacts,
+    )
+    if not config.checkpoint_dir:
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+    log.info("reward: val accuracy %.3f", metrics.get("accuracy", float("nan")))
+    return metrics

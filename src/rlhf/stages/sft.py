@@ -1,0 +1,155 @@
+"""Stage 1: supervised fine-tuning on demonstrations.
+
+Causal-LM cross-entropy on response tokens only (prompts and padding are masked), over
+length-grouped batches; AdamW with warmup + cosine decay, gradient accumulation and clipping;
+validation loss and perplexity; checkpoints every N steps and resume after a kill.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import set_seed
+
+from rlhf import models
+from rlhf.algorithms.logprobs import token_logprobs
+from rlhf.algorithms.masked import masked_sum
+from rlhf.algorithms.sft_loss import response_nll
+from rlhf.config import SFTConfig, to_dict
+from rlhf.data.artifacts import load_split, manifest_checksum
+from rlhf.encoding import Encoded, encode_conversation
+from rlhf.stages.publish import checkpoint_root, publish_model
+from rlhf.tokenizer import train_bpe_tokenizer
+from rlhf.tracking import Tracker
+from rlhf.training.batching import length_grouped_batches, pad_right
+from rlhf.training.loop import train
+
+log = logging.getLogger("rlhf.sft")
+
+
+@dataclass
+class SFTInputs:
+    sft: str  # prepared sft artifact (folder or s3:// URI)
+
+
+@dataclass
+class SFTOutputs:
+    model: str  # folder for the fine-tuned model and its tokenizer
+
+
+def _tokenizer(cfg: SFTConfig, train_rows: Any):
+    if cfg.tokenizer:
+        return models.load_tokenizer(cfg.tokenizer, cfg.trust_remote_code)
+    if models.is_preset(cfg.base_model):
+        texts = (m["content"] for row in train_rows for m in row["messages"])
+        log.info("training a %d-token byte-level BPE on the SFT text", cfg.vocab_size)
+        return train_bpe_tokenizer(texts, cfg.vocab_size)
+    return models.load_tokenizer(cfg.base_model, cfg.trust_remote_code)
+
+
+def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its own longest sequence."""
+    ids = pad_right([e.input_ids for e in examples], pad_id)
+    attention = pad_right([[1] * len(e) for e in examples], 0)
+    loss_mask = pad_right([e.loss_mask for e in examples], 0)
+    return {"input_ids": ids, "attention_mask": attention, "loss_mask": loss_mask}
+
+
+def run(
+    config: SFTConfig, inputs: SFTInputs, outputs: SFTOutputs, tracker: Tracker | None = None
+) -> dict[str, float]:
+    tracker = tracker or Tracker()
+    started = time.time()
+    set_seed(config.seed)
+    device = models.pick_device(config.device)
+    tracker.log_params({f"sft.{k}": v for k, v in to_dict(config).items()})
+
+    train_rows = load_split(inputs.sft, "train")
+    val_rows = load_split(inputs.sft, "validation")
+    if len(train_rows) == 0:
+        raise ValueError(f"{inputs.sft}: the train split is empty; nothing to fine-tune on")
+    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
+    saved_tokenizer = ckpt_root / "tokenizer"
+    if saved_tokenizer.exists():  # a resumed run must reuse the exact tokenizer it began with
+        tokenizer = models.load_tokenizer(str(saved_tokenizer))
+    else:
+        tokenizer = _tokenizer(config, train_rows)
+        tokenizer.save_pretrained(saved_tokenizer)
+    if models.is_preset(config.base_model):
+        model = models.build_from_preset(config.base_model, tokenizer, config.max_length)
+    else:
+        model = models.load_causal_lm(config.base_model, config.dtype, config.trust_remote_code)
+    model.to(device)
+    log.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
+
+    def encode(rows: Any) -> list[Encoded]:
+        out = [
+            encode_conversation(tokenizer, r["messages"], config.max_length, config.chat_template)
+            for r in rows
+        ]
+        return [e for e in out if sum(e.loss_mask) > 0]  # a truncated-away answer trains nothing
+
+    train_set, val_set = encode(train_rows), encode(val_rows)
+    pad_id = tokenizer.pad_token_id
+    lengths = [len(e) for e in train_set]
+
+    def batches_for_epoch(epoch: int) -> list[list[Encoded]]:
+        groups = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
+        return [[train_set[i] for i in g] for g in groups]
+
+    def loss_fn(batch: list[Encoded]) -> tuple[torch.Tensor, dict[str, float]]:
+        b = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        return response_nll(logits, b["input_ids"], b["loss_mask"]), {}
+
+    def evaluate() -> dict[str, float]:
+        nll, tokens = 0.0, 0
+        order = sorted(range(len(val_set)), key=lambda i: len(val_set[i]))
+        for start in range(0, len(order), config.eval_batch_size):
+            chunk = [val_set[i] for i in order[start : start + config.eval_batch_size]]
+            b = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            mask = b["loss_mask"][:, 1:]
+            nll -= masked_sum(token_logprobs(logits, b["input_ids"]), mask).item()
+            tokens += int(mask.sum())
+        loss = nll / max(1, tokens)
+        return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 50.0))}
+
+    result = train(
+        model, batches_for_epoch, loss_fn, evaluate, config, ckpt_root, tracker, stage="sft"
+    )
+    metrics = {
+        "val_loss_start": result.initial_metrics["val/loss"],
+        "val_loss": result.final_metrics["val/loss"],
+        "val_perplexity": result.final_metrics["val/perplexity"],
+        "train_examples": float(len(train_set)),
+        "steps": float(result.steps),
+        "seconds": time.time() - started,
+    }
+    model.config.use_cache = True
+    publish_model(
+        model,
+        tokenizer,
+        outputs.model,
+        {
+            "artifact": "sft_model",
+            "base_model": config.base_model,
+            "data": str(inputs.sft),
+            "data_sha256": manifest_checksum(inputs.sft),
+            "metrics": metrics,
+            "chat_template": config.chat_template,
+        },
+        tracker,
+        log_artifacts=config.log_model_artifacts,
+    )
+    if not config.checkpoint_dir:
+        shutil.rmtree(ckpt_root, ignore_errors=True)  # the published model supersedes them
+    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+    log.info("sft: val loss %.3f -> %.3f", metrics["val_loss_start"], metrics["val_loss"])
+    return metrics

@@ -1,0 +1,1 @@
+"""Pieces every training stage shares: batching, LR schedule, checkpoints, the step loop."""

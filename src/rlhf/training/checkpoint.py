@@ -1,0 +1,75 @@
+"""Training checkpoints: everything needed to continue a killed run as if it never stopped.
+
+A checkpoint is a folder ``step-00000123/`` holding ``state.pt`` (model, optimizer, scheduler,
+RNG states, loop position, and whatever else the stage adds) and ``meta.json``. It is written
+under a temporary name and renamed when complete, so a kill mid-save never leaves a checkpoint
+that looks valid but is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PREFIX = "step-"
+
+
+def capture_rng() -> dict[str, Any]:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    root: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 2
+) -> Path:
+    """Write ``state`` as checkpoint ``step`` under ``root`` and keep only the newest ``keep``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:08d}"
+    tmp = root / f".tmp-{PREFIX}{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": step}), encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    done = [p for p in root.glob(f"{PREFIX}*") if (p / "meta.json").exists()]
+    return sorted(done, key=lambda p: p.name)
+
+
+def latest_checkpoint(root: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    # weights_only: tensors, numbers, strings and containers only; no arbitrary objects.
+    return torch.load(Path(path) / "state.pt", map_location=map_location, weights_only=True)

@@ -1,0 +1,172 @@
+"""The supervised training loop shared by SFT and the reward model (and later DPO).
+
+It is one readable loop: per epoch a fixed batch order, gradient accumulation, clipping, a
+warmup+cosine schedule, periodic logging, validation and checkpoints, and resume from the
+newest checkpoint. What differs between stages is only ``loss_fn`` (a batch -> loss and
+metrics) and ``evaluate`` (-> validation metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.config import TrainConfig
+from rlhf.tracking import Tracker
+from rlhf.training import checkpoint as ckpt
+from rlhf.training.errors import NonFiniteLossError
+from rlhf.training.schedule import warmup_cosine
+
+log = logging.getLogger("rlhf.train")
+
+Batch = Any
+LossFn = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
+EvalFn = Callable[[], dict[str, float]]
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    resumed_from: int | None  # step of the checkpoint the run resumed from, if any
+    initial_metrics: dict[str, float]  # validation before the first step
+    final_metrics: dict[str, float]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weight matrices only (not on biases, norms or gains)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def train(
+    model: torch.nn.Module,
+    batches_for_epoch: Callable[[int], list[Batch]],
+    loss_fn: LossFn,
+    evaluate: EvalFn,
+    cfg: TrainConfig,
+    checkpoint_root: str | Path,
+    tracker: Tracker,
+    stage: str,
+) -> LoopResult:
+    """Train ``model`` in place; return the step count and the final validation metrics.
+
+    ``batches_for_epoch(e)`` must return the same batches for the same ``e`` every time: that
+    is what lets a resumed run skip exactly the micro-batches it had already used."""
+    per_epoch = math.ceil(len(batches_for_epoch(0)) / cfg.grad_accum)
+    total = per_epoch * cfg.epochs
+    if cfg.max_steps > 0:
+        total = min(total, cfg.max_steps) if cfg.epochs > 0 else cfg.max_steps
+    warmup = int(cfg.warmup_ratio * total)
+
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio)
+    )
+    step, epoch, micro = 0, 0, 0
+    resumed_from = None
+    latest = ckpt.latest_checkpoint(checkpoint_root)
+    if latest is not None:
+        state = ckpt.load_checkpoint(latest)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.restore_rng(state["rng"])
+        step, epoch, micro = state["step"], state["epoch"], state["micro"]
+        resumed_from = step
+        log.info("%s: resuming from %s (step %d)", stage, latest, step)
+        tracker.set_tags({"resumed_from_step": step})
+        initial = state["initial_metrics"]
+    else:
+        initial = _validate(model, evaluate)
+        tracker.log_metrics(initial, step=0)
+
+    def save() -> Path:
+        return ckpt.save_checkpoint(
+            checkpoint_root,
+            step,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": ckpt.capture_rng(),
+                "step": step,
+                "epoch": epoch,
+                "micro": micro,
+                "initial_metrics": initial,
+            },
+            keep=cfg.keep_checkpoints,
+        )
+
+    model.train()
+    started = time.time()
+    window: dict[str, list[float]] = {}
+    while step < total:
+        batches = batches_for_epoch(epoch)
+        while micro < len(batches) and step < total:
+            group = batches[micro : micro + cfg.grad_accum]
+            for batch in group:
+                loss, metrics = loss_fn(batch)
+                if not torch.isfinite(loss):
+                    last = ckpt.latest_checkpoint(checkpoint_root)
+                    raise NonFiniteLossError(
+                        f"{stage}: loss is {loss.item()} at step {step} (epoch {epoch}); "
+                        f"stopping. Last good checkpoint: {last or 'none yet'}"
+                    )
+                (loss / len(group)).backward()
+                for k, v in {"loss": loss.item(), **metrics}.items():
+                    window.setdefault(k, []).append(v)
+            if cfg.max_grad_norm > 0:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                window.setdefault("grad_norm", []).append(float(norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            micro += len(group)
+            step += 1
+
+            if step % cfg.log_every == 0 or step == total:
+                logged = {f"train/{k}": sum(v) / len(v) for k, v in window.items()}
+                logged["train/lr"] = scheduler.get_last_lr()[0]
+                logged["train/epoch"] = epoch + micro / max(1, len(batches))
+                tracker.log_metrics(logged, step=step)
+                log.info(
+                    "%s step %d/%d loss %.4f (%.1fs)",
+                    stage,
+                    step,
+                    total,
+                    logged["train/loss"],
+                    time.time() - started,
+                )
+                window = {}
+            if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < total:
+                tracker.log_metrics(_validate(model, evaluate), step=step)
+            if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < total:
+                save()
+        if micro >= len(batches):
+            epoch, micro = epoch + 1, 0
+
+    final = _validate(model, evaluate)
+    tracker.log_metrics(final, step=step)
+    return LoopResult(step, resumed_from, initial, final)
+
+
+def _validate(model: torch.nn.Module, evaluate: EvalFn) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        metrics = evaluate()
+    model.train()
+    return metrics

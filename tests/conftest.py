@@ -1,0 +1,52 @@
+"""Shared fixtures: a small demo data set, prepared once per session, and an isolated MLflow
+store and cache so tests never write into the working tree."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhf.config import DemoConfig, PrepareConfig
+
+SMALL_DEMO = DemoConfig(sft_rows=400, preference_rows=400, prompt_rows=60, eval_prompt_rows=20)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("env")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.setenv("RLHF_CACHE_DIR", str(root / "cache"))
+    mp.setenv("HF_HUB_OFFLINE", "1")  # nothing may come from a hub
+    mp.setenv("TOKENIZERS_PARALLELISM", "false")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def demo_files(tmp_path_factory):
+    from rlhf.data.demo_task import write_demo_files
+
+    return write_demo_files(tmp_path_factory.mktemp("demo"), SMALL_DEMO)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, demo_files):
+    """The small demo task prepared into the four artifacts: {name: folder}."""
+    from rlhf.data import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    outputs = prepare.PrepareOutputs(
+        *(str(out / n) for n in ("sft", "preferences", "prompts", "eval_prompts")),
+        str(out / "rejects.jsonl"),
+    )
+    prepare.run(
+        PrepareConfig(),
+        prepare.PrepareInputs(
+            [str(demo_files["sft"])],
+            [str(demo_files["preferences"])],
+            [str(demo_files["prompts"])],
+            [str(demo_files["eval_prompts"])],
+        ),
+        outputs,
+    )
+    return {n: str(out / n) for n in ("sft", "preferences", "prompts", "eval_prompts")}

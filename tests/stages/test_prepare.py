@@ -1,0 +1,440 @@
+"""The prepare stage end to end: inputs of every kind in, four loadable artifacts out."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pandas as pd
+import pytest
+
+from rlhf import storage
+from rlhf.config import PrepareConfig
+from rlhf.data.errors import DataError
+from rlhf.data.formats import SCHEMAS
+from rlhf.data.prepare import (
+    PrepareInputs,
+    PrepareOutputs,
+    content_sha256,
+    run,
+    split_indices,
+)
+from rlhf.tracking import Tracker
+
+ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def prepare(tmp_path, config=None, **inputs):
+    outputs = PrepareOutputs.in_folder(tmp_path / "out")
+    metrics = run(config or PrepareConfig(), PrepareInputs(**inputs), outputs)
+    return metrics, outputs
+
+
+def load(outputs, artifact):
+    return datasets.load_from_disk(getattr(outputs, artifact))
+
+
+def all_rows(dataset_dict):
+    return [row for split in dataset_dict for row in dataset_dict[split]]
+
+
+def numbered_sft(n, prefix="p"):
+    return [{"prompt": f"{prefix}{i}", "response": f"answer {i}"} for i in range(n)]
+
+
+# --- the whole stage ---------------------------------------------------------------------------
+
+
+def test_every_file_type_and_format_into_loadable_artifacts(tmp_path):
+    sft_jsonl = write_jsonl(tmp_path / "sft.jsonl", numbered_sft(3))
+    sft_csv = tmp_path / "chat.csv"
+    pd.DataFrame(
+        {"messages": [json.dumps([user("hi"), {"role": "assistant", "content": "hello"}])]}
+    ).to_csv(sft_csv, index=False)
+    ranking = tmp_path / "ranking.parquet"
+    pd.DataFrame({"prompt": ["rank me"], "responses": [["a", "b", "c"]]}).to_parquet(ranking)
+    hh = write_jsonl(
+        tmp_path / "hh.jsonl",
+        [
+            {
+                "chosen": "\n\nHuman: q\n\nAssistant: good",
+                "rejected": "\n\nHuman: q\n\nAssistant: bad",
+            }
+        ],
+    )
+    prompts_dir = tmp_path / "prompts_ds"
+    datasets.DatasetDict(
+        train=datasets.Dataset.from_list([{"prompt": f"prompt {i}"} for i in range(8)]),
+        test=datasets.Dataset.from_list([{"prompt": "prompt 9"}]),
+    ).save_to_disk(str(prompts_dir))
+    evals = write_jsonl(
+        tmp_path / "eval.jsonl", [{"prompt": "e", "reference": "ref"}, {"prompt": "f"}]
+    )
+
+    metrics, outputs = prepare(
+        tmp_path,
+        sft=[sft_jsonl, str(sft_csv)],
+        preferences=[str(ranking), hh],
+        prompts=[str(prompts_dir)],
+        eval_prompts=[evals],
+    )
+
+    for artifact in ARTIFACTS:
+        data = load(outputs, artifact)
+        assert list(data) == (["test"] if artifact == "eval_prompts" else ["train", "validation"])
+        assert all(data[s].features == SCHEMAS[artifact] for s in data)
+    assert {json.dumps(r["messages"]) for r in all_rows(load(outputs, "sft"))} >= {
+        json.dumps([user("hi"), {"role": "assistant", "content": "hello"}])
+    }
+    prefs = all_rows(load(outputs, "preferences"))
+    assert sorted((r["chosen"], r["rejected"]) for r in prefs) == [
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "c"),
+        ("good", "bad"),
+    ]
+    assert load(outputs, "eval_prompts")["test"].to_list() == [
+        {"prompt": [user("e")], "reference": "ref"},
+        {"prompt": [user("f")], "reference": None},
+    ]
+    assert metrics["sft/input_rows"] == 4
+    assert metrics["sft/train_rows"] + metrics["sft/validation_rows"] == 4
+    assert metrics["preferences/input_rows"] == 2  # one ranking row (3 pairs), one HH row
+    assert metrics["preferences/train_rows"] + metrics["preferences/validation_rows"] == 4
+    assert metrics["prompts/input_rows"] == 9
+    assert metrics["eval_prompts/test_rows"] == 2
+    assert (tmp_path / "out" / "rejects.jsonl").read_text() == ""
+
+
+def test_manifest_records_counts_sources_schema_and_checksum(tmp_path):
+    rows = [*numbered_sft(10), numbered_sft(1)[0]]
+    source = write_jsonl(tmp_path / "sft.jsonl", rows)
+    config = PrepareConfig(seed=3, validation_fraction=0.2)
+    metrics, outputs = prepare(tmp_path, config, sft=[source])
+
+    manifest = storage.read_manifest(outputs.sft)
+    data = load(outputs, "sft")
+    assert manifest["artifact"] == "sft"
+    assert manifest["sources"] == [source]
+    assert manifest["formats"] == {source: "prompt_response"}
+    assert manifest["rows"] == {"train": len(data["train"]), "validation": len(data["validation"])}
+    assert manifest["rows"] == {"train": 8, "validation": 2}
+    assert manifest["duplicates_dropped"] == 1 == metrics["sft/duplicates_dropped"]
+    assert (manifest["rejected"], manifest["over_budget_dropped"]) == (0, 0)
+    assert manifest["over_budget_truncated"] == 0
+    assert (manifest["seed"], manifest["validation_fraction"]) == (3, 0.2)
+    assert datasets.Features.from_dict(manifest["schema"]) == SCHEMAS["sft"]
+    reloaded = {split: data[split].to_list() for split in data}
+    assert manifest["content_sha256"] == content_sha256(reloaded)
+    listed = {f["path"] for f in manifest["files"]}
+    assert "dataset_dict.json" in listed and "train/state.json" in listed
+    # eval_prompts without files of its own is the prompts' validation split: here, empty.
+    assert storage.read_manifest(outputs.eval_prompts)["derived_from"] == "prompts/validation"
+
+
+def test_artifacts_without_inputs_are_written_empty_with_their_schema(tmp_path):
+    metrics, outputs = prepare(tmp_path)
+    for artifact in ARTIFACTS:
+        data = load(outputs, artifact)
+        assert all(len(data[s]) == 0 and data[s].features == SCHEMAS[artifact] for s in data)
+        assert storage.read_manifest(getattr(outputs, artifact))["rows"]
+    assert metrics["total/rejected"] == 0
+
+
+def test_eval_prompts_default_to_the_prompts_validation_split(tmp_path):
+    source = write_jsonl(
+        tmp_path / "p.jsonl", [{"prompt": f"p{i}", "reference": "r"} for i in range(10)]
+    )
+    _, outputs = prepare(tmp_path, PrepareConfig(validation_fraction=0.3), prompts=[source])
+    validation = load(outputs, "prompts")["validation"]["prompt"]
+    assert len(validation) == 3
+    evals = load(outputs, "eval_prompts")["test"]
+    assert evals["prompt"] == validation
+    assert evals["reference"] == [None] * 3
+    assert "reference" not in load(outputs, "prompts")["train"].features
+
+
+def test_existing_output_folders_are_replaced(tmp_path):
+    (tmp_path / "out" / "sft").mkdir(parents=True)
+    (tmp_path / "out" / "sft" / "stale.txt").write_text("old")
+    _, outputs = prepare(tmp_path, sft=[write_jsonl(tmp_path / "s.jsonl", numbered_sft(2))])
+    assert not (tmp_path / "out" / "sft" / "stale.txt").exists()
+    assert len(all_rows(load(outputs, "sft"))) == 2
+
+
+def test_tracker_gets_config_inputs_and_metrics(tmp_path):
+    tracker = Tracker()
+    source = write_jsonl(tmp_path / "s.jsonl", numbered_sft(4))
+    metrics = run(
+        PrepareConfig(seed=5),
+        PrepareInputs(sft=[source]),
+        PrepareOutputs.in_folder(tmp_path / "out"),
+        tracker,
+    )
+    assert tracker.params["seed"] == 5 and tracker.params["inputs.sft"] == source
+    assert tracker.metrics == [(None, metrics)]
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+# --- failures write nothing --------------------------------------------------------------------
+
+
+def assert_nothing_written(tmp_path):
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_bad_row_stops_the_run_and_writes_nothing(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", numbered_sft(3))
+    bad = write_jsonl(
+        tmp_path / "prefs.jsonl",
+        [{"prompt": "p", "chosen": "a", "rejected": "b"}] * 6
+        + [{"prompt": "p", "chosen": "", "rejected": "b"}],
+    )
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, sft=[good], preferences=[bad])
+    assert str(info.value) == f"{bad}: line 7: field 'chosen': must be a non-empty string"
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            b'{"prompt": "a", "response": "b"}\n{"prompt": "caf\xe9", "response": "b"}\n',
+            "line 2: not valid UTF-8",
+        ),
+        (b'{"prompt": "a", "response": "b"}\n{"prompt": \n', "line 2: invalid JSON"),
+        (b'{"question": "a"}\n', "line 1: unknown format: keys seen ['question']"),
+    ],
+)
+def test_unreadable_or_unknown_input_names_file_and_line(tmp_path, content, expected):
+    path = tmp_path / "sft.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, sft=[str(path)])
+    assert str(info.value).startswith(f"{path}: {expected}")
+    assert_nothing_written(tmp_path)
+
+
+def test_failure_keeps_previous_outputs_and_leaves_no_partial_folder(tmp_path):
+    _, outputs = prepare(tmp_path, sft=[write_jsonl(tmp_path / "a.jsonl", numbered_sft(2))])
+    before = storage.read_manifest(outputs.sft)["content_sha256"]
+    with pytest.raises(DataError):
+        prepare(tmp_path, sft=[write_jsonl(tmp_path / "b.jsonl", [{"prompt": "p"}])])
+    assert storage.read_manifest(outputs.sft)["content_sha256"] == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [*ARTIFACTS, "rejects.jsonl"]
+    )
+
+
+def test_config_errors_are_caught_before_reading(tmp_path):
+    for config in (
+        PrepareConfig(over_budget="cut"),
+        PrepareConfig(validation_fraction=1.0),
+        PrepareConfig(format="tsv"),
+    ):
+        with pytest.raises(ValueError):
+            prepare(tmp_path, config)
+    assert_nothing_written(tmp_path)
+
+
+# --- skip_invalid ------------------------------------------------------------------------------
+
+
+def test_skip_invalid_drops_counts_and_lists_bad_rows(tmp_path):
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_bytes(
+        b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n'
+        b'{"prompt": "p", "chosen": "a", "rejected": "a"}\n'
+        b"{broken\n"
+        b'{"prompt": "p", "chosen": "\xff", "rejected": "b"}\n'
+        b'{"prompt": "q", "chosen": "c", "rejected": "d", "margin": "high"}\n'
+        b'{"prompt": "r", "chosen": "e", "rejected": "f"}\n'
+    )
+    metrics, outputs = prepare(tmp_path, PrepareConfig(skip_invalid=True), preferences=[str(prefs)])
+
+    rejects = [
+        json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()
+    ]
+    assert [(r["file"], r["row"], r["field"]) for r in rejects] == [
+        (str(prefs), 2, "rejected"),
+        (str(prefs), 3, None),
+        (str(prefs), 4, None),
+        (str(prefs), 5, "margin"),
+    ]
+    assert rejects[0]["error"] == f"{prefs}: line 2: field 'rejected': is identical to 'chosen'"
+    assert metrics["preferences/rejected"] == 4 == metrics["total/rejected"]
+    assert metrics["preferences/input_rows"] == 6
+    assert len(all_rows(load(outputs, "preferences"))) == 2
+    assert storage.read_manifest(outputs.preferences)["rejected"] == 4
+
+
+def test_skip_invalid_detects_the_format_from_the_first_good_row(tmp_path):
+    source = write_jsonl(tmp_path / "s.jsonl", [{"junk": 1}, *numbered_sft(2)])
+    metrics, outputs = prepare(tmp_path, PrepareConfig(skip_invalid=True), sft=[source])
+    assert metrics["sft/rejected"] == 1
+    assert storage.read_manifest(outputs.sft)["formats"] == {source: "prompt_response"}
+
+
+# --- forced format, dedupe, split --------------------------------------------------------------
+
+
+def test_forced_format_applies_to_the_artifacts_that_accept_it(tmp_path):
+    prefs = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"prompt": "ignored", "chosen": "Q: x? A: yes", "rejected": "Q: x? A: no"}],
+    )
+    sft = write_jsonl(tmp_path / "s.jsonl", numbered_sft(1))
+    config = PrepareConfig(format="implicit_preference")
+    _, outputs = prepare(tmp_path, config, preferences=[prefs], sft=[sft])
+    assert all_rows(load(outputs, "preferences")) == [
+        {"prompt": [user("Q: x? A:")], "chosen": "yes", "rejected": "no", "margin": None}
+    ]
+    assert storage.read_manifest(outputs.sft)["formats"] == {sft: "prompt_response"}
+
+
+def test_dedupe_across_files_and_can_be_turned_off(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", numbered_sft(3))
+    b = write_jsonl(tmp_path / "b.jsonl", numbered_sft(2))
+    metrics, _ = prepare(tmp_path, sft=[a, b])
+    assert metrics["sft/duplicates_dropped"] == 2
+    assert metrics["sft/train_rows"] + metrics["sft/validation_rows"] == 3
+    metrics, _ = prepare(tmp_path, PrepareConfig(dedupe=False), sft=[a, b])
+    assert metrics["sft/duplicates_dropped"] == 0
+    assert metrics["sft/train_rows"] + metrics["sft/validation_rows"] == 5
+
+
+def test_seeded_split_is_reproducible(tmp_path):
+    source = write_jsonl(tmp_path / "s.jsonl", numbered_sft(40))
+
+    def split_with(seed, name):
+        outputs = PrepareOutputs.in_folder(tmp_path / name)
+        run(
+            PrepareConfig(seed=seed, validation_fraction=0.25), PrepareInputs(sft=[source]), outputs
+        )
+        data = datasets.load_from_disk(outputs.sft)
+        return data["train"].to_list(), data["validation"].to_list()
+
+    first, again, other = split_with(0, "a"), split_with(0, "b"), split_with(1, "c")
+    assert first == again
+    assert first != other
+    assert len(first[1]) == 10
+
+
+def test_split_keeps_rows_of_one_prompt_together_and_has_a_validation_row():
+    keys = ["a", "a", "a", "b", "b", "c", "d", "e", "f", "g"]
+    for seed in range(20):
+        train, validation = split_indices(keys, 0.2, seed)
+        assert sorted(train + validation) == list(range(10))
+        assert not {keys[i] for i in train} & {keys[i] for i in validation}
+        assert 1 <= len(validation) <= 2
+    assert [len(s) for s in split_indices(["x", "y"], 0.1, 0)] == [1, 1]
+    assert [len(s) for s in split_indices(["x", "x", "x"], 0.5, 0)] == [1, 2]  # one prompt
+    assert [len(s) for s in split_indices(["x", "y"], 0.0, 0)] == [2, 0]
+    assert [len(s) for s in split_indices(["x"], 0.5, 0)] == [1, 0]
+
+
+# --- token budget ------------------------------------------------------------------------------
+
+
+def test_over_budget_rows_are_dropped_and_counted(tmp_path):
+    rows = [
+        {"prompt": "12345", "response": "12345"},  # 10 bytes: fits
+        {"prompt": "12345", "response": "123456"},  # 11 bytes: over
+    ]
+    metrics, outputs = prepare(
+        tmp_path, PrepareConfig(max_tokens=10), sft=[write_jsonl(tmp_path / "s.jsonl", rows)]
+    )
+    assert metrics["sft/over_budget_dropped"] == 1 == metrics["total/over_budget_dropped"]
+    assert metrics["sft/tokens_max"] == 10
+    assert len(all_rows(load(outputs, "sft"))) == 1
+
+
+def test_truncate_cuts_answers_to_fit_and_drops_what_cannot_be_saved(tmp_path):
+    prefs = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"prompt": "abcd", "chosen": "fits", "rejected": "nope"},  # 8 bytes
+            {"prompt": "abcd", "chosen": "long answer", "rejected": "ok"},  # truncated
+            {
+                "prompt": "abcd",
+                "chosen": "same start X",
+                "rejected": "same start Y",
+            },  # equal after cut
+            {"prompt": "a prompt over budget", "chosen": "x", "rejected": "y"},  # prompt alone
+        ],
+    )
+    prompts = write_jsonl(
+        tmp_path / "q.jsonl", [{"prompt": "short"}, {"prompt": "far too long a prompt"}]
+    )
+    config = PrepareConfig(max_tokens=8, over_budget="truncate", validation_fraction=0)
+    metrics, outputs = prepare(tmp_path, config, preferences=[prefs], prompts=[prompts])
+
+    kept = load(outputs, "preferences")["train"].to_list()
+    assert sorted((r["chosen"], r["rejected"]) for r in kept) == [("fits", "nope"), ("long", "ok")]
+    assert metrics["preferences/over_budget_truncated"] == 1
+    assert metrics["preferences/over_budget_dropped"] == 2
+    assert metrics["prompts/over_budget_dropped"] == 1  # prompts are never truncated
+    manifest = storage.read_manifest(outputs.preferences)
+    assert (manifest["over_budget_truncated"], manifest["over_budget_dropped"]) == (1, 2)
+
+
+def test_byte_budget_truncation_never_splits_a_character(tmp_path):
+    rows = [{"prompt": "ab", "response": "ééé"}]  # é is 2 bytes
+    config = PrepareConfig(max_tokens=5, over_budget="truncate", validation_fraction=0)
+    _, outputs = prepare(tmp_path, config, sft=[write_jsonl(tmp_path / "s.jsonl", rows)])
+    assert load(outputs, "sft")["train"][0]["messages"][-1]["content"] == "é"
+
+
+def test_budget_counts_tokens_with_a_local_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [
+        "the",
+        "a",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "lazy",
+        "dog",
+        "what",
+        "does",
+        "say",
+    ]
+    core = Tokenizer(
+        models.WordLevel({w: i for i, w in enumerate(["[UNK]", *words])}, unk_token="[UNK]")
+    )
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]").save_pretrained(
+        tmp_path / "tok"
+    )
+
+    rows = [
+        {"prompt": "what does the fox say", "response": "the quick brown fox"},  # 5 + 4 tokens
+        {
+            "prompt": "what does the dog say",
+            "response": "the quick brown fox jumps over the lazy dog",
+        },
+    ]
+    config = PrepareConfig(
+        tokenizer=str(tmp_path / "tok"), max_tokens=9, over_budget="truncate", validation_fraction=0
+    )
+    metrics, outputs = prepare(tmp_path, config, sft=[write_jsonl(tmp_path / "s.jsonl", rows)])
+    answers = sorted(r["messages"][-1]["content"] for r in load(outputs, "sft")["train"])
+    assert answers == ["the quick brown fox", "the quick brown fox"]  # the second cut at 4 tokens
+    assert metrics["sft/over_budget_truncated"] == 1
+    assert metrics["sft/duplicates_dropped"] == 0  # dedupe runs before the budget
+    assert metrics["sft/tokens_max"] == 9

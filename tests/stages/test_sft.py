@@ -1,0 +1,93 @@
+"""SFT stage: it learns, it resumes after a kill exactly where it stopped, it stops on NaN."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlhf.config import SFTConfig, to_dict
+from rlhf.stages import sft
+from rlhf.tracking import Tracker
+from rlhf.training.errors import NonFiniteLossError
+
+FAST = dict(base_model="preset:tiny-llama", batch_size=16, log_every=5, eval_every=0, lr=3e-3)
+
+
+def test_sft_learns_and_publishes(prepared, tmp_path):
+    out = tmp_path / "model"
+    tracker = Tracker()
+    metrics = sft.run(
+        SFTConfig(epochs=4, **FAST),
+        sft.SFTInputs(prepared["sft"]),
+        sft.SFTOutputs(str(out)),
+        tracker,
+    )
+    assert metrics["val_loss"] < 0.6 * metrics["val_loss_start"]
+    names = {p.name for p in out.iterdir()}
+    assert {"manifest.json", "model.safetensors", "tokenizer.json", "config.json"} <= names
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["val_loss"] == pytest.approx(metrics["val_loss"])
+    assert manifest["data_sha256"]
+    assert not Path(f"{out}.checkpoints").exists()  # cleaned up once the model is published
+    assert tracker.history("train/loss")[-1] < tracker.history("train/loss")[0]
+    assert tracker.params["sft.lr"] == FAST["lr"]
+
+
+RUN_SFT = """
+import json, sys
+from rlhf.config import SFTConfig
+from rlhf.stages import sft
+cfg = SFTConfig(**json.loads(sys.argv[1]))
+sft.run(cfg, sft.SFTInputs(sys.argv[2]), sft.SFTOutputs(sys.argv[3]))
+"""
+
+
+def test_sft_resumes_after_kill_and_matches_an_unbroken_run(prepared, tmp_path):
+    cfg = SFTConfig(epochs=8, checkpoint_every=5, keep_checkpoints=2, **FAST)
+    ckpts = tmp_path / "killed" / "model.checkpoints"
+    out = tmp_path / "killed" / "model"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_SFT, json.dumps(to_dict(cfg)), prepared["sft"], str(out)],
+    )
+    deadline = time.time() + 120
+    while not (ckpts / "step-00000010" / "meta.json").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing published by the killed run
+
+    tracker = Tracker()
+    resumed = sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(out)), tracker)
+    assert int(tracker.tags["resumed_from_step"]) >= 10
+
+    clean_out = tmp_path / "clean" / "model"
+    clean = sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(clean_out)))
+    assert resumed["steps"] == clean["steps"]
+    a, b = load_file(out / "model.safetensors"), load_file(clean_out / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(prepared, tmp_path, monkeypatch):
+    real = sft.response_nll
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls["n"] == 12 else loss
+
+    monkeypatch.setattr(sft, "response_nll", poisoned)
+    out = tmp_path / "model"
+    cfg = SFTConfig(epochs=1, checkpoint_every=5, **FAST)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 11.*step-00000010"):
+        sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(out)))
+    assert not out.exists()

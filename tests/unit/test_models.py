@@ -1,0 +1,34 @@
+"""Presets, saving in HF format with safetensors only, tokenizer round trip."""
+
+import pytest
+
+from rlhf import models
+from rlhf.tokenizer import train_bpe_tokenizer
+
+
+def test_preset_builds_saves_and_loads(tmp_path):
+    tok = train_bpe_tokenizer(["onion, garlic, beef"] * 10, vocab_size=280)
+    model = models.build_from_preset("preset:micro-llama", tok, max_length=64)
+    assert model.config.vocab_size == len(tok)
+    models.save_pretrained(model, tok, tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "model.safetensors" in names
+    assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
+    again = models.load_causal_lm(str(tmp_path))
+    assert sum(p.numel() for p in again.parameters()) == sum(p.numel() for p in model.parameters())
+    tok2 = models.load_tokenizer(str(tmp_path))
+    assert tok2("onion")["input_ids"] == tok("onion")["input_ids"]
+    assert tok2.chat_template == tok.chat_template
+
+
+def test_reward_model_head_on_causal_lm(tmp_path):
+    tok = train_bpe_tokenizer(["onion, garlic"] * 10, vocab_size=270)
+    models.save_pretrained(models.build_from_preset("preset:micro-llama", tok, 64), tok, tmp_path)
+    rm = models.load_reward_model(str(tmp_path))
+    assert rm.config.num_labels == 1
+
+
+def test_unknown_preset_names_the_known_ones():
+    tok = train_bpe_tokenizer(["a b"], vocab_size=260)
+    with pytest.raises(ValueError, match="tiny-llama"):
+        models.build_from_preset("preset:nope", tok)
