@@ -28,6 +28,23 @@ def as_messages(prompt: str | Messages) -> Messages:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
+def encode_for_reward(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str | Messages,
+    answer: str,
+    max_length: int,
+    chat_template: bool = True,
+    score_at_eos: bool = True,
+) -> Encoded:
+    """Prompt + answer as the reward model reads them. With ``score_at_eos=False`` the closing
+    EOS is left off, so the score is read at the answer's last token: the position where the
+    SFT model it starts from decides whether the answer is complete."""
+    enc = encode_prompt_answer(tokenizer, as_messages(prompt), answer, max_length, chat_template)
+    if not score_at_eos and enc.input_ids[-1] == tokenizer.eos_token_id and sum(enc.loss_mask) > 1:
+        enc = Encoded(enc.input_ids[:-1], enc.loss_mask[:-1])
+    return enc
+
+
 def reward_scores(
     model: PreTrainedModel, examples: list[Encoded], pad_id: int, device: torch.device
 ) -> torch.Tensor:
@@ -47,12 +64,14 @@ class RewardScorer:
         max_length: int = 256,
         chat_template: bool = True,
         device: str = "auto",
+        score_at_eos: bool = True,
     ) -> None:
         self.device = models.pick_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.chat_template = chat_template
+        self.score_at_eos = score_at_eos
 
     @classmethod
     def load(cls, uri: str, device: str = "auto", dtype: str = "float32") -> RewardScorer:
@@ -64,6 +83,7 @@ class RewardScorer:
             settings["max_length"],
             settings["chat_template"],
             device,
+            settings.get("score_at_eos", True),
         )
 
     @torch.no_grad()
@@ -74,8 +94,8 @@ class RewardScorer:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         encoded = [
-            encode_prompt_answer(
-                self.tokenizer, as_messages(p), r, self.max_length, self.chat_template
+            encode_for_reward(
+                self.tokenizer, p, r, self.max_length, self.chat_template, self.score_at_eos
             )
             for p, r in zip(prompts, responses, strict=True)
         ]

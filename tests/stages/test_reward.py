@@ -13,7 +13,7 @@ from rlhf.stages import reward, sft
 @pytest.fixture(scope="module")
 def sft_model(prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft") / "model"
-    cfg = SFTConfig(base_model="preset:tiny-llama", epochs=3, batch_size=16, lr=3e-3, eval_every=0)
+    cfg = SFTConfig(base_model="preset:tiny-llama", epochs=10, batch_size=16, eval_every=0)
     sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(out)))
     return str(out)
 

@@ -104,8 +104,9 @@ def test_preference_pairs_have_no_ties():
         )
 
 
-def test_label_agreement_near_73_percent_by_default_and_exact_without_noise():
-    assert dt.label_agreement(DemoConfig()) == pytest.approx(0.73, abs=0.03)
+def test_labellers_agree_73_percent_by_default_and_exactly_without_noise():
+    assert dt.label_agreement(DemoConfig()) == pytest.approx(0.84, abs=0.02)
+    assert dt.labeller_agreement(DemoConfig()) == pytest.approx(0.73, abs=0.02)
     assert dt.label_agreement(DemoConfig(label_temperature=0.0)) == 1.0
 
 

@@ -204,7 +204,7 @@ def generate(config: DemoConfig | None = None) -> dict[str, list[dict[str, str]]
 
 def label_agreement(config: DemoConfig | None = None) -> float:
     """Measured share of the config's preference pairs whose label matches the noise-free
-    gold order (about 0.73 with the default temperature, 1.0 with temperature 0)."""
+    gold order (about 0.84 with the default temperature, 1.0 with temperature 0)."""
     config = config or DemoConfig()
     rows = _preference_rows(config, {r.text for r in _eval_recipes(config)})
     agree = sum(
@@ -212,6 +212,13 @@ def label_agreement(config: DemoConfig | None = None) -> float:
         for r in rows
     )
     return agree / len(rows) if rows else 1.0
+
+
+def labeller_agreement(config: DemoConfig | None = None) -> float:
+    """How often two independent simulated labellers would agree: p^2 + (1-p)^2 where p is
+    ``label_agreement`` (about 0.73 by default, InstructGPT's inter-labeller figure)."""
+    p = label_agreement(config)
+    return p * p + (1 - p) * (1 - p)
 
 
 def write_demo_files(out_dir: str | Path, config: DemoConfig | None = None) -> dict[str, Path]:

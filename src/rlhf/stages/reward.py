@@ -21,9 +21,9 @@ from rlhf import models
 from rlhf.algorithms.reward_loss import pairwise_accuracy, pairwise_reward_loss
 from rlhf.config import RewardConfig, to_dict
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.encoding import Encoded, encode_prompt_answer
+from rlhf.encoding import Encoded
 from rlhf.gold import load_reward_function
-from rlhf.reward_scoring import SETTINGS_FILE, reward_scores
+from rlhf.reward_scoring import SETTINGS_FILE, encode_for_reward, reward_scores
 from rlhf.stages.publish import checkpoint_root, publish_model
 from rlhf.tracking import Tracker
 from rlhf.training.batching import length_grouped_batches
@@ -81,14 +81,21 @@ def run(
                 diff = gold(prompt, r["chosen"]) - gold(prompt, r["rejected"])
                 order = (diff > 0) - (diff < 0)
             margin = r.get("margin")
+            chosen, rejected = (
+                encode_for_reward(
+                    tokenizer,
+                    prompt,
+                    answer,
+                    config.max_length,
+                    config.chat_template,
+                    config.score_at_eos,
+                )
+                for answer in (r["chosen"], r["rejected"])
+            )
             pairs.append(
                 Pair(
-                    encode_prompt_answer(
-                        tokenizer, prompt, r["chosen"], config.max_length, config.chat_template
-                    ),
-                    encode_prompt_answer(
-                        tokenizer, prompt, r["rejected"], config.max_length, config.chat_template
-                    ),
+                    chosen,
+                    rejected,
                     float(margin) if (config.use_margin and margin is not None) else 0.0,
                     order,
                 )
@@ -166,7 +173,11 @@ def run(
         },
         tracker,
         extra_files={
-            SETTINGS_FILE: {"max_length": config.max_length, "chat_template": config.chat_template}
+            SETTINGS_FILE: {
+                "max_length": config.max_length,
+                "chat_template": config.chat_template,
+                "score_at_eos": config.score_at_eos,
+            }
         },
         log_artifacts=config.log_model_artifacts,
     )

@@ -1,0 +1,59 @@
+"""The command line: exit codes and messages a person sees, and the files it writes."""
+
+import json
+
+import datasets
+
+from rlhf.cli import main
+
+
+def test_demo_data_then_prepare(tmp_path, capsys):
+    assert main(["demo-data", "--out", str(tmp_path / "demo"), "--set", "sft_rows=50",
+                 "--set", "preference_rows=40", "--set", "prompt_rows=20",
+                 "--set", "eval_prompt_rows=10"]) == 0  # fmt: skip
+    files = {p.name for p in (tmp_path / "demo").iterdir()}
+    assert files == {"sft.jsonl", "preferences.jsonl", "prompts.jsonl", "eval_prompts.jsonl"}
+    demo = tmp_path / "demo"
+    code = main(["prepare", "--no-track", "--sft", str(demo / "sft.jsonl"),
+                 "--preferences", str(demo / "preferences.jsonl"),
+                 "--prompts", str(demo / "prompts.jsonl"),
+                 "--eval-prompts", str(demo / "eval_prompts.jsonl"),
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0
+    prefs = datasets.load_from_disk(str(tmp_path / "out" / "preferences"))
+    assert len(prefs["train"]) + len(prefs["validation"]) == 40
+    assert '"preferences/train_rows"' in capsys.readouterr().out
+
+
+def test_bad_row_exits_2_naming_file_line_and_field(tmp_path, capsys):
+    bad = tmp_path / "prefs.jsonl"
+    rows = [
+        {"prompt": "p1", "chosen": "a", "rejected": "b"},
+        {"prompt": "p2", "chosen": "a"},
+    ]
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    code = main(["prepare", "--no-track", "--preferences", str(bad), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: line 2: field 'rejected'" in err
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+    code = main(
+        ["prepare", "--no-track", "--preferences", str(bad), "--out", str(out), "--skip-invalid"]
+    )
+    assert code == 0
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["field"]) for r in rejects] == [(2, "rejected")]
+
+
+def test_unknown_config_field_is_a_clear_error(tmp_path, capsys):
+    code = main(["sft", "--no-track", "--data", "x", "--out", str(tmp_path), "--set", "lr2=1"])
+    assert code == 2
+    assert "unknown field(s) ['lr2']" in capsys.readouterr().err
+
+
+def test_compile_writes_pipeline_yaml(tmp_path, capsys):
+    assert main(["compile", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "rlhf.yaml").read_text()
+    assert "supervised-finetune" in text and "train-reward-model" in text
