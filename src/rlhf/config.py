@@ -190,3 +190,92 @@ class RewardConfig(TrainConfig):
     # Import path "module:function(prompt, response) -> float" of a programmatic gold reward;
     # when set, validation also reports accuracy against its noise-free ordering.
     gold_reward: str | None = None
+
+
+@dataclasses.dataclass
+class PPOConfig:
+    """PPO against the reward model with a KL penalty to the SFT reference (InstructGPT's
+    objective), optional PPO-ptx, and the PPO-Penalty variant. docs/ppo.md explains each field."""
+
+    seed: int = 0
+    iterations: int = 80  # rollout + update cycles
+    rollout_batch_size: int = 64  # prompts sampled per iteration (one response each)
+    minibatch_size: int = 16  # rollouts per gradient step
+    ppo_epochs: int = 4  # passes over each rollout batch
+    lr: float = 3e-5  # policy learning rate (AdamW, constant after warmup)
+    critic_lr: float = 1e-4  # value model learning rate
+    warmup_iterations: int = 2  # LR warms up linearly over these iterations
+    max_grad_norm: float = 1.0  # clipping, per model
+    # Sampling
+    max_new_tokens: int = 32  # response length limit
+    temperature: float = 1.0  # rollouts sample at this temperature; log-probs use it too
+    top_p: float = 1.0
+    # Reward: RM score at the last response token minus kl_coef * KL(policy || reference)
+    kl_estimator: str = "k1"  # "k1" (log-ratio) or "k3" (Schulman's, always >= 0)
+    kl_control: str = "adaptive"  # "adaptive" (Ziegler et al. 2019) or "fixed"
+    kl_coef: float = 0.05  # initial (or fixed) coefficient beta of the KL penalty
+    kl_target: float = 2.0  # adaptive: target KL per response, in nats
+    kl_horizon: int = 2000  # adaptive: responses over which the coefficient adapts
+    missing_eos_penalty: float = -1.0  # added to the score of responses that never emit EOS
+    normalize_scores: bool = False  # whiten RM scores with running mean/std
+    score_clip: float | None = None  # clip (normalised) RM scores to [-c, c]
+    # Advantages
+    gamma: float = 1.0  # discount over response tokens
+    lam: float = 0.95  # GAE lambda
+    whiten_advantages: bool = True
+    # Policy loss
+    policy_loss: str = "clip"  # "clip" (PPO-Clip) or "penalty" (PPO-Penalty)
+    clip_eps: float = 0.2  # PPO-Clip ratio range [1 - eps, 1 + eps]
+    penalty_beta: float = 0.05  # PPO-Penalty: initial coefficient of KL(old || new)
+    penalty_target_kl: float = 0.01  # PPO-Penalty: beta halves/doubles around this KL
+    # Value loss
+    vf_coef: float = 0.5  # weight of the value loss
+    value_clip: float = 0.2  # value clipping range around the rollout's values (0: off)
+    critic_init: str = "reward"  # critic starts from the "reward" model or the "policy"
+    # PPO-ptx: language-model loss on SFT data (InstructGPT's gamma); 0 turns it off
+    ptx_coef: float = 0.0
+    ptx_batch_size: int = 8
+    # Diagnostics and guards
+    log_every: int = 1  # iterations between metric logs
+    sample_every: int = 10  # iterations between sample tables (0: never)
+    samples_logged: int = 8
+    entropy_floor: float = 0.05  # warn when mean token entropy falls below (collapse)
+    length_drift: float = 2.0  # warn when mean length leaves [1/x, x] times the first batch's
+    gold_reward: str | None = None  # programmatic reward logged alongside (never trained on)
+    # Checkpoints
+    checkpoint_every: int = 10  # iterations between checkpoints (0: never)
+    keep_checkpoints: int = 2
+    checkpoint_dir: str | None = None  # None: "<output>.checkpoints"
+    # Models
+    max_prompt_length: int = 192  # prompts are cut from the left to this many tokens
+    chat_template: bool = True
+    dtype: str = "float32"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    log_model_artifacts: bool = True
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Evaluation of a candidate policy against the reference (SFT) on held-out prompts;
+    docs/evaluation.md explains every metric."""
+
+    seed: int = 0  # torch is seeded with it before each model samples: reproducible samples
+    max_prompts: int = 200  # the first N prompts of the eval_prompts test split (0: all)
+    # Responses per prompt and model. More samples reduce variance; win rates compare sample i
+    # of the candidate with sample i of the reference for the same prompt.
+    samples_per_prompt: int = 4
+    batch_size: int = 64  # sequences per generation / scoring / log-prob batch
+    max_new_tokens: int = 32  # response length limit
+    temperature: float = 1.0  # sampling, not greedy: a policy is judged by what it samples
+    top_p: float = 1.0
+    chat_template: bool = True  # render prompts with the tokenizer's chat template
+    # Tokens per sequence: prompts are cut from the left, SFT validation data from the right.
+    max_length: int = 256
+    # Import path "module:function(prompt, response) -> float" of a programmatic gold reward
+    # (the demo task's is "rlhf.data.demo_task:gold_reward"); adds gold means and win rate.
+    gold_reward: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    trust_remote_code: bool = False  # only for model code you have read
+    report_samples: int = 8  # prompts shown side by side in the HTML report

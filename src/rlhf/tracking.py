@@ -28,6 +28,7 @@ class Tracker:
         self.metrics: list[tuple[int | None, dict[str, float]]] = []
         self.artifacts: list[tuple[str, str | None]] = []
         self.tags: dict[str, str] = {}
+        self.tables: dict[str, dict[str, list[Any]]] = {}
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self.params.update(params)
@@ -40,6 +41,10 @@ class Tracker:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.tags.update({k: str(v) for k, v in tags.items()})
+
+    def log_table(self, data: Mapping[str, list[Any]], artifact_file: str) -> None:
+        """A table (column -> values) shown as a table in the MLflow UI."""
+        self.tables[artifact_file] = {k: list(v) for k, v in data.items()}
 
     def history(self, key: str) -> list[float]:
         """Every logged value of ``key`` in order (for tests)."""
@@ -85,6 +90,10 @@ class MlflowTracker(Tracker):
         super().set_tags(tags)
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
+
+    def log_table(self, data: Mapping[str, list[Any]], artifact_file: str) -> None:
+        super().log_table(data, artifact_file)
+        self.client.log_table(self.run_id, data=dict(data), artifact_file=artifact_file)
 
 
 def tracking_uri() -> str:

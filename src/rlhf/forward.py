@@ -1,0 +1,74 @@
+"""Model forward passes over padded batches: per-token log-probs, entropies and values.
+
+The single place where a model is run on a (prompt, response) batch, used by PPO, GRPO, DPO
+and evaluation. Position ids come from the attention mask, so a left-padded prompt (as batched
+generation needs) gets the same positions at scoring time as it had during generation.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from rlhf.algorithms.logprobs import token_entropy, token_logprobs
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions counting real tokens only: 0 at each row's first real token."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def sequence_logits(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """(B, T, V) logits of a causal LM for a padded batch (left or right padding)."""
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        use_cache=False,
+    ).logits
+
+
+def response_logprobs(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_width: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and optionally entropies) of the response tokens.
+
+    Args:
+        input_ids, attention_mask: (B, P + R): prompts left-padded to width P, then responses.
+        prompt_width: P.
+        temperature: divides the logits, so the log-probs are those of the distribution the
+            responses were sampled from.
+    Returns:
+        logprobs (B, R) and entropy (B, R) or None.
+    """
+    logits = sequence_logits(model, input_ids, attention_mask)
+    logits = logits[:, prompt_width - 1 :] / temperature  # positions that predict responses
+    ids = input_ids[:, prompt_width - 1 :]
+    logprobs = token_logprobs(logits, ids)
+    entropy = token_entropy(logits) if with_entropy else None
+    return logprobs, entropy
+
+
+def response_values(
+    critic: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_width: int,
+) -> torch.Tensor:
+    """(B, R) value estimates V(prompt + response[:t]) from a sequence-classification critic
+    (backbone + ``score`` head), read at the position that predicts response token t."""
+    hidden = critic.base_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    values = critic.score(hidden).squeeze(-1).float()
+    return values[:, prompt_width - 1 : -1]

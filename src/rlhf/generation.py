@@ -1,0 +1,112 @@
+"""Batched, KV-cached sampling of responses, shared by PPO, GRPO and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf.training.batching import pad_left
+
+
+@dataclass
+class SamplingConfig:
+    """How responses are sampled."""
+
+    max_new_tokens: int = 32  # responses stop here if they have not emitted EOS
+    temperature: float = 1.0  # 1.0 samples from the policy itself (what the KL terms assume)
+    top_p: float = 1.0  # nucleus sampling; < 1 changes the sampled distribution
+
+
+@dataclass
+class Rollout:
+    """Prompts and sampled responses in one padded batch.
+
+    ``input_ids`` and ``attention_mask`` are (B, P + R): prompts left-padded to width P, then
+    responses right-padded to width R. ``response_mask`` (B, R) is 1 up to and including each
+    row's first EOS; ``ended`` (B,) says whether the row emitted EOS at all."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    prompt_width: int
+    response_mask: torch.Tensor
+    ended: torch.Tensor
+
+    @property
+    def response_ids(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_width :]
+
+    def to(self, device: torch.device) -> Rollout:
+        return Rollout(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.prompt_width,
+            self.response_mask.to(device),
+            self.ended.to(device),
+        )
+
+    def select(self, rows: torch.Tensor | list[int]) -> Rollout:
+        return Rollout(
+            self.input_ids[rows],
+            self.attention_mask[rows],
+            self.prompt_width,
+            self.response_mask[rows],
+            self.ended[rows],
+        )
+
+
+def response_mask(response_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, R) mask up to and including the first EOS, and (B,) whether an EOS occurred."""
+    is_eos = response_ids == eos_id
+    ended = is_eos.any(-1)
+    # tokens strictly after the first EOS: an EOS occurred at an earlier position
+    after = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+    return (~after).long(), ended
+
+
+@torch.no_grad()
+def sample_responses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    config: SamplingConfig,
+    greedy: bool = False,
+) -> Rollout:
+    """Sample one response per prompt (token ids). Randomness comes from torch's global RNG,
+    which the stages seed and checkpoint."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    ids = pad_left(prompts, pad).to(device)
+    attention = pad_left([[1] * len(p) for p in prompts], 0).to(device)
+    was_training = model.training
+    model.eval()
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=attention,
+        max_new_tokens=config.max_new_tokens,
+        do_sample=not greedy,
+        temperature=config.temperature if not greedy else None,
+        top_p=config.top_p if not greedy else None,
+        top_k=0 if not greedy else None,  # no top-k: sample from the full distribution
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+        use_cache=True,
+    )
+    model.train(was_training)
+    width = ids.shape[1]
+    response = out[:, width:]
+    if response.shape[1] == 0:  # max_new_tokens=0
+        response = torch.full((len(prompts), 1), pad, device=device)
+    mask, ended = response_mask(response, tokenizer.eos_token_id)
+    response = torch.where(mask.bool(), response, torch.full_like(response, pad))
+    full = torch.cat([ids, response], dim=1)
+    return Rollout(full, torch.cat([attention, mask], dim=1), width, mask, ended)
+
+
+def decode_responses(tokenizer: PreTrainedTokenizerBase, rollout: Rollout) -> list[str]:
+    """Response texts without special tokens (EOS, padding)."""
+    return [
+        tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True).strip()
+        for row, m in zip(rollout.response_ids, rollout.response_mask, strict=True)
+    ]
