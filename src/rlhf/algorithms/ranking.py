@@ -66,9 +66,10 @@ def elo_ratings(
     ``base * n_players``. A tie between equally rated players changes nothing.
 
     Elo is order-dependent (later matches weigh more), so callers must pass matches in a
-    fixed, documented order to get reproducible ratings. With many matches the ratings keep
-    fluctuating around their equilibrium by roughly sqrt(90 * k) points (about 40 for k=16);
-    read differences smaller than that as noise.
+    fixed, documented order to get reproducible ratings. With many matches each rating keeps
+    fluctuating around its equilibrium with a standard deviation of about sqrt(45 * k) points
+    (about 27 for k=16, so about 55 for the gap between two players): read smaller gaps as
+    noise. The win rate of a pair is the steadier measure.
 
     Args:
         matches: (a, b, score of a) with score 1.0 (a won), 0.5 (tie) or 0.0 (b won); a != b.
