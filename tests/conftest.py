@@ -50,3 +50,20 @@ def prepared(tmp_path_factory, demo_files):
         outputs,
     )
     return {n: str(out / n) for n in ("sft", "preferences", "prompts", "eval_prompts")}
+
+
+@pytest.fixture(scope="session")
+def micro_models(prepared, tmp_path_factory):
+    """A micro SFT model and a reward model on it, trained for seconds: {"sft", "reward"}."""
+    from rlhf.config import RewardConfig, SFTConfig
+    from rlhf.stages import reward, sft
+
+    root = tmp_path_factory.mktemp("micro")
+    cfg = SFTConfig(base_model="preset:micro-llama", epochs=2, batch_size=16, eval_every=0)
+    sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(root / "sft")))
+    reward.run(
+        RewardConfig(epochs=1, batch_size=16, eval_every=0),
+        reward.RewardInputs(prepared["preferences"], str(root / "sft")),
+        reward.RewardOutputs(str(root / "reward")),
+    )
+    return {"sft": str(root / "sft"), "reward": str(root / "reward")}

@@ -111,6 +111,39 @@ def cmd_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ppo(args: argparse.Namespace) -> int:
+    from rlhf import tracking
+    from rlhf.config import PPOConfig
+    from rlhf.stages import ppo
+
+    config = _config(PPOConfig, args, "ppo")
+    inputs = ppo.PPOInputs(args.prompts, args.sft_model, args.reward_model, args.sft_data)
+    with tracking.stage_run("ppo", None, args.experiment, not args.no_track) as tracker:
+        metrics = ppo.run(config, inputs, ppo.PPOOutputs(args.out), tracker)
+    _print_metrics(metrics)
+    print(f"policy: {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rlhf import tracking
+    from rlhf.config import EvalConfig
+    from rlhf.stages import evaluate
+
+    config = _config(EvalConfig, args, "eval")
+    out = Path(args.out)
+    inputs = evaluate.EvalInputs(
+        args.eval_prompts, args.candidate, args.reference, args.reward_model, args.sft_data,
+        args.other or [],
+    )  # fmt: skip
+    outputs = evaluate.EvalOutputs(str(out / "report.html"), str(out / "metrics.json"))
+    with tracking.stage_run("evaluate", None, args.experiment, not args.no_track) as tracker:
+        metrics = evaluate.run(config, inputs, outputs, tracker)
+    _print_metrics(metrics)
+    print(f"report: {(out / 'report.html').resolve()}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rlhf import tracking
     from rlhf.config import parse_overrides
@@ -184,8 +217,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, "reward")
     p.set_defaults(fn=cmd_reward)
 
+    p = sub.add_parser("ppo", help="PPO against the reward model with a KL penalty to SFT")
+    p.add_argument("--prompts", required=True, help="prepared prompts artifact folder")
+    p.add_argument("--sft-model", required=True, help="SFT model: policy start and reference")
+    p.add_argument("--reward-model", required=True, help="reward model folder")
+    p.add_argument("--sft-data", help="prepared sft artifact (needed for PPO-ptx)")
+    p.add_argument("--out", required=True, help="output policy folder")
+    _add_config_flags(p, "ppo")
+    p.set_defaults(fn=cmd_ppo)
+
+    p = sub.add_parser("evaluate", help="compare a policy with the reference on held-out prompts")
+    p.add_argument("--eval-prompts", required=True, help="prepared eval_prompts artifact")
+    p.add_argument("--candidate", required=True, help="policy to evaluate")
+    p.add_argument("--reference", required=True, help="policy to compare with (the SFT model)")
+    p.add_argument("--reward-model", required=True, help="reward model used as a judge")
+    p.add_argument("--sft-data", help="prepared sft artifact, for held-out perplexity")
+    p.add_argument("--other", action="append", help="more policies to rank by Elo (repeat)")
+    p.add_argument("--out", required=True, help="folder for report.html and metrics.json")
+    _add_config_flags(p, "eval")
+    p.set_defaults(fn=cmd_evaluate)
+
     p = sub.add_parser("run", help="run the whole pipeline locally with kfp.local")
-    p.add_argument("--config", help="YAML with sections data, pipeline, prepare, demo, sft, reward")
+    p.add_argument(
+        "--config", help="YAML with sections data, pipeline, prepare, demo, sft, reward, ppo, eval"
+    )
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     p.add_argument("--pipeline", default="rlhf", help="pipeline to run (default: rlhf)")
     p.add_argument("--output-root", default="local_outputs", help="where task outputs go")

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -14,14 +15,18 @@ TINY = {
     "demo": {"sft_rows": 120, "preference_rows": 120, "prompt_rows": 20, "eval_prompt_rows": 10},
     "sft": {"base_model": "preset:micro-llama", "epochs": 1, "batch_size": 16, "log_every": 2},
     "reward": {"epochs": 1, "batch_size": 16, "eval_every": 0},
-}
+    "ppo": {"iterations": 2, "rollout_batch_size": 8, "minibatch_size": 4, "ppo_epochs": 1,
+            "max_new_tokens": 8},
+    "eval": {"max_prompts": 4, "samples_per_prompt": 2, "max_new_tokens": 8},
+}  # fmt: skip
 
 
 def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path):
     result = run_local(TINY, tmp_path / "outputs")
     tasks = {p.name for p in result.run_dir.iterdir() if p.is_dir()}
-    assert {"prepare-data", "supervised-finetune", "train-reward-model"} <= tasks
-    for model in ("supervised-finetune/model", "train-reward-model/model"):
+    assert {"prepare-data", "supervised-finetune", "train-reward-model", "ppo-train"} <= tasks
+    assert (result.run_dir / "evaluate-policy" / "report").read_text().startswith("<!DOCTYPE")
+    for model in ("supervised-finetune/model", "train-reward-model/model", "ppo-train/model"):
         folder = result.run_dir / model
         assert (folder / "manifest.json").exists()
         assert (folder / "model.safetensors").exists()
@@ -39,7 +44,7 @@ def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path):
         [exp], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     stages = {r.data.tags["rlhf.stage"]: r for r in children}
-    assert set(stages) == {"prepare", "sft", "reward"}
+    assert set(stages) == {"prepare", "sft", "reward", "ppo", "evaluate"}
     assert all(r.info.status == "FINISHED" for r in children)
     sft_run = stages["sft"]
     assert "val/loss" in sft_run.data.metrics and "train/loss" in sft_run.data.metrics
@@ -54,13 +59,17 @@ def test_run_config_maps_named_parameters_and_overrides():
         {
             "data": {"sft": ["a.jsonl", "s3://b/c.jsonl"]},
             "sft": {"epochs": 2, "warmup_ratio": 0.1},
-            "reward": {"gold_reward": ""},
+            "pipeline": {"gold_reward": ""},
         }
     )
     assert args["sft_data"] == "a.jsonl,s3://b/c.jsonl"
     assert args["sft_epochs"] == 2
     assert args["sft_overrides"] == {"warmup_ratio": 0.1}
     assert args["gold_reward"] == ""
+    with pytest.raises(ValueError, match="pipeline.gold_reward"):
+        pipeline_arguments({"ppo": {"gold_reward": "x:y"}})
+    with pytest.raises(ValueError, match="unknown field"):
+        pipeline_arguments({"ppo": {"kl_coeff": 0.1}})
 
 
 def test_committed_pipeline_packages_are_up_to_date(tmp_path):

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import log_setup, tracking
-from rlhf.config import DemoConfig, PrepareConfig, RewardConfig, SFTConfig, from_dict
+from rlhf.config import (
+    DemoConfig,
+    EvalConfig,
+    PPOConfig,
+    PrepareConfig,
+    RewardConfig,
+    SFTConfig,
+    from_dict,
+)
 
 log = logging.getLogger("rlhf.pipeline")
 
@@ -113,6 +121,13 @@ def sft(
     _report(metrics, result)
 
 
+def _gold(gold_reward: str, data_source: str) -> str | None:
+    """Resolve "auto": the demo task's gold reward on demo data, none otherwise."""
+    if gold_reward == "auto":
+        return DEMO_GOLD_REWARD if data_source == "demo" else None
+    return gold_reward or None
+
+
 def reward(
     seed: int,
     max_length: int,
@@ -152,4 +167,77 @@ def reward(
             stage.RewardOutputs(model.path),
             tracker,
         )
+    _report(metrics, result)
+
+
+def ppo(
+    seed: int,
+    iterations: int,
+    lr: float,
+    kl_coef: float,
+    kl_target: float,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    prompts: Any,
+    sft_data: Any,
+    sft_model: Any,
+    reward_model: Any,
+    model: Any,
+    metrics: Any,
+) -> None:
+    from rlhf.stages import ppo as stage
+
+    log_setup.configure()
+    fields = dict(
+        seed=seed,
+        iterations=iterations,
+        lr=lr,
+        kl_coef=kl_coef,
+        kl_target=kl_target,
+        gold_reward=_gold(gold_reward, data_source),
+    )
+    config = from_dict(PPOConfig, {**fields, **overrides}, "ppo_overrides")
+    inputs = stage.PPOInputs(prompts.path, sft_model.path, reward_model.path, sft_data.path)
+    with tracking.stage_run("ppo", pipeline_run, mlflow_experiment, track) as tracker:
+        result = stage.run(config, inputs, stage.PPOOutputs(model.path), tracker)
+    _report(metrics, result)
+
+
+def evaluate(
+    seed: int,
+    samples_per_prompt: int,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    eval_prompts: Any,
+    sft_data: Any,
+    candidate: Any,
+    reference: Any,
+    reward_model: Any,
+    report: Any,
+    metrics: Any,
+) -> None:
+    from rlhf.stages import evaluate as stage
+
+    log_setup.configure()
+    fields = dict(
+        seed=seed,
+        samples_per_prompt=samples_per_prompt,
+        gold_reward=_gold(gold_reward, data_source),
+    )
+    config = from_dict(EvalConfig, {**fields, **overrides}, "eval_overrides")
+    inputs = stage.EvalInputs(
+        eval_prompts.path, candidate.path, reference.path, reward_model.path, sft_data.path
+    )
+    # KFP's HTML artifact is one file; the UI renders it in the run's visualisations.
+    outputs = stage.EvalOutputs(report.path)
+    with tracking.stage_run("evaluate", pipeline_run, mlflow_experiment, track) as tracker:
+        result = stage.run(config, inputs, outputs, tracker)
     _report(metrics, result)

@@ -7,7 +7,7 @@ already has kfp; locally it saves a pip install per task.
 
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from rlhf.pipeline.images import CPU_IMAGE
 
@@ -83,3 +83,55 @@ def train_reward_model(
     from rlhf.pipeline import adapters
 
     adapters.reward(**arguments)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def ppo_train(
+    seed: int,
+    iterations: int,
+    lr: float,
+    kl_coef: float,
+    kl_target: float,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    prompts: Input[Dataset],
+    sft_data: Input[Dataset],
+    sft_model: Input[Model],
+    reward_model: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Optimise the SFT policy against the reward model with PPO and a KL penalty."""
+    arguments = dict(locals())
+    from rlhf.pipeline import adapters
+
+    adapters.ppo(**arguments)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate_policy(
+    seed: int,
+    samples_per_prompt: int,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    eval_prompts: Input[Dataset],
+    sft_data: Input[Dataset],
+    candidate: Input[Model],
+    reference: Input[Model],
+    reward_model: Input[Model],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+):
+    """Compare the candidate policy with the reference on held-out prompts."""
+    arguments = dict(locals())
+    from rlhf.pipeline import adapters
+
+    adapters.evaluate(**arguments)

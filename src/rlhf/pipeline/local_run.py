@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import tracking
-from rlhf.config import DemoConfig, PrepareConfig, RewardConfig, SFTConfig, from_dict
+from rlhf.config import (
+    DemoConfig,
+    EvalConfig,
+    PPOConfig,
+    PrepareConfig,
+    RewardConfig,
+    SFTConfig,
+    from_dict,
+)
 from rlhf.pipeline.pipelines import PIPELINES
 
 # Config-file fields that are named pipeline parameters; every other stage field travels in
@@ -27,13 +35,21 @@ NAMED_PARAMETERS = {
     ("reward", "epochs"): "reward_epochs",
     ("reward", "lr"): "reward_lr",
     ("reward", "batch_size"): "reward_batch_size",
-    ("reward", "gold_reward"): "gold_reward",
+    ("ppo", "iterations"): "ppo_iterations",
+    ("ppo", "lr"): "ppo_lr",
+    ("ppo", "kl_coef"): "kl_coef",
+    ("ppo", "kl_target"): "kl_target",
+    ("eval", "samples_per_prompt"): "eval_samples_per_prompt",
 }
+# Read by several stages from one pipeline parameter: set once, as pipeline.<name>.
+SHARED_PARAMETERS = ("gold_reward",)
 STAGE_CONFIGS = {
     "prepare": PrepareConfig,
     "demo": DemoConfig,
     "sft": SFTConfig,
     "reward": RewardConfig,
+    "ppo": PPOConfig,
+    "eval": EvalConfig,
 }
 DATA_PARAMETERS = {
     "sft": "sft_data",
@@ -68,6 +84,8 @@ def pipeline_arguments(config: dict[str, Any]) -> dict[str, Any]:
         from_dict(cls, fields, where=section)  # fail here, not in the third task
         overrides = {}
         for key, value in fields.items():
+            if key in SHARED_PARAMETERS:
+                raise ValueError(f"{section}.{key}: set it once for every stage as pipeline.{key}")
             if (section, key) in NAMED_PARAMETERS:
                 args[NAMED_PARAMETERS[(section, key)]] = value
             else:

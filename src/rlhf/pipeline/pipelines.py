@@ -7,7 +7,7 @@ be set through that stage's ``*_overrides`` dict, which wins over the named para
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
 from kfp import dsl
 
-from rlhf.config import RewardConfig, SFTConfig
+from rlhf.config import EvalConfig, PPOConfig, RewardConfig, SFTConfig
 from rlhf.pipeline import components as c
 
 PIPELINE_NAME = "rlhf"
@@ -15,7 +15,7 @@ PIPELINE_NAME = "rlhf"
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="RLHF: prepare data -> supervised fine-tuning -> reward model.",
+    description="RLHF: prepare data -> supervised fine-tuning -> reward model -> PPO -> evaluate.",
 )
 def rlhf_pipeline(
     sft_data: str = "",
@@ -31,11 +31,18 @@ def rlhf_pipeline(
     reward_epochs: int = RewardConfig.epochs,
     reward_lr: float = RewardConfig.lr,
     reward_batch_size: int = RewardConfig.batch_size,
+    ppo_iterations: int = PPOConfig.iterations,
+    ppo_lr: float = PPOConfig.lr,
+    kl_coef: float = PPOConfig.kl_coef,
+    kl_target: float = PPOConfig.kl_target,
+    eval_samples_per_prompt: int = EvalConfig.samples_per_prompt,
     gold_reward: str = "auto",
     prepare_overrides: dict = {},
     demo_overrides: dict = {},
     sft_overrides: dict = {},
     reward_overrides: dict = {},
+    ppo_overrides: dict = {},
+    eval_overrides: dict = {},
     pipeline_run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     mlflow_experiment: str = "rlhf",
     track: bool = True,
@@ -64,7 +71,7 @@ def rlhf_pipeline(
         data=prep.outputs["sft"],
         **tracking,
     ).set_display_name("supervised fine-tuning")
-    c.train_reward_model(
+    rm = c.train_reward_model(
         seed=seed,
         max_length=max_length,
         epochs=reward_epochs,
@@ -77,6 +84,34 @@ def rlhf_pipeline(
         sft_model=sft.outputs["model"],
         **tracking,
     ).set_display_name("reward model")
+    policy = c.ppo_train(
+        seed=seed,
+        iterations=ppo_iterations,
+        lr=ppo_lr,
+        kl_coef=kl_coef,
+        kl_target=kl_target,
+        gold_reward=gold_reward,
+        data_source=prep.outputs["Output"],
+        overrides=ppo_overrides,
+        prompts=prep.outputs["prompts"],
+        sft_data=prep.outputs["sft"],
+        sft_model=sft.outputs["model"],
+        reward_model=rm.outputs["model"],
+        **tracking,
+    ).set_display_name("PPO")
+    c.evaluate_policy(
+        seed=seed,
+        samples_per_prompt=eval_samples_per_prompt,
+        gold_reward=gold_reward,
+        data_source=prep.outputs["Output"],
+        overrides=eval_overrides,
+        eval_prompts=prep.outputs["eval_prompts"],
+        sft_data=prep.outputs["sft"],
+        candidate=policy.outputs["model"],
+        reference=sft.outputs["model"],
+        reward_model=rm.outputs["model"],
+        **tracking,
+    ).set_display_name("evaluate")
 
 
 PIPELINES = {"rlhf": rlhf_pipeline}

@@ -1,0 +1,115 @@
+"""PPO stage: the RM score rises, a killed run resumes exactly, a NaN loss stops it."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlhf.config import PPOConfig, to_dict
+from rlhf.stages import ppo
+from rlhf.tracking import Tracker
+from rlhf.training.errors import NonFiniteLossError
+
+FAST = dict(
+    rollout_batch_size=16, minibatch_size=8, ppo_epochs=2, max_new_tokens=10, lr=1e-3,
+    critic_lr=1e-3, warmup_iterations=0, sample_every=3,
+)  # fmt: skip
+
+
+def _inputs(prepared, micro_models):
+    return ppo.PPOInputs(
+        prepared["prompts"], micro_models["sft"], micro_models["reward"], prepared["sft"]
+    )
+
+
+def test_ppo_raises_the_reward_model_score(prepared, micro_models, tmp_path):
+    tracker = Tracker()
+    cfg = PPOConfig(iterations=12, gold_reward="rlhf.data.demo_task:gold_reward", **FAST)
+    out = tmp_path / "policy"
+    metrics = ppo.run(cfg, _inputs(prepared, micro_models), ppo.PPOOutputs(str(out)), tracker)
+    scores = tracker.history("reward/score_mean")
+    assert len(scores) == 12
+    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.1
+    for key in ("kl/mean", "kl/coef", "policy/entropy", "policy/clip_fraction",
+                "policy/approx_kl", "loss/value", "value/explained_variance",
+                "response/length_mean", "gold/mean"):  # fmt: skip
+        assert tracker.history(key), key
+    assert "samples/step_00003.json" in tracker.tables
+    history = json.loads((out / ppo.HISTORY_FILE).read_text())
+    assert [h["step"] for h in history] == list(range(1, 13))
+    assert metrics["iterations"] == 12
+    assert (out / "model.safetensors").exists() and (out / "manifest.json").exists()
+
+
+def test_ppo_penalty_variant_and_ptx_run(prepared, micro_models, tmp_path):
+    tracker = Tracker()
+    cfg = PPOConfig(
+        iterations=2, policy_loss="penalty", ptx_coef=0.5, kl_estimator="k3",
+        kl_control="fixed", **FAST,
+    )  # fmt: skip
+    ppo.run(cfg, _inputs(prepared, micro_models), ppo.PPOOutputs(str(tmp_path / "p")), tracker)
+    assert tracker.history("policy/penalty_beta")
+    assert tracker.history("loss/ptx")
+    assert tracker.history("kl/coef") == [cfg.kl_coef] * 2  # fixed: never adapted
+    assert min(tracker.history("kl/mean")) >= 0  # k3 is never negative
+
+
+RUN_PPO = """
+import json, sys
+from rlhf.config import PPOConfig
+from rlhf.stages import ppo
+cfg = PPOConfig(**json.loads(sys.argv[1]))
+ppo.run(cfg, ppo.PPOInputs(*sys.argv[2:6]), ppo.PPOOutputs(sys.argv[6]))
+"""
+
+
+def test_ppo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_models, tmp_path):
+    cfg = PPOConfig(iterations=16, checkpoint_every=2, **FAST)
+    inputs = _inputs(prepared, micro_models)
+    out = tmp_path / "killed" / "policy"
+    argv = [inputs.prompts, inputs.sft_model, inputs.reward_model, inputs.sft_data, str(out)]
+    proc = subprocess.Popen([sys.executable, "-c", RUN_PPO, json.dumps(to_dict(cfg)), *argv])
+    marker = tmp_path / "killed" / "policy.checkpoints" / "step-00000004" / "meta.json"
+    deadline = time.time() + 180
+    while not marker.exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+
+    tracker = Tracker()
+    ppo.run(cfg, inputs, ppo.PPOOutputs(str(out)), tracker)
+    assert int(tracker.tags["resumed_from_step"]) >= 4
+    clean = tmp_path / "clean" / "policy"
+    ppo.run(cfg, inputs, ppo.PPOOutputs(str(clean)))
+    a, b = load_file(out / "model.safetensors"), load_file(clean / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    history = json.loads((out / ppo.HISTORY_FILE).read_text())
+    assert [h["step"] for h in history] == list(range(1, 17))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
+    prepared, micro_models, tmp_path, monkeypatch
+):
+    real = ppo.clipped_value_loss
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        loss, stats = real(*args)
+        return (loss * float("nan"), stats) if calls["n"] > 12 else (loss, stats)
+
+    monkeypatch.setattr(ppo, "clipped_value_loss", poisoned)
+    out = tmp_path / "policy"
+    cfg = PPOConfig(iterations=6, checkpoint_every=2, **FAST)  # 4 minibatch steps per iteration
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 3.*step-00000002"):
+        ppo.run(cfg, _inputs(prepared, micro_models), ppo.PPOOutputs(str(out)))
+    assert not out.exists()
