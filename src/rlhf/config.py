@@ -126,9 +126,9 @@ class DemoConfig:
     # Bradley-Terry temperature for labelling pairs from the gold reward: P(a > b) =
     # sigmoid((gold(a) - gold(b)) / T). InstructGPT's ~73% is agreement *between* two
     # labellers; two labellers who each agree with the truth with probability p agree with
-    # each other p^2 + (1-p)^2 of the time, so 73% means p ~ 0.84. The default gives 84.6%
-    # agreement with the noise-free order (73.9% between two simulated labellers). 0: no noise.
-    label_temperature: float = 0.2
+    # each other p^2 + (1-p)^2 of the time, so 73% means p ~ 0.84. The default gives 84.3%
+    # agreement with the noise-free order (73.5% between two simulated labellers). 0: no noise.
+    label_temperature: float = 0.27
 
 
 @dataclasses.dataclass
@@ -242,6 +242,9 @@ class PPOConfig:
     entropy_floor: float = 0.05  # warn when mean token entropy falls below (collapse)
     length_drift: float = 2.0  # warn when mean length leaves [1/x, x] times the first batch's
     gold_reward: str | None = None  # programmatic reward logged alongside (never trained on)
+    # Train on this programmatic reward "module:function(prompt, response) -> float" instead of
+    # the reward model (verifiable rewards; or to check PPO itself against a known reward).
+    reward_function: str | None = None
     # Checkpoints
     checkpoint_every: int = 10  # iterations between checkpoints (0: never)
     keep_checkpoints: int = 2

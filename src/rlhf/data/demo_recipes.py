@@ -64,7 +64,7 @@ class Recipe:
 
 
 def make_recipe(rng: random.Random) -> Recipe:
-    """A recipe with 2-5 distinct ingredients in 2-4 sentences."""
+    """A recipe: its ingredient list, then 2-4 steps naming 2-5 distinct ingredients."""
     n_ing = rng.randint(2, 5)
     # Each ingredient is named exactly once, so a perfect answer copies the food words in
     # order: a copy task a model of a few hundred thousand parameters learns in a minute.
@@ -92,7 +92,12 @@ def make_recipe(rng: random.Random) -> Recipe:
         sentences.append(
             template.format(V=verb.capitalize(), v=verb, a=names[0], b=b, t=tool, at=at)
         )
-    return Recipe(" ".join(sentences), tuple(used), tuple(tools))
+    # Like a real recipe, it opens with its ingredient list; the steps then mention tools,
+    # which do not belong on a shopping list. Copying a list is within reach of a 2-layer
+    # model; finding every food word scattered across free text was not (36% of sampled
+    # answers perfect even when trained on perfect answers only).
+    header = f"Ingredients: {', '.join(used)}."
+    return Recipe(" ".join([header, *sentences]), tuple(used), tuple(tools))
 
 
 def perfect_items(recipe: Recipe) -> list[str]:
@@ -128,6 +133,33 @@ def make_answer(recipe: Recipe, flaws: tuple[str, ...] | list[str], rng: random.
         items = apply_flaw(items, flaw, recipe, rng)
     text = ", ".join(items)
     if "chatter" in flaws:
+        if rng.random() < 0.5:
+            text = f"{rng.choice(CHATTER_PREFIXES)} {text}"
+        else:
+            text = f"{text}. {rng.choice(CHATTER_SUFFIXES)}"
+    return text
+
+
+def make_sampled_answer(recipe: Recipe, error_rate: float, rng: random.Random) -> str:
+    """An answer as an imperfect model samples it: errors strike item by item, so one answer
+    can carry several (a skipped ingredient, a wrong one, a repeat, a tool), not one chosen
+    flaw. Reward models trained on such answers judge policy samples, which look like this,
+    far better than ones trained only on single-flaw answers."""
+    items: list[str] = []
+    others = [w for w in INGREDIENTS if w not in recipe.ingredients]
+    for name in recipe.ingredients:
+        r = rng.random()
+        if r < error_rate / 3:
+            continue  # skipped
+        items.append(rng.choice(others) if r < 2 * error_rate / 3 else name)
+        if rng.random() < error_rate / 2:
+            items.append(rng.choice(items))  # a repeat of something already listed
+        if rng.random() < error_rate / 4:
+            items.append(rng.choice(recipe.tools or TOOLS))
+    if not items:
+        items = [rng.choice(recipe.ingredients)]
+    text = ", ".join(items)
+    if rng.random() < error_rate / 2:
         if rng.random() < 0.5:
             text = f"{rng.choice(CHATTER_PREFIXES)} {text}"
         else:

@@ -25,6 +25,7 @@ from rlhf.data.demo_recipes import (
     Recipe,
     make_answer,
     make_recipe,
+    make_sampled_answer,
 )
 
 PROMPT_PREFIX = "Create a shopping list from this recipe: "
@@ -39,8 +40,11 @@ _ITEM_SEPARATORS = re.compile(r"[,.;:!?\n]+")
 _WORD = re.compile(r"[^\s,.;:!?]+")
 _MARKER = re.compile(r"from this recipe:", re.IGNORECASE)
 
-# How preference candidates are drawn: perfect, one flaw or two flaws.
+# How preference candidates are drawn: perfect, one flaw or two flaws (half of them), or
+# sampled as a model would, with an error rate drawn up to this (the other half).
 _CANDIDATE_MIX = ((0.3, 0), (0.5, 1), (0.2, 2))
+_SAMPLED_SHARE = 0.5
+_MAX_ERROR_RATE = 0.6
 
 
 def make_prompt(recipe_text: str) -> str:
@@ -141,9 +145,14 @@ def _draw_flaws(rng: random.Random) -> tuple[str, ...]:
 def _candidate_pair(recipe: Recipe, rng: random.Random) -> tuple[str, str, float, float]:
     """Two candidate answers for one prompt with different gold scores (ties are redrawn)."""
     prompt = make_prompt(recipe.text)
+
+    def draw() -> str:
+        if rng.random() < _SAMPLED_SHARE:
+            return make_sampled_answer(recipe, rng.uniform(0.0, _MAX_ERROR_RATE), rng)
+        return make_answer(recipe, _draw_flaws(rng), rng)
+
     while True:
-        a = make_answer(recipe, _draw_flaws(rng), rng)
-        b = make_answer(recipe, _draw_flaws(rng), rng)
+        a, b = draw(), draw()
         ga, gb = gold_reward(prompt, a), gold_reward(prompt, b)
         if ga != gb:
             return a, b, ga, gb

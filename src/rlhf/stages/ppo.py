@@ -113,6 +113,7 @@ def run(
     device = models.pick_device(config.device)
     tracker.log_params({f"ppo.{k}": v for k, v in to_dict(config).items()})
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
+    reward_fn = load_reward_function(config.reward_function) if config.reward_function else None
 
     # --- models -------------------------------------------------------------------------
     tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
@@ -206,7 +207,13 @@ def run(
         mask = rollout.response_mask.float()
         values = response_values(critic, *args) * mask
         texts = decode_responses(tokenizer, rollout)
-        raw = scorer.score([prompt_messages[i] for i in rows], texts).to(device)
+        if reward_fn is None:
+            raw = scorer.score([prompt_messages[i] for i in rows], texts).to(device)
+        else:
+            raw = torch.tensor(
+                [reward_fn(prompt_messages[i], t) for i, t in zip(rows, texts, strict=True)],
+                device=device,
+            )
         # A response cut off at max_new_tokens is not an answer; make that visible in reward.
         raw = raw + config.missing_eos_penalty * (~rollout.ended).float()
         scores = normalize_and_clip_scores(

@@ -1,0 +1,38 @@
+# CUDA image for GPU stages: PyTorch's CUDA runtime image (torch 2.13.0), the rlhf package and
+# its deepspeed extra. Build from the repository root (see images/README.md):
+#
+#   docker build -f images/cuda.Dockerfile -t ghcr.io/rlhf-project/rlhf:0.1.0-cuda .
+#
+# BASE_IMAGE must carry torch 2.13.0 (the package pins it; the build stops otherwise). Pick the
+# tag of pytorch/pytorch for 2.13.0 with the CUDA version your nodes' drivers support; use a
+# "-devel" tag instead of "-runtime" when DeepSpeed must compile CUDA ops at run time (nvcc).
+#
+# No ENTRYPOINT: KFP runs each component as `sh -ec '... python3 -m kfp.dsl.executor_main ...'`.
+# No credentials, data or model weights are baked in.
+ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The base image's torch must be the pinned release, or pip would replace it with PyPI's build.
+RUN python3 -c "import torch, sys; v = torch.__version__.split('+')[0]; \
+sys.exit(0 if v == '2.13.0' else f'base image has torch {torch.__version__}, need 2.13.0')"
+
+COPY pyproject.toml README.md /tmp/rlhf-src/
+COPY src/rlhf /tmp/rlhf-src/src/rlhf
+RUN python3 -m pip install "/tmp/rlhf-src[deepspeed]" \
+    && rm -rf /tmp/rlhf-src \
+    && python3 -c "import rlhf, torch; print('rlhf', rlhf.__version__, 'torch', torch.__version__)"
+
+RUN groupadd --gid 10001 rlhf \
+    && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin rlhf
+USER 10001:10001
+ENV HOME=/home/rlhf
+WORKDIR /home/rlhf
+
+LABEL org.opencontainers.image.title="rlhf (CUDA)" \
+      org.opencontainers.image.description="RLHF stages for Kubeflow Pipelines, CUDA build with DeepSpeed" \
+      org.opencontainers.image.licenses="Apache-2.0"
