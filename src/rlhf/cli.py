@@ -152,11 +152,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     config: dict[str, Any] = {}
     if args.config:
         config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{args.config}: expected a mapping of sections")
     for key, value in parse_overrides(args.set).items():
         section, _, field = key.partition(".")
         if not field:
             raise ValueError(f"--set for rlhf run takes section.field=value, got {key!r}")
-        config.setdefault(section, {})[field] = yaml.safe_load(value)
+        config[section] = config.get(section) or {}  # an empty section reads as None
+        config[section][field] = yaml.safe_load(value)
     if args.no_track:
         config.setdefault("pipeline", {})["track"] = False
     result = run_local(config, args.output_root, args.pipeline)
@@ -168,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  {task.name}/{artifact.name}")
     if result.mlflow_parent_run_id:
         print(f"MLflow:       {tracking.describe_location()}")
-        print(f"  parent run: {result.mlflow_parent_run_id} (experiment 'rlhf')")
+        print(f"  parent run: {result.mlflow_parent_run_id} (experiment '{result.experiment}')")
     return 0
 
 
@@ -200,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-prompts", action="append", help="held-out evaluation prompts")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--skip-invalid", action="store_true", help="drop bad rows, list them")
-    p.add_argument("--format", help="force one input format for every file")
+    p.add_argument(
+        "--format", help="force one input format for the inputs of the artifacts that accept it"
+    )
     _add_config_flags(p, "prepare")
     p.set_defaults(fn=cmd_prepare)
 
@@ -257,9 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log_setup.configure(args.verbose)
     from rlhf.data.errors import DataError
+    from rlhf.pipeline.local_run import PipelineFailed
 
     try:
         return args.fn(args)
+    except PipelineFailed as e:
+        print(f"rlhf {args.command}: {e} (the failing task's log is above)", file=sys.stderr)
+        return 1
     except DataError as e:
         print(f"rlhf {args.command}: invalid data: {e}", file=sys.stderr)
         return 2

@@ -100,7 +100,14 @@ def load_config(
     data: dict[str, Any] = {}
     if path:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of config fields")
         if section is not None:
+            if section not in loaded and loaded:
+                raise ValueError(
+                    f"{path}: no '{section}:' section; this command reads its fields from there "
+                    f"(found {sorted(loaded)})"
+                )
             loaded = loaded.get(section) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of config fields")
@@ -118,7 +125,7 @@ class DemoConfig:
     """The built-in demo task (shopping lists from recipes); see docs/demo-task.md."""
 
     seed: int = 0
-    sft_rows: int = 3000  # SFT demonstrations (a mix of good and flawed answers)
+    sft_rows: int = 10000  # SFT demonstrations (a mix of good and flawed answers)
     preference_rows: int = 6000  # labelled preference pairs
     prompt_rows: int = 1000  # prompts for RL
     eval_prompt_rows: int = 200  # held-out prompts for evaluation (with reference answers)
@@ -211,7 +218,7 @@ class PPOConfig:
     temperature: float = 1.0  # rollouts sample at this temperature; log-probs use it too
     top_p: float = 1.0
     # Reward: RM score at the last response token minus kl_coef * KL(policy || reference)
-    kl_estimator: str = "k1"  # "k1" (log-ratio) or "k3" (Schulman's, always >= 0)
+    kl_estimator: str = "k1"  # "k1" (log-ratio), "k3" (Schulman's, always >= 0) or "k2"
     kl_control: str = "adaptive"  # "adaptive" (Ziegler et al. 2019) or "fixed"
     kl_coef: float = 0.05  # initial (or fixed) coefficient beta of the KL penalty
     kl_target: float = 2.0  # adaptive: target KL per response, in nats

@@ -62,10 +62,10 @@ def preset_config(name: str, tokenizer: PreTrainedTokenizerBase, max_length: int
 
 
 def build_from_preset(
-    name: str, tokenizer: PreTrainedTokenizerBase, max_length: int = 512
+    name: str, tokenizer: PreTrainedTokenizerBase, max_length: int = 512, dtype: str = "float32"
 ) -> LlamaForCausalLM:
     """A freshly initialised model of preset ``name`` sized to ``tokenizer``'s vocabulary."""
-    return LlamaForCausalLM(preset_config(name, tokenizer, max_length))
+    return LlamaForCausalLM(preset_config(name, tokenizer, max_length)).to(_dtype(dtype))
 
 
 def resolve(uri: str) -> str:
@@ -75,8 +75,13 @@ def resolve(uri: str) -> str:
     return str(uri)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def _dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
 
 
 def load_tokenizer(uri: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

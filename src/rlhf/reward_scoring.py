@@ -34,7 +34,7 @@ def encode_for_reward(
     answer: str,
     max_length: int,
     chat_template: bool = True,
-    score_at_eos: bool = True,
+    score_at_eos: bool = False,
 ) -> Encoded:
     """Prompt + answer as the reward model reads them. With ``score_at_eos=False`` the closing
     EOS is left off, so the score is read at the answer's last token: the position where the
@@ -64,7 +64,7 @@ class RewardScorer:
         max_length: int = 256,
         chat_template: bool = True,
         device: str = "auto",
-        score_at_eos: bool = True,
+        score_at_eos: bool = False,  # RewardConfig's default; load() reads the trained setting
     ) -> None:
         self.device = models.pick_device(device)
         self.model = model.to(self.device).eval()

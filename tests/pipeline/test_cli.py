@@ -57,3 +57,13 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     assert main(["compile", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "rlhf.yaml").read_text()
     assert "supervised-finetune" in text and "train-reward-model" in text
+
+
+def test_stage_config_file_without_its_section_is_an_error(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 2\n")
+    code = main(
+        ["sft", "--no-track", "--data", "x", "--out", str(tmp_path / "m"), "--config", str(cfg)]
+    )
+    assert code == 2
+    assert "no 'sft:' section" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The whole pipeline through kfp.local, tracked in a real MLflow store, on a tiny config."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,8 @@ def test_run_config_maps_named_parameters_and_overrides():
 
 def test_committed_pipeline_packages_are_up_to_date(tmp_path):
     """pipelines/ is what users upload in the KFP UI: it must match the code."""
+    if os.environ.get("RLHF_IMAGE_REGISTRY") or os.environ.get("RLHF_CPU_IMAGE"):
+        pytest.skip("a custom image is configured; the committed packages name the default")
     committed = Path(__file__).resolve().parents[2] / "pipelines"
     for fresh in compile_all(tmp_path):
         old = committed / fresh.name
@@ -81,3 +84,17 @@ def test_committed_pipeline_packages_are_up_to_date(tmp_path):
         assert yaml.safe_load(old.read_text()) == yaml.safe_load(fresh.read_text()), (
             f"{old} is stale: run `make compile`"
         )
+
+
+def test_run_config_mistakes_are_clear_errors():
+    from rlhf.pipeline.local_run import _pipeline, _typed_parameters
+
+    with pytest.raises(ValueError, match="unknown pipeline 'nope'"):
+        _pipeline("nope")
+    fn = _pipeline("rlhf")
+    with pytest.raises(ValueError, match="unknown pipeline parameter 'sft_lrr'"):
+        _typed_parameters(fn, {"sft_lrr": 1.0})
+    typed = _typed_parameters(fn, {"sft_lr": "1e-5", "sft_epochs": 2.0, "gold_reward": None})
+    assert typed == {"sft_lr": 1e-5, "sft_epochs": 2, "gold_reward": ""}
+    with pytest.raises(ValueError, match="stage's own section"):
+        pipeline_arguments({"pipeline": {"sft_overrides": {"lr": 1}}})

@@ -7,6 +7,7 @@ interpreter, so the tasks use the installed ``rlhf`` package; artifacts land und
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from dataclasses import dataclass
@@ -64,6 +65,38 @@ class LocalRun:
     pipeline_run: str  # the key grouping this run's MLflow runs
     run_dir: Path  # where the task outputs are
     mlflow_parent_run_id: str | None
+    experiment: str
+
+
+class PipelineFailed(RuntimeError):
+    """A task of a local pipeline run failed; its log (printed above) says why."""
+
+
+def _pipeline(name: str) -> Any:
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}")
+    return PIPELINES[name]
+
+
+def _typed_parameters(pipeline: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """Check names against the pipeline's parameters and give each value the parameter's type
+    (YAML reads ``1e-5`` as a string and ``null`` as None; KFP would reject both)."""
+    params = inspect.signature(pipeline.pipeline_func).parameters
+    out = {}
+    for name, value in args.items():
+        if name not in params or name == "pipeline_run":
+            raise ValueError(
+                f"unknown pipeline parameter {name!r}; known: {sorted(set(params) - {'pipeline_run'})}"
+            )
+        kind = type(params[name].default)
+        if value is None:
+            value = kind()
+        elif kind in (int, float) and not isinstance(value, bool):
+            value = kind(float(value)) if kind is int else kind(value)
+        elif kind is bool and isinstance(value, str):
+            value = value.lower() in ("1", "true", "yes", "on")
+        out[name] = value
+    return out
 
 
 def pipeline_arguments(config: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +111,10 @@ def pipeline_arguments(config: dict[str, Any]) -> dict[str, Any]:
         if key not in DATA_PARAMETERS:
             raise ValueError(f"data: unknown input {key!r}; known: {sorted(DATA_PARAMETERS)}")
         args[DATA_PARAMETERS[key]] = ",".join([uris] if isinstance(uris, str) else uris)
-    args.update(config.get("pipeline") or {})
+    for key, value in (config.get("pipeline") or {}).items():
+        if key.endswith("_overrides"):
+            raise ValueError(f"pipeline.{key}: put those fields in the stage's own section")
+        args[key] = value
     for section, cls in STAGE_CONFIGS.items():
         fields = dict(config.get(section) or {})
         from_dict(cls, fields, where=section)  # fail here, not in the third task
@@ -106,14 +142,25 @@ def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "
         uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
 
+    fn = _pipeline(pipeline)
     args = pipeline_arguments(config)
     pipeline_run = args.pop("pipeline_run", None) or f"local-{time.strftime('%Y%m%d-%H%M%S')}"
+    args = _typed_parameters(fn, args)
+    experiment = args.get("mlflow_experiment", "rlhf")
+    track = args.get("track", True)
     before = set(output_root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_root))
-    PIPELINES[pipeline](**args, pipeline_run=pipeline_run)
+    try:
+        fn(**args, pipeline_run=pipeline_run)
+    except RuntimeError as e:
+        if track:
+            tracking.finish_pipeline_run(
+                tracking.start_pipeline_run(pipeline_run, experiment), failed=True
+            )
+        raise PipelineFailed(str(e)) from None
     new = sorted(set(output_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     parent = None
-    if args.get("track", True):
-        parent = tracking.start_pipeline_run(pipeline_run, args.get("mlflow_experiment", "rlhf"))
+    if track:
+        parent = tracking.start_pipeline_run(pipeline_run, experiment)
         tracking.finish_pipeline_run(parent)
-    return LocalRun(pipeline_run, new[-1] if new else output_root, parent)
+    return LocalRun(pipeline_run, new[-1] if new else output_root, parent, experiment)

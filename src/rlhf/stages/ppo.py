@@ -56,6 +56,7 @@ from rlhf.training.errors import NonFiniteLossError
 log = logging.getLogger("rlhf.ppo")
 
 HISTORY_FILE = "training_history.json"  # per-iteration metrics, read by the evaluation report
+NEGATIVE_KL_TOLERANCE = 0.01  # nats per response: below -this the negative-KL guard fires
 
 
 @dataclass
@@ -128,8 +129,7 @@ def run(
     scorer = RewardScorer.load(inputs.reward_model, config.device, config.dtype)
     for m in (policy, reference, critic):
         m.to(device)
-    # Dropout would make the old and new log-probs of the same tokens differ by noise alone.
-    policy.config.use_cache = True
+    policy.config.use_cache = True  # generation reuses the KV cache
 
     # --- data ---------------------------------------------------------------------------
     prompt_rows = load_split(inputs.prompts, "train")
@@ -143,7 +143,12 @@ def run(
         if not inputs.sft_data:
             raise ValueError("ptx_coef > 0 needs the sft data (PPO-ptx mixes in its LM loss)")
         ptx_set = [
-            encode_conversation(tokenizer, r["messages"], 256, config.chat_template)
+            encode_conversation(
+                tokenizer,
+                r["messages"],
+                config.max_prompt_length + config.max_new_tokens,
+                config.chat_template,
+            )
             for r in load_split(inputs.sft_data, "train")
         ]
 
@@ -332,8 +337,9 @@ def run(
         # Guards for the known failure modes: they warn and are recorded, training goes on.
         if first_length is None:
             first_length = stats["response/length_mean"]
-        stats["guard/negative_kl"] = float(stats["kl/mean"] < 0)
-        if stats["kl/mean"] < 0:
+        # A small negative k1 mean is sampling noise; a clearly negative one is not.
+        stats["guard/negative_kl"] = float(stats["kl/mean"] < -NEGATIVE_KL_TOLERANCE)
+        if stats["guard/negative_kl"]:
             log.warning(
                 "ppo iteration %d: mean KL to the reference is negative (%.3f): with the k1 "
                 "estimator this means sampling does not match the log-probs (temperature, "

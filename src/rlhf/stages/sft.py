@@ -82,7 +82,9 @@ def run(
         tokenizer = _tokenizer(config, train_rows)
         tokenizer.save_pretrained(saved_tokenizer)
     if models.is_preset(config.base_model):
-        model = models.build_from_preset(config.base_model, tokenizer, config.max_length)
+        model = models.build_from_preset(
+            config.base_model, tokenizer, config.max_length, config.dtype
+        )
     else:
         model = models.load_causal_lm(config.base_model, config.dtype, config.trust_remote_code)
     model.to(device)
