@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rlhf import models, storage
-from rlhf.config import EvalConfig, RewardConfig, SFTConfig
-from rlhf.stages import evaluate, reward, sft
+from rlhf.config import EvalConfig
+from rlhf.stages import evaluate
 from rlhf.tracking import Tracker
 
 GOLD = "rlhf.data.demo_task:gold_reward"
@@ -29,17 +29,12 @@ HISTORY = [
 
 
 @pytest.fixture(scope="module")
-def trained(prepared, tmp_path_factory):
+def trained(prepared, micro_models, tmp_path_factory):
     """{"sft": tiny SFT model, "ppo": a copy of it with a training history, "untrained": the
     same architecture and tokenizer with random weights, "rm": a reward model}."""
     root = tmp_path_factory.mktemp("eval-models")
-    cfg = SFTConfig(base_model="preset:micro-llama", epochs=1, batch_size=16, eval_every=0)
-    sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(root / "sft")))
-    reward.run(
-        RewardConfig(max_steps=5, batch_size=8, eval_every=0),
-        reward.RewardInputs(prepared["preferences"], str(root / "sft")),
-        reward.RewardOutputs(str(root / "rm")),
-    )
+    shutil.copytree(micro_models["sft"], root / "sft")
+    shutil.copytree(micro_models["reward"], root / "rm")
     shutil.copytree(root / "sft", root / "ppo")
     (root / "ppo" / evaluate.HISTORY_FILE).write_text(json.dumps(HISTORY))
     tokenizer = models.load_tokenizer(str(root / "sft"))

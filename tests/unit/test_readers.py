@@ -53,7 +53,7 @@ def test_jsonl_invalid_json_names_file_and_line(tmp_path):
 
 def test_jsonl_line_that_is_not_an_object(tmp_path):
     path = write_lines(tmp_path / "a.jsonl", '{"prompt": "ok"}', '["a", "b"]')
-    with pytest.raises(DataError, match=r"a\.jsonl: line 2: expected a JSON object, got array"):
+    with pytest.raises(DataError, match=r"a\.jsonl: line 2: expected a JSON object, got list"):
         rows_of(path)
 
 

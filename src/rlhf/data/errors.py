@@ -8,6 +8,7 @@ Every message has the same shape, so a person can go straight to the offending l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,15 @@ class DataError(ValueError):
 
     def __reduce__(self):  # keep the error picklable (it may cross process boundaries)
         return (type(self), (self.file, self.reason, self.location, self.field))
+
+
+def json_type_name(value: Any) -> str:
+    """How an error message names the type of a parsed value: null, boolean, number, string,
+    list or object, the same words for every input file type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)

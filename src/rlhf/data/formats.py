@@ -27,7 +27,7 @@ from typing import Any
 
 import datasets
 
-from rlhf.data.errors import DataError, Location
+from rlhf.data.errors import DataError, Location, json_type_name
 
 Message = dict[str, str]
 Row = dict[str, Any]
@@ -64,16 +64,6 @@ class _Invalid(Exception):
 # --- field checks ------------------------------------------------------------------------------
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
-
-
 def _required(row: Mapping[str, Any], key: str) -> Any:
     if row.get(key) is None:
         raise _Invalid(key, "is missing")
@@ -82,7 +72,7 @@ def _required(row: Mapping[str, Any], key: str) -> Any:
 
 def _text(value: Any, field: str) -> str:
     if not isinstance(value, str):
-        raise _Invalid(field, f"must be a non-empty string, got {_type_name(value)}")
+        raise _Invalid(field, f"must be a non-empty string, got {json_type_name(value)}")
     if not value.strip():
         raise _Invalid(field, "must be a non-empty string")
     return value
@@ -95,7 +85,7 @@ def _optional_text(row: Mapping[str, Any], key: str) -> str | None:
 def _number(value: Any, field: str) -> float:
     # bool is an int in Python but never a meaningful score.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(field, f"must be a number, got {_type_name(value)}")
+        raise _Invalid(field, f"must be a number, got {json_type_name(value)}")
     if not math.isfinite(value):
         raise _Invalid(field, f"must be a finite number, got {value}")
     return float(value)
@@ -104,7 +94,7 @@ def _number(value: Any, field: str) -> float:
 def _messages(value: Any, field: str, last_role: str) -> list[Message]:
     if not isinstance(value, list):
         raise _Invalid(
-            field, f"must be a list of {{role, content}} messages, got {_type_name(value)}"
+            field, f"must be a list of {{role, content}} messages, got {json_type_name(value)}"
         )
     if not value:
         raise _Invalid(field, "must be a non-empty list of messages")
@@ -113,7 +103,7 @@ def _messages(value: Any, field: str, last_role: str) -> list[Message]:
         where = f"{field}[{i}]"
         if not isinstance(message, Mapping):
             raise _Invalid(
-                where, f"must be an object with role and content, got {_type_name(message)}"
+                where, f"must be an object with role and content, got {json_type_name(message)}"
             )
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
@@ -131,7 +121,7 @@ def _prompt(value: Any, field: str = "prompt") -> list[Message]:
         return [{"role": "user", "content": _text(value, field)}]
     if isinstance(value, list):
         return _messages(value, field, last_role="user")
-    raise _Invalid(field, f"must be a string or a list of messages, got {_type_name(value)}")
+    raise _Invalid(field, f"must be a string or a list of messages, got {json_type_name(value)}")
 
 
 def _distinct(chosen: str, rejected: str) -> None:
@@ -302,12 +292,12 @@ def normalise_ranking(row: Mapping[str, Any]) -> list[Row]:
 
 
 def _describe(value: Any) -> str:
-    return f"a list of {len(value)}" if isinstance(value, list) else _type_name(value)
+    return f"a list of {len(value)}" if isinstance(value, list) else json_type_name(value)
 
 
 def _parallel_numbers(value: Any, field: str, length: int) -> list[float]:
     if not isinstance(value, list):
-        raise _Invalid(field, f"must be a list of numbers, got {_type_name(value)}")
+        raise _Invalid(field, f"must be a list of numbers, got {json_type_name(value)}")
     if len(value) != length:
         raise _Invalid(field, f"has {len(value)} values but 'responses' has {length}")
     return [_number(v, f"{field}[{i}]") for i, v in enumerate(value)]

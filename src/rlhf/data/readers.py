@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rlhf import storage
-from rlhf.data.errors import DataError, Location
+from rlhf.data.errors import DataError, Location, json_type_name
 
 Row = tuple[Location, dict[str, Any]]
 ErrorHandler = Callable[[DataError], None]
@@ -97,20 +97,6 @@ def _decode(raw: bytes, name: str, location: Location) -> str:
     return text[1:] if location.number == 1 and text.startswith("\ufeff") else text
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
-
-
 # --- JSONL -------------------------------------------------------------------------------------
 
 
@@ -143,7 +129,9 @@ def _parse_object(text: str, name: str, location: Location) -> dict[str, Any]:
             name, f"invalid JSON: {e.msg} at column {e.colno}{hint}", location
         ) from None
     if not isinstance(value, dict):
-        raise DataError(name, f"expected a JSON object, got {_json_type(value)}{hint}", location)
+        raise DataError(
+            name, f"expected a JSON object, got {json_type_name(value)}{hint}", location
+        )
     return value
 
 
