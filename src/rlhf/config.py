@@ -209,7 +209,7 @@ class PPOConfig:
     rollout_batch_size: int = 64  # prompts sampled per iteration (one response each)
     minibatch_size: int = 16  # rollouts per gradient step
     ppo_epochs: int = 4  # passes over each rollout batch
-    lr: float = 3e-5  # policy learning rate (AdamW, constant after warmup)
+    lr: float = 2e-5  # policy learning rate (AdamW, constant after warmup)
     critic_lr: float = 1e-4  # value model learning rate
     warmup_iterations: int = 2  # LR warms up linearly over these iterations
     max_grad_norm: float = 1.0  # clipping, per model
@@ -221,7 +221,7 @@ class PPOConfig:
     kl_estimator: str = "k1"  # "k1" (log-ratio), "k3" (Schulman's, always >= 0) or "k2"
     kl_control: str = "adaptive"  # "adaptive" (Ziegler et al. 2019) or "fixed"
     kl_coef: float = 0.05  # initial (or fixed) coefficient beta of the KL penalty
-    kl_target: float = 2.0  # adaptive: target KL per response, in nats
+    kl_target: float = 0.5  # adaptive: target KL per response, in nats
     kl_horizon: int = 2000  # adaptive: responses over which the coefficient adapts
     missing_eos_penalty: float = -1.0  # added to the score of responses that never emit EOS
     normalize_scores: bool = False  # whiten RM scores with running mean/std
