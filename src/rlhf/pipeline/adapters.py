@@ -9,6 +9,7 @@ and versioned with the package in the image.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,24 @@ def _uris(text: str) -> list[str]:
 def _report(metrics_artifact: Any, metrics: dict[str, float]) -> None:
     for key, value in metrics.items():
         metrics_artifact.log_metric(key.replace("/", "."), float(value))
+
+
+def _run_stage(
+    stage: str,
+    config_cls: type,
+    fields: dict[str, Any],
+    overrides: dict,
+    tracking_args: tuple[str, str, bool],
+    metrics: Any,
+    call: Callable[[Any, tracking.Tracker], dict[str, float]],
+) -> None:
+    """Build the stage's config (named parameters, then overrides), run it inside its MLflow
+    run (``tracking_args``: pipeline run, experiment, track) and report its metrics to KFP."""
+    log_setup.configure()
+    config = from_dict(config_cls, {**fields, **overrides}, f"{stage} overrides")
+    with tracking.stage_run(stage, *tracking_args) as tracker:
+        result = call(config, tracker)
+    _report(metrics, result)
 
 
 def prepare(
@@ -104,7 +123,6 @@ def sft(
 ) -> None:
     from rlhf.stages import sft as stage
 
-    log_setup.configure()
     fields = dict(
         base_model=base_model,
         seed=seed,
@@ -113,12 +131,12 @@ def sft(
         lr=lr,
         batch_size=batch_size,
     )
-    config = from_dict(SFTConfig, {**fields, **overrides}, "sft_overrides")
-    with tracking.stage_run("sft", pipeline_run, mlflow_experiment, track) as tracker:
-        result = stage.run(
+    _run_stage(
+        "sft", SFTConfig, fields, overrides, (pipeline_run, mlflow_experiment, track), metrics,
+        lambda config, tracker: stage.run(
             config, stage.SFTInputs(data.path), stage.SFTOutputs(model.path), tracker
-        )
-    _report(metrics, result)
+        ),
+    )  # fmt: skip
 
 
 def _gold(gold_reward: str, data_source: str) -> str | None:
@@ -148,26 +166,21 @@ def reward(
     """``gold_reward="auto"`` uses the demo task's gold reward when the data is the demo's."""
     from rlhf.stages import reward as stage
 
-    log_setup.configure()
-    if gold_reward == "auto":
-        gold_reward = DEMO_GOLD_REWARD if data_source == "demo" else ""
     fields = dict(
         seed=seed,
         max_length=max_length,
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
-        gold_reward=gold_reward or None,
+        gold_reward=_gold(gold_reward, data_source),
     )
-    config = from_dict(RewardConfig, {**fields, **overrides}, "reward_overrides")
-    with tracking.stage_run("reward", pipeline_run, mlflow_experiment, track) as tracker:
-        result = stage.run(
-            config,
-            stage.RewardInputs(preferences.path, sft_model.path),
-            stage.RewardOutputs(model.path),
-            tracker,
-        )
-    _report(metrics, result)
+    inputs = stage.RewardInputs(preferences.path, sft_model.path)
+    _run_stage(
+        "reward", RewardConfig, fields, overrides, (pipeline_run, mlflow_experiment, track),
+        metrics, lambda config, tracker: stage.run(
+            config, inputs, stage.RewardOutputs(model.path), tracker
+        ),
+    )  # fmt: skip
 
 
 def ppo(
@@ -191,7 +204,6 @@ def ppo(
 ) -> None:
     from rlhf.stages import ppo as stage
 
-    log_setup.configure()
     fields = dict(
         seed=seed,
         iterations=iterations,
@@ -200,11 +212,11 @@ def ppo(
         kl_target=kl_target,
         gold_reward=_gold(gold_reward, data_source),
     )
-    config = from_dict(PPOConfig, {**fields, **overrides}, "ppo_overrides")
     inputs = stage.PPOInputs(prompts.path, sft_model.path, reward_model.path, sft_data.path)
-    with tracking.stage_run("ppo", pipeline_run, mlflow_experiment, track) as tracker:
-        result = stage.run(config, inputs, stage.PPOOutputs(model.path), tracker)
-    _report(metrics, result)
+    _run_stage(
+        "ppo", PPOConfig, fields, overrides, (pipeline_run, mlflow_experiment, track), metrics,
+        lambda config, tracker: stage.run(config, inputs, stage.PPOOutputs(model.path), tracker),
+    )  # fmt: skip
 
 
 def evaluate(
@@ -226,18 +238,17 @@ def evaluate(
 ) -> None:
     from rlhf.stages import evaluate as stage
 
-    log_setup.configure()
     fields = dict(
         seed=seed,
         samples_per_prompt=samples_per_prompt,
         gold_reward=_gold(gold_reward, data_source),
     )
-    config = from_dict(EvalConfig, {**fields, **overrides}, "eval_overrides")
     inputs = stage.EvalInputs(
         eval_prompts.path, candidate.path, reference.path, reward_model.path, sft_data.path
     )
     # KFP's HTML artifact is one file; the UI renders it in the run's visualisations.
     outputs = stage.EvalOutputs(report.path)
-    with tracking.stage_run("evaluate", pipeline_run, mlflow_experiment, track) as tracker:
-        result = stage.run(config, inputs, outputs, tracker)
-    _report(metrics, result)
+    _run_stage(
+        "evaluate", EvalConfig, fields, overrides, (pipeline_run, mlflow_experiment, track),
+        metrics, lambda config, tracker: stage.run(config, inputs, outputs, tracker),
+    )  # fmt: skip
