@@ -376,6 +376,7 @@ th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { white-space: pre-wrap; margin: 0; font-size: 0.9em; max-width: 40em; }
 .note { color: #666; }
+img { max-width: 100%; height: auto; }  /* plots shrink to the window, never clip */
 """
 
 
