@@ -67,12 +67,9 @@ def local_path(uri: str | os.PathLike) -> Path:
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         prefix = key.rstrip("/") + "/"
-        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
-        objects = []
-        paginator = client.get_paginator("list_objects_v2")
-        if listed.get("KeyCount", 0):
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                objects += [o["Key"] for o in page.get("Contents", [])]
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        objects = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        if objects:  # a folder: every object under the prefix
             for obj_key in objects:
                 dest = tmp / obj_key[len(prefix) :]
                 dest.parent.mkdir(parents=True, exist_ok=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from rlhf import storage
 from rlhf.config import DemoConfig
 from rlhf.data.demo_recipes import (
     FLAWS,
@@ -238,11 +238,9 @@ def write_demo_files(out_dir: str | Path, config: DemoConfig | None = None) -> d
     paths = {}
     for split, rows in generate(config).items():
         path = out / f"{split}.jsonl"
-        tmp = out / f".{split}.jsonl.tmp-{os.getpid()}"
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        storage.atomic_write_text(
+            path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        )
         paths[split] = path
     return paths
 

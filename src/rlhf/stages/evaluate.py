@@ -32,17 +32,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from rlhf import models, storage
 from rlhf.algorithms.kl import kl_penalty, sequence_kl
-from rlhf.algorithms.logprobs import token_logprobs
-from rlhf.algorithms.masked import masked_sum
 from rlhf.algorithms.ranking import ELO_BASE, ELO_K, elo_ratings, round_robin_matches, win_rate
 from rlhf.config import EvalConfig, to_dict
 from rlhf.data.artifacts import load_split
 from rlhf.encoding import Messages, encode_conversation, encode_prompt
-from rlhf.forward import response_logprobs, sequence_logits
+from rlhf.forward import response_logprobs
 from rlhf.generation import Rollout, SamplingConfig, decode_responses, sample_responses
 from rlhf.gold import load_reward_function
 from rlhf.reward_scoring import RewardScorer
-from rlhf.stages.sft import collate
+from rlhf.stages.sft import heldout_nll
 from rlhf.tracking import Tracker
 
 log = logging.getLogger("rlhf.evaluate")
@@ -189,23 +187,12 @@ def perplexity(
 ) -> float | None:
     """exp(mean NLL per response token) of SFT conversations (the loss mask of
     ``encode_conversation``: assistant turns only); None when no row has a response token."""
-    device = next(model.parameters()).device
     examples = [
         encode_conversation(tokenizer, r["messages"], config.max_length, config.chat_template)
         for r in rows
     ]
-    examples = sorted((e for e in examples if sum(e.loss_mask) > 0), key=len)
-    nll, tokens = 0.0, 0
-    for start in range(0, len(examples), config.batch_size):
-        chunk = examples[start : start + config.batch_size]
-        b = {k: v.to(device) for k, v in collate(chunk, tokenizer.pad_token_id).items()}
-        logits = sequence_logits(model, b["input_ids"], b["attention_mask"])
-        mask = b["loss_mask"][:, 1:]
-        nll -= masked_sum(token_logprobs(logits, b["input_ids"]), mask).item()
-        tokens += int(mask.sum())
-    if tokens == 0:
-        return None
-    return math.exp(min(nll / tokens, 50.0))
+    loss = heldout_nll(model, examples, tokenizer.pad_token_id, config.batch_size)
+    return None if math.isnan(loss) else math.exp(min(loss, 50.0))
 
 
 def _same_vocab(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:

@@ -157,7 +157,8 @@ def run(
     )
     metrics = {k.removeprefix("val/"): v for k, v in result.final_metrics.items()}
     metrics.update(
-        {"steps": float(result.steps), "train_pairs": float(len(train_set))},
+        steps=float(result.steps),
+        train_pairs=float(len(train_set)),
         seconds=time.time() - started,
     )
     publish_model(

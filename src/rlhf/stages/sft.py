@@ -24,6 +24,7 @@ from rlhf.algorithms.sft_loss import response_nll
 from rlhf.config import SFTConfig, to_dict
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded, encode_conversation
+from rlhf.forward import sequence_logits
 from rlhf.stages.publish import checkpoint_root, publish_model
 from rlhf.tokenizer import train_bpe_tokenizer
 from rlhf.tracking import Tracker
@@ -59,6 +60,27 @@ def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     attention = pad_right([[1] * len(e) for e in examples], 0)
     loss_mask = pad_right([e.loss_mask for e in examples], 0)
     return {"input_ids": ids, "attention_mask": attention, "loss_mask": loss_mask}
+
+
+@torch.no_grad()
+def heldout_nll(
+    model: torch.nn.Module, examples: list[Encoded], pad_id: int, batch_size: int
+) -> float:
+    """Mean negative log-likelihood per counted (response) token over ``examples``, batched
+    by length; nan when no example has a counted token. Used for SFT validation and for the
+    evaluation stage's perplexity."""
+    device = next(model.parameters()).device
+    nll, tokens = 0.0, 0
+    ordered = sorted(examples, key=len)
+    for start in range(0, len(ordered), batch_size):
+        b = {
+            k: v.to(device) for k, v in collate(ordered[start : start + batch_size], pad_id).items()
+        }
+        logits = sequence_logits(model, b["input_ids"], b["attention_mask"])
+        mask = b["loss_mask"][:, 1:]
+        nll -= masked_sum(token_logprobs(logits, b["input_ids"]), mask).item()
+        tokens += int(mask.sum())
+    return nll / tokens if tokens else math.nan
 
 
 def run(
@@ -111,16 +133,7 @@ def run(
         return response_nll(logits, b["input_ids"], b["loss_mask"]), {}
 
     def evaluate() -> dict[str, float]:
-        nll, tokens = 0.0, 0
-        order = sorted(range(len(val_set)), key=lambda i: len(val_set[i]))
-        for start in range(0, len(order), config.eval_batch_size):
-            chunk = [val_set[i] for i in order[start : start + config.eval_batch_size]]
-            b = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            mask = b["loss_mask"][:, 1:]
-            nll -= masked_sum(token_logprobs(logits, b["input_ids"]), mask).item()
-            tokens += int(mask.sum())
-        loss = nll / max(1, tokens)
+        loss = heldout_nll(model, val_set, pad_id, config.eval_batch_size)
         return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 50.0))}
 
     result = train(
