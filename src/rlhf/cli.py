@@ -175,6 +175,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from rlhf import storage
+
+    print(storage.publish(args.source, args.destination))
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from rlhf.pipeline.compile import compile_all
 
@@ -252,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(fn=cmd_run)
 
+    p = sub.add_parser(
+        "publish", help="upload a file or folder to s3:// (objects first, manifest.json last)"
+    )
+    p.add_argument("source", help="local file or folder (a base model, tokenizer, data set)")
+    p.add_argument("destination", help="s3://bucket/prefix (or a local folder)")
+    p.set_defaults(fn=cmd_publish)
+
     p = sub.add_parser("compile", help="compile the pipelines into KFP YAML")
     p.add_argument("--out", default="pipelines")
     p.set_defaults(fn=cmd_compile)
@@ -263,18 +277,23 @@ def main(argv: list[str] | None = None) -> int:
     log_setup.configure(args.verbose)
     from rlhf.data.errors import DataError
     from rlhf.pipeline.local_run import PipelineFailed
+    from rlhf.redaction import redact
+    from rlhf.storage import StorageError
+
+    def fail(message: str, status: int) -> int:
+        print(redact(f"rlhf {args.command}: {message}"), file=sys.stderr)
+        return status
 
     try:
         return args.fn(args)
     except PipelineFailed as e:
-        print(f"rlhf {args.command}: {e} (the failing task's log is above)", file=sys.stderr)
-        return 1
+        return fail(f"{e} (the failing task's log is above)", 1)
     except DataError as e:
-        print(f"rlhf {args.command}: invalid data: {e}", file=sys.stderr)
-        return 2
+        return fail(f"invalid data: {e}", 2)
     except (ValueError, FileNotFoundError) as e:
-        print(f"rlhf {args.command}: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e), 2)
+    except StorageError as e:
+        return fail(str(e), 1)
 
 
 if __name__ == "__main__":

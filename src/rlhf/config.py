@@ -33,6 +33,8 @@ class PrepareConfig:
     # Tokenizer used to count tokens (path, s3:// or hub id). None counts UTF-8 bytes, an upper
     # bound on the token count of any byte-level BPE tokenizer.
     tokenizer: str | None = None
+    # Also publish the four artifacts to <publish_to>/<artifact> (an s3:// prefix or a folder).
+    publish_to: str | None = None
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
@@ -166,6 +168,9 @@ class TrainConfig:
     device: str = "auto"  # auto picks cuda when available
     trust_remote_code: bool = False  # only for model code you have read
     log_model_artifacts: bool = True  # also copy the output model folder into MLflow
+    # Also publish the output to this s3:// prefix (or folder): objects first, manifest.json
+    # last. None: the output stays where the stage wrote it.
+    publish_to: str | None = None
 
 
 @dataclasses.dataclass
@@ -263,6 +268,9 @@ class PPOConfig:
     device: str = "auto"
     trust_remote_code: bool = False
     log_model_artifacts: bool = True
+    # Also publish the output to this s3:// prefix (or folder): objects first, manifest.json
+    # last. None: the output stays where the stage wrote it.
+    publish_to: str | None = None
 
 
 @dataclasses.dataclass
@@ -289,3 +297,15 @@ class EvalConfig:
     dtype: str = "float32"
     trust_remote_code: bool = False  # only for model code you have read
     report_samples: int = 8  # prompts shown side by side in the HTML report
+    # Also publish report.html, metrics.json and gate.json to this s3:// prefix (or folder).
+    publish_to: str | None = None
+    # Model Registry (only when tracking to MLflow): names the candidate policy and its reward
+    # model are registered under; "" registers nothing (and skips the champion gate).
+    registered_policy: str = "rlhf-policy"
+    registered_reward_model: str = "rlhf-reward-model"
+    # Champion gate: the candidate takes the alias "champion" only if its win rate against the
+    # current champion, on at least gate_min_samples paired samples, exceeds gate_threshold;
+    # otherwise it gets "challenger". The first registered policy becomes champion.
+    gate_threshold: float = 0.5
+    gate_min_samples: int = 100
+    gate_judge: str = "auto"  # "gold", "reward_model", or "auto" (gold when configured)

@@ -28,5 +28,5 @@ def configure(verbose: bool = False) -> None:
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    for noisy in ("alembic", "mlflow", "urllib3", "botocore"):
+    for noisy in ("alembic", "mlflow", "urllib3", "botocore", "boto3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

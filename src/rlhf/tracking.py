@@ -13,7 +13,12 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from rlhf.redaction import redact
+
+if TYPE_CHECKING:
+    from rlhf.registry import ModelRegistry
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "rlhf"
@@ -22,6 +27,9 @@ PIPELINE_RUN_TAG = "rlhf.pipeline_run"
 
 class Tracker:
     """What a stage may record. This base class records in memory (tests and dry runs)."""
+
+    run_id: str | None = None  # the MLflow run, when there is one
+    pipeline_run: str | None = None  # the pipeline run this stage belongs to, if any
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
@@ -50,20 +58,32 @@ class Tracker:
         """Every logged value of ``key`` in order (for tests)."""
         return [m[key] for _, m in self.metrics if key in m]
 
+    @property
+    def registry(self) -> ModelRegistry | None:
+        """The model registry of the tracking server; None when nothing is tracked."""
+        return None
+
 
 class MlflowTracker(Tracker):
     """Writes to one MLflow run through ``MlflowClient`` (no global active-run state)."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, pipeline_run: str | None = None) -> None:
         super().__init__()
         self.client = client
         self.run_id = run_id
+        self.pipeline_run = pipeline_run
+
+    @property
+    def registry(self) -> ModelRegistry:
+        from rlhf.registry import ModelRegistry
+
+        return ModelRegistry(self.client, tracking_uri())
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         super().log_params(params)
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -89,7 +109,7 @@ class MlflowTracker(Tracker):
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         super().set_tags(tags)
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+            self.client.set_tag(self.run_id, k, redact(str(v)))
 
     def log_table(self, data: Mapping[str, list[Any]], artifact_file: str) -> None:
         super().log_table(data, artifact_file)
@@ -102,6 +122,9 @@ def tracking_uri() -> str:
 
 def _client():
     import mlflow
+
+    # Artifact transfers print tqdm bars per file into the task logs otherwise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
@@ -159,7 +182,7 @@ def stage_run(
         tags["mlflow.parentRunId"] = start_pipeline_run(pipeline_run, experiment)
         tags["rlhf.in_pipeline_run"] = pipeline_run  # not PIPELINE_RUN_TAG: that marks parents
     run = client.create_run(exp_id, run_name=stage, tags=tags)
-    tracker = MlflowTracker(client, run.info.run_id)
+    tracker = MlflowTracker(client, run.info.run_id, pipeline_run)
     try:
         yield tracker
     except BaseException:
@@ -174,4 +197,4 @@ def describe_location() -> str:
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :]).resolve()
         return f"{path} (browse with: mlflow ui --backend-store-uri {uri})"
-    return uri
+    return redact(uri)

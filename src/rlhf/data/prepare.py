@@ -110,6 +110,13 @@ def run(
     storage.atomic_write_text(
         outputs.rejects, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
     )
+    if config.publish_to:
+        from rlhf.stages.publish import publish_copy
+
+        root = config.publish_to.rstrip("/")
+        for name in ARTIFACTS:
+            publish_copy(getattr(outputs, name), f"{root}/{name}", tracker or Tracker(), name)
+        publish_copy(outputs.rejects, f"{root}/rejects.jsonl", tracker or Tracker(), "rejects")
 
     metrics = _metrics(artifacts)
     for art in artifacts.values():

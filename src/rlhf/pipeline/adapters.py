@@ -33,6 +33,24 @@ def _uris(text: str) -> list[str]:
     return [u.strip() for u in (text or "").split(",") if u.strip()]
 
 
+# Where each stage publishes under the pipeline's ``publish_to`` root, per pipeline run.
+PUBLISH_FOLDERS = {
+    "prepare": "data",
+    "sft": "sft",
+    "reward": "reward_model",
+    "ppo": "policy",
+    "evaluate": "evaluation",
+}
+
+
+def publish_destination(publish_to: str, pipeline_run: str, stage: str) -> dict[str, str]:
+    """``{"publish_to": "<root>/<pipeline_run>/<folder>"}`` for a stage's config, or ``{}``
+    when the pipeline publishes nothing (a stage's own ``publish_to`` override wins)."""
+    if not publish_to:
+        return {}
+    return {"publish_to": f"{publish_to.rstrip('/')}/{pipeline_run}/{PUBLISH_FOLDERS[stage]}"}
+
+
 def _report(metrics_artifact: Any, metrics: dict[str, float]) -> None:
     for key, value in metrics.items():
         metrics_artifact.log_metric(key.replace("/", "."), float(value))
@@ -43,15 +61,18 @@ def _run_stage(
     config_cls: type,
     fields: dict[str, Any],
     overrides: dict,
-    tracking_args: tuple[str, str, bool],
+    tracking_args: tuple[str, str, bool, str],
     metrics: Any,
     call: Callable[[Any, tracking.Tracker], dict[str, float]],
 ) -> None:
-    """Build the stage's config (named parameters, then overrides), run it inside its MLflow
-    run (``tracking_args``: pipeline run, experiment, track) and report its metrics to KFP."""
+    """Build the stage's config (named parameters, publish destination, then overrides), run
+    it inside its MLflow run (``tracking_args``: pipeline run, experiment, track, publish_to
+    root) and report its metrics to KFP."""
     log_setup.configure()
+    pipeline_run, experiment, track, publish_to = tracking_args
+    fields = {**fields, **publish_destination(publish_to, pipeline_run, stage)}
     config = from_dict(config_cls, {**fields, **overrides}, f"{stage} overrides")
-    with tracking.stage_run(stage, *tracking_args) as tracker:
+    with tracking.stage_run(stage, pipeline_run, experiment, track) as tracker:
         result = call(config, tracker)
     _report(metrics, result)
 
@@ -66,6 +87,7 @@ def prepare(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
+    publish_to: str,
     sft: Any,
     preferences: Any,
     prompts: Any,
@@ -95,7 +117,8 @@ def prepare(
         )
         source = "demo"
         log.info("no data given: generated the demo task into %s", demo_dir)
-    config = from_dict(PrepareConfig, prepare_overrides, "prepare_overrides")
+    destination = publish_destination(publish_to, pipeline_run, "prepare")
+    config = from_dict(PrepareConfig, {**destination, **prepare_overrides}, "prepare_overrides")
     outputs = stage.PrepareOutputs(
         sft.path, preferences.path, prompts.path, eval_prompts.path, rejects.path
     )
@@ -117,6 +140,7 @@ def sft(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
+    publish_to: str,
     data: Any,
     model: Any,
     metrics: Any,
@@ -132,7 +156,7 @@ def sft(
         batch_size=batch_size,
     )
     _run_stage(
-        "sft", SFTConfig, fields, overrides, (pipeline_run, mlflow_experiment, track), metrics,
+        "sft", SFTConfig, fields, overrides, (pipeline_run, mlflow_experiment, track, publish_to), metrics,
         lambda config, tracker: stage.run(
             config, stage.SFTInputs(data.path), stage.SFTOutputs(model.path), tracker
         ),
@@ -158,6 +182,7 @@ def reward(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
+    publish_to: str,
     preferences: Any,
     sft_model: Any,
     model: Any,
@@ -176,7 +201,7 @@ def reward(
     )
     inputs = stage.RewardInputs(preferences.path, sft_model.path)
     _run_stage(
-        "reward", RewardConfig, fields, overrides, (pipeline_run, mlflow_experiment, track),
+        "reward", RewardConfig, fields, overrides, (pipeline_run, mlflow_experiment, track, publish_to),
         metrics, lambda config, tracker: stage.run(
             config, inputs, stage.RewardOutputs(model.path), tracker
         ),
@@ -195,6 +220,7 @@ def ppo(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
+    publish_to: str,
     prompts: Any,
     sft_data: Any,
     sft_model: Any,
@@ -214,7 +240,7 @@ def ppo(
     )
     inputs = stage.PPOInputs(prompts.path, sft_model.path, reward_model.path, sft_data.path)
     _run_stage(
-        "ppo", PPOConfig, fields, overrides, (pipeline_run, mlflow_experiment, track), metrics,
+        "ppo", PPOConfig, fields, overrides, (pipeline_run, mlflow_experiment, track, publish_to), metrics,
         lambda config, tracker: stage.run(config, inputs, stage.PPOOutputs(model.path), tracker),
     )  # fmt: skip
 
@@ -228,6 +254,7 @@ def evaluate(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
+    publish_to: str,
     eval_prompts: Any,
     sft_data: Any,
     candidate: Any,
@@ -249,6 +276,6 @@ def evaluate(
     # KFP's HTML artifact is one file; the UI renders it in the run's visualisations.
     outputs = stage.EvalOutputs(report.path)
     _run_stage(
-        "evaluate", EvalConfig, fields, overrides, (pipeline_run, mlflow_experiment, track),
+        "evaluate", EvalConfig, fields, overrides, (pipeline_run, mlflow_experiment, track, publish_to),
         metrics, lambda config, tracker: stage.run(config, inputs, outputs, tracker),
     )  # fmt: skip

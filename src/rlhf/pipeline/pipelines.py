@@ -46,11 +46,19 @@ def rlhf_pipeline(
     pipeline_run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     mlflow_experiment: str = "rlhf",
     track: bool = True,
+    publish_to: str = "",
 ):
     """Data URIs are comma-separated lists of files or folders (local or s3://); with none
     given the demo task is generated. ``gold_reward`` is "auto" (the demo's gold reward on demo
-    data), an import path "module:function", or "" for none."""
-    tracking = dict(pipeline_run=pipeline_run, mlflow_experiment=mlflow_experiment, track=track)
+    data), an import path "module:function", or "" for none. ``publish_to`` (an s3:// prefix)
+    also publishes every output under ``<publish_to>/<pipeline_run>/<stage>``."""
+    # Every task: its MLflow run, and the root its outputs are published under.
+    tracking = dict(
+        pipeline_run=pipeline_run,
+        mlflow_experiment=mlflow_experiment,
+        track=track,
+        publish_to=publish_to,
+    )
     prep = c.prepare_data(
         sft_data=sft_data,
         preference_data=preference_data,

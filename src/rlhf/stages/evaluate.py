@@ -39,7 +39,11 @@ from rlhf.encoding import Messages, encode_conversation, encode_prompt
 from rlhf.forward import response_logprobs
 from rlhf.generation import Rollout, SamplingConfig, decode_responses, sample_responses
 from rlhf.gold import load_reward_function
+from rlhf.registry import CHAMPION, ModelRegistry, Version
 from rlhf.reward_scoring import RewardScorer
+from rlhf.stages import champion_gate
+from rlhf.stages.champion_gate import GateDecision
+from rlhf.stages.publish import publish_copy
 from rlhf.stages.sft import heldout_nll
 from rlhf.tracking import Tracker
 
@@ -47,6 +51,9 @@ log = logging.getLogger("rlhf.evaluate")
 
 CANDIDATE = "candidate"
 REFERENCE = "reference"
+# The policy holding the registry alias "champion", sampled like the others for the gate.
+CHAMPION_MODEL = CHAMPION
+GATE_FILE = "gate.json"  # the gate's decision, beside the report when publishing
 HISTORY_FILE = "training_history.json"  # written by the PPO stage into its model folder
 # Training-history keys plotted in the report, with their titles.
 HISTORY_PLOTS = (
@@ -93,7 +100,7 @@ class ModelResult:
 def model_names(others: Sequence[str]) -> list[str]:
     """Names for the ``others`` folders: the folder name with characters outside
     ``[A-Za-z0-9_.-]`` replaced by ``_``; a clash (or an empty name) gets ``other<i>`` (1-based)."""
-    used = {CANDIDATE, REFERENCE}
+    used = {CANDIDATE, REFERENCE, CHAMPION_MODEL}
     names = []
     for i, path in enumerate(others, start=1):
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(str(path).rstrip("/")).name)
@@ -122,6 +129,10 @@ def _check(config: EvalConfig) -> None:
         problems.append("top_p must be in (0, 1]")
     if config.report_samples < 0:
         problems.append("report_samples must be >= 0")
+    if not 0 <= config.gate_threshold <= 1:
+        problems.append("gate_threshold must be in [0, 1] (a win rate)")
+    if config.gate_min_samples < 0:
+        problems.append("gate_min_samples must be >= 0")
     if problems:
         raise ValueError("evaluate config: " + "; ".join(problems))
 
@@ -225,6 +236,11 @@ def run(
         }
     )
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
+    judge = champion_gate.judge_for(config.gate_judge, gold is not None)
+    registry = tracker.registry if config.registered_policy else None
+    if registry is None:
+        log.info("evaluate: no model registry (not tracking to MLflow, or no registered_policy)")
+    champion = registry.by_alias(config.registered_policy, CHAMPION) if registry else None
 
     rows = load_split(inputs.eval_prompts, "test")
     n_prompts = len(rows) if config.max_prompts <= 0 else min(len(rows), config.max_prompts)
@@ -239,6 +255,10 @@ def run(
 
     names = [CANDIDATE, REFERENCE, *model_names(others)]
     paths = [inputs.candidate, inputs.reference, *others]
+    if registry is not None and champion is not None:
+        log.info("evaluate: the champion is %s version %s", champion.name, champion.version)
+        names.insert(2, CHAMPION_MODEL)
+        paths.insert(2, str(registry.fetch(champion)))
     results: dict[str, ModelResult] = {}
     kl: float | None = None
     cand_tokenizer: PreTrainedTokenizerBase | None = None
@@ -271,13 +291,21 @@ def run(
         results[name] = ModelResult(name, path, texts, lengths, rm, golds, ppl)
 
     metrics = compute_metrics(results, n_prompts, config.samples_per_prompt, kl)
+    gate = None
+    if registry is not None:
+        gate = gate_decision(results, judge, config)
+        metrics.update(gate.metrics())
     history = read_training_history(inputs.candidate)
-    report = render_report(config, inputs, metrics, results, prompts, data_answers, history)
+    report = render_report(config, inputs, metrics, results, prompts, data_answers, history, gate)
     storage.atomic_write_text(outputs.report, report)
     if outputs.metrics:
         storage.atomic_write_text(outputs.metrics, json.dumps(metrics, indent=2, sort_keys=True))
     tracker.log_metrics(metrics)
     _log_report(tracker, outputs)
+    if registry is not None and gate is not None:
+        _register(registry, gate, config, inputs, metrics, tracker, champion)
+    if config.publish_to:
+        _publish(config.publish_to, outputs, metrics, gate, tracker)
     log.info(
         "evaluate: win rate (RM) %.3f%s, KL %s, in %.0fs",
         metrics["win_rate_rm"],
@@ -286,6 +314,96 @@ def run(
         time.time() - started,
     )
     return metrics
+
+
+def gate_decision(results: dict[str, ModelResult], judge: str, config: EvalConfig) -> GateDecision:
+    """The gate's decision from the candidate's and the champion's judged samples (paired by
+    prompt and sample index, like ``win_rate_rm``); no champion sampled: the first model."""
+    cand = results[CANDIDATE]
+    champ = results.get(CHAMPION_MODEL)
+    win = None
+    if champ is not None:
+        win = win_rate(
+            champion_gate.judged(cand.rm_scores, cand.gold_scores, judge),
+            champion_gate.judged(champ.rm_scores, champ.gold_scores, judge),
+        )
+    decision = champion_gate.decide(
+        win, len(cand.rm_scores), config.gate_threshold, config.gate_min_samples, judge
+    )
+    log.info("evaluate: champion gate -> %s (%s)", decision.alias, decision.reason)
+    return decision
+
+
+def data_checksums(inputs: EvalInputs) -> dict[str, str]:
+    """``rlhf.data_sha256.<role>`` tags: the prepared data each model saw (from its manifest)
+    and the evaluation prompts."""
+    from rlhf.data.artifacts import manifest_checksum
+
+    tags = {"rlhf.data_sha256.eval_prompts": manifest_checksum(inputs.eval_prompts)}
+    roles = (("policy", inputs.candidate), ("reference", inputs.reference))
+    for role, uri in (*roles, ("reward_model", inputs.reward_model)):
+        try:
+            checksum = storage.read_manifest(storage.local_path(uri)).get("data_sha256")
+        except (FileNotFoundError, storage.StorageError):  # a hub id or a foreign folder
+            checksum = None
+        if checksum:
+            tags[f"rlhf.data_sha256.{role}"] = str(checksum)
+    return tags
+
+
+def _register(
+    registry: ModelRegistry,
+    gate: GateDecision,
+    config: EvalConfig,
+    inputs: EvalInputs,
+    metrics: dict[str, float],
+    tracker: Tracker,
+    champion: Version | None,
+) -> None:
+    assert tracker.run_id is not None  # a registry comes with a tracked run
+    tags: dict[str, Any] = {
+        "rlhf.pipeline_run": tracker.pipeline_run or "",
+        "rlhf.evaluation_run": tracker.run_id,
+        "rlhf.gate.previous_champion": champion.version if champion else "",
+        **data_checksums(inputs),
+        **{f"eval.{k}": f"{v:.6g}" for k, v in metrics.items()},
+    }
+    versions = champion_gate.register_outcome(
+        registry,
+        gate,
+        config.registered_policy,
+        config.registered_reward_model,
+        inputs.candidate,
+        inputs.reward_model,
+        tracker.run_id,
+        tags,
+    )
+    tracker.set_tags(
+        {
+            "rlhf.gate.alias": gate.alias,
+            "rlhf.gate.reason": gate.reason,
+            **{f"rlhf.registered.{role}": f"{v.name}/{v.version}" for role, v in versions.items()},
+        }
+    )
+
+
+def _publish(
+    destination: str,
+    outputs: EvalOutputs,
+    metrics: dict[str, float],
+    gate: GateDecision | None,
+    tracker: Tracker,
+) -> None:
+    """Publish the report, the metrics and the gate's decision as one folder."""
+    with tempfile.TemporaryDirectory(prefix="rlhf-eval-publish-") as tmp:
+        folder = Path(tmp) / "evaluation"
+        with storage.atomic_dir(folder) as out:
+            shutil.copy2(outputs.report, out / "report.html")
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            if gate is not None:
+                (out / GATE_FILE).write_text(json.dumps(gate.as_dict(), indent=2, sort_keys=True))
+            storage.write_manifest(out, {"artifact": "evaluation"})
+        publish_copy(folder, destination, tracker, "evaluation")
 
 
 def compute_metrics(
@@ -460,6 +578,7 @@ def render_report(
     prompts: list[Messages],
     data_answers: list[str | None],
     history: list[dict[str, Any]],
+    gate: GateDecision | None = None,
 ) -> str:
     """One self-contained HTML page (inline CSS and PNGs; every text escaped)."""
     cand, ref = results[CANDIDATE], results[REFERENCE]
@@ -504,6 +623,15 @@ def render_report(
             row.append(_fmt(metrics.get(key)))
         model_rows.append(row)
     parts.append(_table(columns, model_rows))
+
+    if gate is not None:
+        parts.append("<h2>Champion gate</h2>")
+        win = "–" if gate.win_rate is None else _fmt(gate.win_rate)
+        parts.append(
+            f"<p><b>{_e(gate.alias)}</b>: {_e(gate.reason)}. Win rate over the champion "
+            f"{win} on {gate.samples} paired samples judged by {_e(gate.judge)} (threshold "
+            f"{_fmt(gate.threshold)}, at least {gate.min_samples} samples).</p>"
+        )
 
     parts.append("<h2>All metrics</h2>")
     parts.append(

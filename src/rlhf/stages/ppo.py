@@ -40,7 +40,7 @@ from rlhf.algorithms.rewards import RunningMoments, normalize_and_clip_scores, t
 from rlhf.algorithms.sft_loss import response_nll
 from rlhf.algorithms.whiten import masked_whiten
 from rlhf.config import PPOConfig, to_dict
-from rlhf.data.artifacts import load_split
+from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded, encode_conversation, encode_prompt
 from rlhf.forward import response_logprobs, response_values, sequence_logits
 from rlhf.generation import Rollout, SamplingConfig, decode_responses, sample_responses
@@ -406,11 +406,13 @@ def run(
             "sft_model": inputs.sft_model,
             "reward_model": inputs.reward_model,
             "data": inputs.prompts,
+            "data_sha256": manifest_checksum(inputs.prompts),
             "metrics": metrics,
         },
         tracker,
         extra_files={HISTORY_FILE: history},
         log_artifacts=config.log_model_artifacts,
+        publish_to=config.publish_to,
     )
     if not config.checkpoint_dir:
         shutil.rmtree(ckpt_root, ignore_errors=True)

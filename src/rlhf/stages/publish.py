@@ -1,8 +1,10 @@
-"""Publishing a trained model folder: atomically, manifest last, and into the tracker."""
+"""Publishing a stage's output: atomically, manifest last, into the tracker, and optionally
+to a destination of its own (an ``s3://`` prefix from the stage's ``publish_to``)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,23 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf import models, storage
+from rlhf.registry import MODEL_ARTIFACT_PATH
 from rlhf.tracking import Tracker
+
+log = logging.getLogger("rlhf.publish")
+
+
+def publish_copy(
+    local: str | os.PathLike, destination: str | None, tracker: Tracker, what: str
+) -> str | None:
+    """Copy a finished output (file, or folder with its manifest) to ``destination``, when
+    one is configured, and tag the stage run with where it went."""
+    if not destination:
+        return None
+    storage.publish(local, destination)
+    tracker.set_tags({f"rlhf.published.{what}": destination})
+    log.info("published %s to %s", what, destination)
+    return destination
 
 
 def publish_model(
@@ -21,16 +39,25 @@ def publish_model(
     tracker: Tracker,
     extra_files: dict[str, Any] | None = None,
     log_artifacts: bool = True,
+    publish_to: str | None = None,
 ) -> Path:
     """Write model + tokenizer (+ small JSON ``extra_files``) to ``out``; the folder appears
-    complete, with ``manifest.json`` last, or not at all."""
+    complete, with ``manifest.json`` last, or not at all. Then copy it to ``publish_to`` (if
+    set) and into the tracker's run; the manifest records both (the run id lets the model
+    registry point a version at the logged copy)."""
+    fields = dict(manifest)
+    if log_artifacts and tracker.run_id:
+        fields["mlflow_run_id"] = tracker.run_id
+    if publish_to:
+        fields["published_to"] = publish_to
     with storage.atomic_dir(out) as tmp:
         models.save_pretrained(model, tokenizer, tmp)
         for name, content in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
-        storage.write_manifest(tmp, manifest)
+        storage.write_manifest(tmp, fields)
+    publish_copy(out, publish_to, tracker, "model")
     if log_artifacts:
-        tracker.log_artifacts(out, "model")
+        tracker.log_artifacts(out, MODEL_ARTIFACT_PATH)
     return Path(out)
 
 

@@ -181,6 +181,7 @@ def run(
             }
         },
         log_artifacts=config.log_model_artifacts,
+        publish_to=config.publish_to,
     )
     if not config.checkpoint_dir:
         shutil.rmtree(ckpt_root, ignore_errors=True)

@@ -162,6 +162,7 @@ def run(
         },
         tracker,
         log_artifacts=config.log_model_artifacts,
+        publish_to=config.publish_to,
     )
     if not config.checkpoint_dir:
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the published model supersedes them

@@ -1,0 +1,138 @@
+"""The champion gate: only a policy that beats the current champion takes its place.
+
+Scheduled retraining must never replace a better model with a worse one. The evaluation stage
+samples the registered ``champion`` alongside the candidate on the same held-out prompts (same
+seed, same number of samples), a judge scores both, and ``decide`` turns the paired win rate
+into an alias: ``champion`` for a winner (and for the very first model), ``challenger``
+otherwise. ``register_outcome`` then registers the policy and its reward model under that
+alias.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rlhf.registry import CHALLENGER, CHAMPION, ModelRegistry, Version
+
+log = logging.getLogger("rlhf.gate")
+
+JUDGES = ("auto", "gold", "reward_model")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    alias: str  # CHAMPION or CHALLENGER
+    reason: str
+    win_rate: float | None  # candidate over champion (ties 1/2); None: there was no champion
+    samples: int  # paired samples the win rate is over
+    threshold: float
+    min_samples: int
+    judge: str
+
+    @property
+    def promoted(self) -> bool:
+        return self.alias == CHAMPION
+
+    def metrics(self) -> dict[str, float]:
+        out = {
+            "gate/promoted": float(self.promoted),
+            "gate/samples": float(self.samples),
+            "gate/threshold": self.threshold,
+            "gate/min_samples": float(self.min_samples),
+        }
+        if self.win_rate is not None:
+            out["gate/win_rate"] = self.win_rate
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "promoted": self.promoted}
+
+
+def decide(
+    win_rate: float | None, samples: int, threshold: float, min_samples: int, judge: str
+) -> GateDecision:
+    """The alias for a candidate with ``win_rate`` over the champion on ``samples`` pairs
+    (``win_rate`` None: no champion yet). It must win strictly more than ``threshold`` on at
+    least ``min_samples`` pairs; a tie at the threshold keeps the incumbent."""
+    args = dict(
+        win_rate=win_rate,
+        samples=samples,
+        threshold=threshold,
+        min_samples=min_samples,
+        judge=judge,
+    )
+    if win_rate is None:
+        return GateDecision(CHAMPION, "no champion yet: the first model becomes champion", **args)
+    if samples < min_samples:
+        return GateDecision(
+            CHALLENGER,
+            f"only {samples} paired samples (< gate_min_samples {min_samples}): too little "
+            "evidence to replace the champion",
+            **args,
+        )
+    if win_rate > threshold:
+        return GateDecision(
+            CHAMPION, f"win rate {win_rate:.3f} over the champion > {threshold}", **args
+        )
+    return GateDecision(
+        CHALLENGER, f"win rate {win_rate:.3f} over the champion <= {threshold}", **args
+    )
+
+
+def judge_for(setting: str, has_gold: bool) -> str:
+    """``gate_judge`` resolved to "gold" or "reward_model"."""
+    if setting not in JUDGES:
+        raise ValueError(f"gate_judge must be one of {JUDGES}, got {setting!r}")
+    if setting == "gold" and not has_gold:
+        raise ValueError("gate_judge is 'gold' but no gold_reward is configured")
+    if setting == "auto":
+        return "gold" if has_gold else "reward_model"
+    return setting
+
+
+def judged(
+    rm_scores: Sequence[float], gold_scores: Sequence[float] | None, judge: str
+) -> list[float]:
+    """The scores the judge gives one model's samples."""
+    if judge == "gold":
+        assert gold_scores is not None
+        return list(gold_scores)
+    return list(rm_scores)
+
+
+def register_outcome(
+    registry: ModelRegistry,
+    decision: GateDecision,
+    policy_name: str,
+    reward_model_name: str,
+    candidate: str,
+    reward_model: str,
+    run_id: str,
+    tags: Mapping[str, Any],
+) -> dict[str, Version]:
+    """Register the candidate policy (and its reward model, when ``reward_model_name`` is set)
+    with ``tags`` and give both the decision's alias. Returns the new versions by role."""
+    gate_tags = {
+        "rlhf.gate.alias": decision.alias,
+        "rlhf.gate.reason": decision.reason,
+        "rlhf.gate.judge": decision.judge,
+        "rlhf.gate.samples": decision.samples,
+        "rlhf.gate.win_rate": "" if decision.win_rate is None else f"{decision.win_rate:.6f}",
+    }
+    source, source_run = registry.source_of(candidate, run_id, "registered/policy")
+    versions = {"policy": registry.register(policy_name, source, source_run, {**tags, **gate_tags})}
+    if reward_model_name:
+        source, source_run = registry.source_of(reward_model, run_id, "registered/reward_model")
+        versions["reward_model"] = registry.register(
+            reward_model_name,
+            source,
+            source_run,
+            {**tags, "rlhf.policy_version": versions["policy"].version},
+        )
+    for version in versions.values():
+        registry.set_alias(version, decision.alias)
+        log.info("registered %s version %s as %s", version.name, version.version, decision.alias)
+    return versions
