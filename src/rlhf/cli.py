@@ -169,6 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for task in sorted(p for p in result.run_dir.iterdir() if p.is_dir()):
         for artifact in sorted(p for p in task.iterdir() if p.name != "executor_output.json"):
             print(f"  {task.name}/{artifact.name}")
+    publish_to = (config.get("pipeline") or {}).get("publish_to")
+    if publish_to:
+        print(f"published:    {publish_to.rstrip('/')}/{result.pipeline_run}/")
     if result.mlflow_parent_run_id:
         print(f"MLflow:       {tracking.describe_location()}")
         print(f"  parent run: {result.mlflow_parent_run_id} (experiment '{result.experiment}')")

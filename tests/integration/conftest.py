@@ -3,86 +3,18 @@ and stopped at the end: moto's S3 server (boto3 talks to it over HTTP) and an ML
 server (sqlite backend, artifacts proxied by the server to a bucket on that S3 server).
 
 The AWS credentials are fake but recognisable, so tests can scan what the pipeline writes for
-them (test_secrets.py)."""
+them (test_pipeline_s3_mlflow.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
-
-FAKE_ACCESS_KEY = "AKIARLHFFAKEKEY7TEST"
-FAKE_SECRET_KEY = "rlhf-fake-secret/NeverLogThis+0123456789abc"
-FAKE_CREDENTIALS = (FAKE_ACCESS_KEY, FAKE_SECRET_KEY)
-REGION = "us-east-1"
-ARTIFACT_BUCKET = "mlflow-artifacts"
-STARTUP_TIMEOUT = 120.0  # seconds; mlflow server takes ~5-15 s on two busy cores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server subprocess with its log file; ``stop`` terminates it and frees its port."""
-
-    def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict) -> None:
-        self.name, self.port, self.log = name, port, log
-        self.url = f"http://127.0.0.1:{port}"
-        with open(log, "wb") as out:
-            # A session of its own: stop() signals the whole group (mlflow server runs uvicorn
-            # as a child process, which would outlive its parent otherwise).
-            self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-
-    def wait_ready(self, path: str, timeout: float = STARTUP_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.fail(f"exited with status {self.proc.returncode} while starting")
-            try:
-                with urllib.request.urlopen(self.url + path, timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        self.fail(f"not answering {self.url}{path} after {timeout:.0f} s")
-
-    def fail(self, why: str) -> None:
-        tail = self.log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{self.name} {why}; its log ({self.log}) ends:\n{tail}")
-
-    def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        with contextlib.suppress(ProcessLookupError):  # children that outlived the parent
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:  # the port is free again once nothing listens
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) != 0:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name}: port {self.port} still in use after stopping")
+from servers import ARTIFACT_BUCKET, FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, Server, free_port, s3
 
 
 @pytest.fixture(scope="session")
@@ -146,12 +78,6 @@ def tracking_server(mlflow_server, monkeypatch):
     """This test tracks to the MLflow server."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     return mlflow_server.url
-
-
-def s3():
-    import boto3
-
-    return boto3.client("s3")
 
 
 @pytest.fixture

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
-from conftest import ARTIFACT_BUCKET, FAKE_CREDENTIALS, s3
+import yaml
 from mlflow.tracking import MlflowClient
+from servers import ARTIFACT_BUCKET, FAKE_CREDENTIALS, s3
 
-from rlhf import storage
+from rlhf import storage, tracking
 from rlhf.cli import main
 from rlhf.config import DemoConfig
 from rlhf.pipeline.compile import compile_all
-from rlhf.pipeline.local_run import pipeline_arguments, run_local
+from rlhf.pipeline.local_run import pipeline_arguments
 
 STAGE_FOLDERS = (
     "data/sft", "data/preferences", "data/prompts", "data/eval_prompts",
@@ -79,7 +79,12 @@ def test_pipeline_reads_and_publishes_s3_tracks_on_server_and_never_leaks_creden
     run_key = f"s3-e2e-{uuid.uuid4().hex[:8]}"
     name = f"policy-{uuid.uuid4().hex[:8]}"
     config = tiny_config(bucket, run_key, name)
-    result = run_local(config, tmp_path / "outputs")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(config_file), "--output-root", str(tmp_path / "out")]) == 0
+    (run_dir,) = (tmp_path / "out").iterdir()
+    printed = capfd.readouterr()
+    assert f"published:    s3://{bucket}/runs/{run_key}/" in printed.out
 
     # Every output is published, complete: each object the manifest lists is there.
     objects = bucket_bytes(bucket)
@@ -95,7 +100,10 @@ def test_pipeline_reads_and_publishes_s3_tracks_on_server_and_never_leaks_creden
 
     # Every stage is tracked on the server; model folders went to S3 through it.
     client = MlflowClient(tracking_server)
-    parent = client.get_run(result.mlflow_parent_run_id)
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("rlhf").experiment_id],
+        filter_string=f"tags.`{tracking.PIPELINE_RUN_TAG}` = '{run_key}'",
+    )
     assert parent.info.status == "FINISHED"
     children = client.search_runs(
         [parent.info.experiment_id],
@@ -123,8 +131,11 @@ def test_pipeline_reads_and_publishes_s3_tracks_on_server_and_never_leaks_creden
 
     # Secrets: scan everything the run wrote for the fake credentials.
     out, err = capfd.readouterr()
-    sources: dict[str, bytes] = {"stdout": out.encode(), "stderr": err.encode()}
-    for path in Path(result.run_dir).rglob("*"):
+    sources: dict[str, bytes] = {
+        "stdout": (printed.out + out).encode(),
+        "stderr": (printed.err + err).encode(),
+    }
+    for path in run_dir.rglob("*"):
         if path.is_file():
             sources[str(path)] = path.read_bytes()
     for bucket_name in (bucket, ARTIFACT_BUCKET):

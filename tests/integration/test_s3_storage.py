@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_CREDENTIALS, s3
+from servers import FAKE_CREDENTIALS, s3
 
 from rlhf import storage
 from rlhf.storage import s3 as s3_storage

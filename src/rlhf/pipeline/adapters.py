@@ -61,15 +61,15 @@ def _run_stage(
     config_cls: type,
     fields: dict[str, Any],
     overrides: dict,
-    tracking_args: tuple[str, str, bool, str],
+    context: tuple[str, str, bool, str],
     metrics: Any,
     call: Callable[[Any, tracking.Tracker], dict[str, float]],
 ) -> None:
     """Build the stage's config (named parameters, publish destination, then overrides), run
-    it inside its MLflow run (``tracking_args``: pipeline run, experiment, track, publish_to
-    root) and report its metrics to KFP."""
+    it inside its MLflow run (``context``: pipeline run, experiment, track, publish_to root)
+    and report its metrics to KFP."""
     log_setup.configure()
-    pipeline_run, experiment, track, publish_to = tracking_args
+    pipeline_run, experiment, track, publish_to = context
     fields = {**fields, **publish_destination(publish_to, pipeline_run, stage)}
     config = from_dict(config_cls, {**fields, **overrides}, f"{stage} overrides")
     with tracking.stage_run(stage, pipeline_run, experiment, track) as tracker:
@@ -155,8 +155,9 @@ def sft(
         lr=lr,
         batch_size=batch_size,
     )
+    context = (pipeline_run, mlflow_experiment, track, publish_to)
     _run_stage(
-        "sft", SFTConfig, fields, overrides, (pipeline_run, mlflow_experiment, track, publish_to), metrics,
+        "sft", SFTConfig, fields, overrides, context, metrics,
         lambda config, tracker: stage.run(
             config, stage.SFTInputs(data.path), stage.SFTOutputs(model.path), tracker
         ),
@@ -200,11 +201,10 @@ def reward(
         gold_reward=_gold(gold_reward, data_source),
     )
     inputs = stage.RewardInputs(preferences.path, sft_model.path)
+    context = (pipeline_run, mlflow_experiment, track, publish_to)
     _run_stage(
-        "reward", RewardConfig, fields, overrides, (pipeline_run, mlflow_experiment, track, publish_to),
-        metrics, lambda config, tracker: stage.run(
-            config, inputs, stage.RewardOutputs(model.path), tracker
-        ),
+        "reward", RewardConfig, fields, overrides, context, metrics,
+        lambda config, tracker: stage.run(config, inputs, stage.RewardOutputs(model.path), tracker),
     )  # fmt: skip
 
 
@@ -239,8 +239,9 @@ def ppo(
         gold_reward=_gold(gold_reward, data_source),
     )
     inputs = stage.PPOInputs(prompts.path, sft_model.path, reward_model.path, sft_data.path)
+    context = (pipeline_run, mlflow_experiment, track, publish_to)
     _run_stage(
-        "ppo", PPOConfig, fields, overrides, (pipeline_run, mlflow_experiment, track, publish_to), metrics,
+        "ppo", PPOConfig, fields, overrides, context, metrics,
         lambda config, tracker: stage.run(config, inputs, stage.PPOOutputs(model.path), tracker),
     )  # fmt: skip
 
@@ -275,7 +276,8 @@ def evaluate(
     )
     # KFP's HTML artifact is one file; the UI renders it in the run's visualisations.
     outputs = stage.EvalOutputs(report.path)
+    context = (pipeline_run, mlflow_experiment, track, publish_to)
     _run_stage(
-        "evaluate", EvalConfig, fields, overrides, (pipeline_run, mlflow_experiment, track, publish_to),
-        metrics, lambda config, tracker: stage.run(config, inputs, outputs, tracker),
+        "evaluate", EvalConfig, fields, overrides, context, metrics,
+        lambda config, tracker: stage.run(config, inputs, outputs, tracker),
     )  # fmt: skip

@@ -57,29 +57,19 @@ def decide(
     """The alias for a candidate with ``win_rate`` over the champion on ``samples`` pairs
     (``win_rate`` None: no champion yet). It must win strictly more than ``threshold`` on at
     least ``min_samples`` pairs; a tie at the threshold keeps the incumbent."""
-    args = dict(
-        win_rate=win_rate,
-        samples=samples,
-        threshold=threshold,
-        min_samples=min_samples,
-        judge=judge,
-    )
     if win_rate is None:
-        return GateDecision(CHAMPION, "no champion yet: the first model becomes champion", **args)
-    if samples < min_samples:
-        return GateDecision(
-            CHALLENGER,
+        alias, reason = CHAMPION, "no champion yet: the first model becomes champion"
+    elif samples < min_samples:
+        alias = CHALLENGER
+        reason = (
             f"only {samples} paired samples (< gate_min_samples {min_samples}): too little "
-            "evidence to replace the champion",
-            **args,
+            "evidence to replace the champion"
         )
-    if win_rate > threshold:
-        return GateDecision(
-            CHAMPION, f"win rate {win_rate:.3f} over the champion > {threshold}", **args
-        )
-    return GateDecision(
-        CHALLENGER, f"win rate {win_rate:.3f} over the champion <= {threshold}", **args
-    )
+    elif win_rate > threshold:
+        alias, reason = CHAMPION, f"win rate {win_rate:.3f} over the champion > {threshold}"
+    else:
+        alias, reason = CHALLENGER, f"win rate {win_rate:.3f} over the champion <= {threshold}"
+    return GateDecision(alias, reason, win_rate, samples, threshold, min_samples, judge)
 
 
 def judge_for(setting: str, has_gold: bool) -> str:

@@ -1,0 +1,82 @@
+"""The servers the integration tests run against, and what the tests share: the fake
+credentials, the bucket the MLflow server stores artifacts in, an S3 client."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+FAKE_ACCESS_KEY = "AKIARLHFFAKEKEY7TEST"
+FAKE_SECRET_KEY = "rlhf-fake-secret/NeverLogThis+0123456789abc"
+FAKE_CREDENTIALS = (FAKE_ACCESS_KEY, FAKE_SECRET_KEY)
+REGION = "us-east-1"
+ARTIFACT_BUCKET = "mlflow-artifacts"
+STARTUP_TIMEOUT = 120.0  # seconds; mlflow server takes ~5-15 s on two busy cores
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server subprocess with its log file; ``stop`` terminates it and frees its port."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict) -> None:
+        self.name, self.port, self.log = name, port, log
+        self.url = f"http://127.0.0.1:{port}"
+        with open(log, "wb") as out:
+            # A session of its own: stop() signals the whole group (mlflow server runs uvicorn
+            # as a child process, which would outlive its parent otherwise).
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    def wait_ready(self, path: str, timeout: float = STARTUP_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.fail(f"exited with status {self.proc.returncode} while starting")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        self.fail(f"not answering {self.url}{path} after {timeout:.0f} s")
+
+    def fail(self, why: str) -> None:
+        tail = self.log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{self.name} {why}; its log ({self.log}) ends:\n{tail}")
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):  # children that outlived the parent
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # the port is free again once nothing listens
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name}: port {self.port} still in use after stopping")
+
+
+def s3():
+    import boto3
+
+    return boto3.client("s3")
