@@ -113,10 +113,10 @@ def run(
     if config.publish_to:
         from rlhf.stages.publish import publish_copy
 
-        root = config.publish_to.rstrip("/")
+        root, tags = config.publish_to.rstrip("/"), tracker or Tracker()
         for name in ARTIFACTS:
-            publish_copy(getattr(outputs, name), f"{root}/{name}", tracker or Tracker(), name)
-        publish_copy(outputs.rejects, f"{root}/rejects.jsonl", tracker or Tracker(), "rejects")
+            publish_copy(getattr(outputs, name), f"{root}/{name}", tags, name)
+        publish_copy(outputs.rejects, f"{root}/rejects.jsonl", tags, "rejects")
 
     metrics = _metrics(artifacts)
     for art in artifacts.values():
