@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,13 @@ def test_folder_publish_is_multipart_with_manifest_last_and_reads_are_cached(
     faulty_s3.requests.clear()
     assert storage.local_path(uri + "/") == local
     assert faulty_s3.requests == [f"GET /{bucket}/models/m1/manifest.json"]
+
+    # With a fresh cache and small parts, the download is multipart too: ranged GETs.
+    shutil.rmtree(fresh_cache)
+    faulty_s3.requests.clear()
+    assert_same_files(s3_storage.download(uri, MULTIPART), folder)
+    gets = [r for r in faulty_s3.requests if r == f"GET /{bucket}/models/m1/sub/weights.bin"]
+    assert len(gets) == 2
 
 
 def test_single_file_round_trip_keeps_its_name_and_checksum(bucket, fresh_cache, tmp_path):
