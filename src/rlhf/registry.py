@@ -50,6 +50,8 @@ class ModelRegistry:
         try:
             mv = self.client.get_model_version_by_alias(name, alias)
         except MlflowException as e:
+            # An unknown model is RESOURCE_DOES_NOT_EXIST; a known one without the alias is
+            # INVALID_PARAMETER_VALUE (MLflow 3).
             if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             raise

@@ -22,7 +22,15 @@ from typing import Any
 from rlhf.redaction import redact
 from rlhf.storage import cache
 from rlhf.storage.errors import MissingManifestError, StorageError
-from rlhf.storage.manifest import MANIFEST, build_manifest, dumps, parse, sha256_bytes, sha256_file
+from rlhf.storage.manifest import (
+    MANIFEST,
+    build_manifest,
+    dumps,
+    parse,
+    sha256_bytes,
+    sha256_file,
+    verify_folder,
+)
 
 SCHEME = "s3://"
 MiB = 1 << 20
@@ -193,8 +201,6 @@ def upload(
     if not local.is_dir():
         raise StorageError(f"{local}: no such file or folder to publish")
     if (local / MANIFEST).is_file():
-        from rlhf.storage.manifest import verify_folder
-
         manifest = verify_folder(local)
         manifest_bytes = (local / MANIFEST).read_bytes()
     else:
