@@ -2,6 +2,10 @@
 
 Main hyperparameters are named parameters (visible in the KFP UI); every other stage field can
 be set through that stage's ``*_overrides`` dict, which wins over the named parameters.
+
+Every task goes through ``configure(task, stage)``: its image, resources, GPUs, retries, caching
+and secrets on a cluster come from the cluster config (see cluster.py), one place for all
+pipelines.
 """
 
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
@@ -9,6 +13,7 @@ from kfp import dsl
 
 from rlhf.config import EvalConfig, PPOConfig, RewardConfig, SFTConfig
 from rlhf.pipeline import components as c
+from rlhf.pipeline.cluster import configure
 
 PIPELINE_NAME = "rlhf"
 
@@ -51,67 +56,89 @@ def rlhf_pipeline(
     given the demo task is generated. ``gold_reward`` is "auto" (the demo's gold reward on demo
     data), an import path "module:function", or "" for none."""
     tracking = dict(pipeline_run=pipeline_run, mlflow_experiment=mlflow_experiment, track=track)
-    prep = c.prepare_data(
-        sft_data=sft_data,
-        preference_data=preference_data,
-        prompt_data=prompt_data,
-        eval_prompt_data=eval_prompt_data,
-        prepare_overrides=prepare_overrides,
-        demo_overrides=demo_overrides,
-        **tracking,
-    ).set_display_name("prepare data")
-    sft = c.supervised_finetune(
-        base_model=base_model,
-        seed=seed,
-        max_length=max_length,
-        epochs=sft_epochs,
-        lr=sft_lr,
-        batch_size=sft_batch_size,
-        overrides=sft_overrides,
-        data=prep.outputs["sft"],
-        **tracking,
-    ).set_display_name("supervised fine-tuning")
-    rm = c.train_reward_model(
-        seed=seed,
-        max_length=max_length,
-        epochs=reward_epochs,
-        lr=reward_lr,
-        batch_size=reward_batch_size,
-        gold_reward=gold_reward,
-        data_source=prep.outputs["Output"],
-        overrides=reward_overrides,
-        preferences=prep.outputs["preferences"],
-        sft_model=sft.outputs["model"],
-        **tracking,
-    ).set_display_name("reward model")
-    policy = c.ppo_train(
-        seed=seed,
-        iterations=ppo_iterations,
-        lr=ppo_lr,
-        kl_coef=kl_coef,
-        kl_target=kl_target,
-        gold_reward=gold_reward,
-        data_source=prep.outputs["Output"],
-        overrides=ppo_overrides,
-        prompts=prep.outputs["prompts"],
-        sft_data=prep.outputs["sft"],
-        sft_model=sft.outputs["model"],
-        reward_model=rm.outputs["model"],
-        **tracking,
-    ).set_display_name("PPO")
-    c.evaluate_policy(
-        seed=seed,
-        samples_per_prompt=eval_samples_per_prompt,
-        gold_reward=gold_reward,
-        data_source=prep.outputs["Output"],
-        overrides=eval_overrides,
-        eval_prompts=prep.outputs["eval_prompts"],
-        sft_data=prep.outputs["sft"],
-        candidate=policy.outputs["model"],
-        reference=sft.outputs["model"],
-        reward_model=rm.outputs["model"],
-        **tracking,
-    ).set_display_name("evaluate")
+    prep = configure(
+        c.prepare_data(
+            sft_data=sft_data,
+            preference_data=preference_data,
+            prompt_data=prompt_data,
+            eval_prompt_data=eval_prompt_data,
+            prepare_overrides=prepare_overrides,
+            demo_overrides=demo_overrides,
+            **tracking,
+        ).set_display_name("prepare data"),
+        "prepare",
+    )
+    sft = configure(
+        c.supervised_finetune(
+            base_model=base_model,
+            seed=seed,
+            max_length=max_length,
+            epochs=sft_epochs,
+            lr=sft_lr,
+            batch_size=sft_batch_size,
+            overrides=sft_overrides,
+            data=prep.outputs["sft"],
+            **tracking,
+        ).set_display_name("supervised fine-tuning"),
+        "sft",
+    )
+    rm = configure(
+        c.train_reward_model(
+            seed=seed,
+            max_length=max_length,
+            epochs=reward_epochs,
+            lr=reward_lr,
+            batch_size=reward_batch_size,
+            gold_reward=gold_reward,
+            data_source=prep.outputs["Output"],
+            overrides=reward_overrides,
+            preferences=prep.outputs["preferences"],
+            sft_model=sft.outputs["model"],
+            **tracking,
+        ).set_display_name("reward model"),
+        "reward",
+    )
+    policy = configure(
+        c.ppo_train(
+            seed=seed,
+            iterations=ppo_iterations,
+            lr=ppo_lr,
+            kl_coef=kl_coef,
+            kl_target=kl_target,
+            gold_reward=gold_reward,
+            data_source=prep.outputs["Output"],
+            overrides=ppo_overrides,
+            prompts=prep.outputs["prompts"],
+            sft_data=prep.outputs["sft"],
+            sft_model=sft.outputs["model"],
+            reward_model=rm.outputs["model"],
+            **tracking,
+        ).set_display_name("PPO"),
+        "ppo",
+    )
+    configure(
+        c.evaluate_policy(
+            seed=seed,
+            samples_per_prompt=eval_samples_per_prompt,
+            gold_reward=gold_reward,
+            data_source=prep.outputs["Output"],
+            overrides=eval_overrides,
+            eval_prompts=prep.outputs["eval_prompts"],
+            sft_data=prep.outputs["sft"],
+            candidate=policy.outputs["model"],
+            reference=sft.outputs["model"],
+            reward_model=rm.outputs["model"],
+            **tracking,
+        ).set_display_name("evaluate"),
+        "evaluate",
+    )
 
 
 PIPELINES = {"rlhf": rlhf_pipeline}
+
+
+def get_pipeline(name: str):
+    """The pipeline called ``name``, or a clear error listing the known ones."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}")
+    return PIPELINES[name]
