@@ -87,10 +87,13 @@ def test_default_images_match_the_dockerfiles_and_the_make_target():
     assert f"-f images/cuda.Dockerfile --build-arg VERSION={__version__} -t {CUDA_IMAGE} ." in dry
 
 
-def _default_index() -> str:
-    """The index pip uses here: the Dockerfile's TORCH_INDEX (PyTorch's CPU wheels) is not
-    reachable from CI, so torch comes from this machine's pip configuration instead."""
-    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple")
+def _torch_index() -> str:
+    """The Dockerfile's TORCH_INDEX (PyTorch's CPU wheels) is not reachable from CI: use the
+    Makefile's TORCH_INDEX when set, else the index pip uses here (whose configured find-links
+    hold the CPU wheel of torch 2.13.0 on the project's machines)."""
+    return os.environ.get("TORCH_INDEX") or os.environ.get(
+        "PIP_INDEX_URL", "https://pypi.org/simple"
+    )
 
 
 @pytest.mark.image
@@ -110,7 +113,7 @@ def test_package_installs_the_way_the_cpu_image_installs_it(tmp_path):
                     shutil.copy(src, target / src.name)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    args = {**_args(steps), "TORCH_INDEX": _default_index()}
+    args = {**_args(steps), "TORCH_INDEX": _torch_index()}
     env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "HOME": str(tmp_path)}
     env.pop("PYTHONPATH", None)
     for word, rest in steps:

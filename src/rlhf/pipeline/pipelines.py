@@ -56,82 +56,72 @@ def rlhf_pipeline(
     given the demo task is generated. ``gold_reward`` is "auto" (the demo's gold reward on demo
     data), an import path "module:function", or "" for none."""
     tracking = dict(pipeline_run=pipeline_run, mlflow_experiment=mlflow_experiment, track=track)
-    prep = configure(
-        c.prepare_data(
-            sft_data=sft_data,
-            preference_data=preference_data,
-            prompt_data=prompt_data,
-            eval_prompt_data=eval_prompt_data,
-            prepare_overrides=prepare_overrides,
-            demo_overrides=demo_overrides,
-            **tracking,
-        ).set_display_name("prepare data"),
-        "prepare",
-    )
-    sft = configure(
-        c.supervised_finetune(
-            base_model=base_model,
-            seed=seed,
-            max_length=max_length,
-            epochs=sft_epochs,
-            lr=sft_lr,
-            batch_size=sft_batch_size,
-            overrides=sft_overrides,
-            data=prep.outputs["sft"],
-            **tracking,
-        ).set_display_name("supervised fine-tuning"),
-        "sft",
-    )
-    rm = configure(
-        c.train_reward_model(
-            seed=seed,
-            max_length=max_length,
-            epochs=reward_epochs,
-            lr=reward_lr,
-            batch_size=reward_batch_size,
-            gold_reward=gold_reward,
-            data_source=prep.outputs["Output"],
-            overrides=reward_overrides,
-            preferences=prep.outputs["preferences"],
-            sft_model=sft.outputs["model"],
-            **tracking,
-        ).set_display_name("reward model"),
-        "reward",
-    )
-    policy = configure(
-        c.ppo_train(
-            seed=seed,
-            iterations=ppo_iterations,
-            lr=ppo_lr,
-            kl_coef=kl_coef,
-            kl_target=kl_target,
-            gold_reward=gold_reward,
-            data_source=prep.outputs["Output"],
-            overrides=ppo_overrides,
-            prompts=prep.outputs["prompts"],
-            sft_data=prep.outputs["sft"],
-            sft_model=sft.outputs["model"],
-            reward_model=rm.outputs["model"],
-            **tracking,
-        ).set_display_name("PPO"),
-        "ppo",
-    )
-    configure(
-        c.evaluate_policy(
-            seed=seed,
-            samples_per_prompt=eval_samples_per_prompt,
-            gold_reward=gold_reward,
-            data_source=prep.outputs["Output"],
-            overrides=eval_overrides,
-            eval_prompts=prep.outputs["eval_prompts"],
-            sft_data=prep.outputs["sft"],
-            candidate=policy.outputs["model"],
-            reference=sft.outputs["model"],
-            reward_model=rm.outputs["model"],
-            **tracking,
-        ).set_display_name("evaluate"),
-        "evaluate",
-    )
+    prep = c.prepare_data(
+        sft_data=sft_data,
+        preference_data=preference_data,
+        prompt_data=prompt_data,
+        eval_prompt_data=eval_prompt_data,
+        prepare_overrides=prepare_overrides,
+        demo_overrides=demo_overrides,
+        **tracking,
+    ).set_display_name("prepare data")
+    configure(prep, "prepare")
+    sft = c.supervised_finetune(
+        base_model=base_model,
+        seed=seed,
+        max_length=max_length,
+        epochs=sft_epochs,
+        lr=sft_lr,
+        batch_size=sft_batch_size,
+        overrides=sft_overrides,
+        data=prep.outputs["sft"],
+        **tracking,
+    ).set_display_name("supervised fine-tuning")
+    configure(sft, "sft")
+    rm = c.train_reward_model(
+        seed=seed,
+        max_length=max_length,
+        epochs=reward_epochs,
+        lr=reward_lr,
+        batch_size=reward_batch_size,
+        gold_reward=gold_reward,
+        data_source=prep.outputs["Output"],
+        overrides=reward_overrides,
+        preferences=prep.outputs["preferences"],
+        sft_model=sft.outputs["model"],
+        **tracking,
+    ).set_display_name("reward model")
+    configure(rm, "reward")
+    policy = c.ppo_train(
+        seed=seed,
+        iterations=ppo_iterations,
+        lr=ppo_lr,
+        kl_coef=kl_coef,
+        kl_target=kl_target,
+        gold_reward=gold_reward,
+        data_source=prep.outputs["Output"],
+        overrides=ppo_overrides,
+        prompts=prep.outputs["prompts"],
+        sft_data=prep.outputs["sft"],
+        sft_model=sft.outputs["model"],
+        reward_model=rm.outputs["model"],
+        **tracking,
+    ).set_display_name("PPO")
+    configure(policy, "ppo")
+    evaluation = c.evaluate_policy(
+        seed=seed,
+        samples_per_prompt=eval_samples_per_prompt,
+        gold_reward=gold_reward,
+        data_source=prep.outputs["Output"],
+        overrides=eval_overrides,
+        eval_prompts=prep.outputs["eval_prompts"],
+        sft_data=prep.outputs["sft"],
+        candidate=policy.outputs["model"],
+        reference=sft.outputs["model"],
+        reward_model=rm.outputs["model"],
+        **tracking,
+    ).set_display_name("evaluate")
+    configure(evaluation, "evaluate")
 
 
 PIPELINES = {"rlhf": rlhf_pipeline}
