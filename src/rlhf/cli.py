@@ -256,13 +256,18 @@ def _kfp(args: argparse.Namespace) -> Any:
     return connect(Connection(args.host, args.existing_token, not args.insecure))
 
 
-def _prepare(args: argparse.Namespace, client: Any) -> Any:
+def _upload(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Check the run config and cluster config, then connect, upload (or reuse) the pipeline
+    version and find the experiment: (client, Prepared)."""
     from rlhf.pipeline.cluster import load_cluster_config
-    from rlhf.pipeline.submit import prepare
+    from rlhf.pipeline.submit import prepare, run_parameters
 
+    config, cluster_config = _run_config(args), load_cluster_config(args.cluster_config)
+    run_parameters(args.pipeline, config)  # a mistake stops here, before any request
+    client = _kfp(args)
     prepared = prepare(
-        client, args.pipeline, _run_config(args), load_cluster_config(args.cluster_config),
-        args.experiment, args.namespace, args.package,
+        client, args.pipeline, config, cluster_config, args.experiment, args.namespace,
+        args.package,
     )  # fmt: skip
     up = prepared.uploaded
     print(
@@ -270,7 +275,7 @@ def _prepare(args: argparse.Namespace, client: Any) -> Any:
         f"({'reused' if up.reused else 'uploaded'}; pipeline id {up.pipeline_id}, "
         f"version id {up.version_id})"
     )
-    return prepared
+    return client, prepared
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -278,8 +283,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from rlhf.pipeline import submit
 
-    client = _kfp(args)
-    prepared = _prepare(args, client)
+    client, prepared = _upload(args)
     name = args.run_name or f"{args.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_id = submit.create_run(client, prepared, name, args.service_account)
     print(f"run: {run_id} ({name}) in experiment '{args.experiment}'")
@@ -296,8 +300,7 @@ def cmd_schedule_create(args: argparse.Namespace) -> int:
     if args.cron is not None:
         schedule.validate_cron(args.cron)  # before uploading anything
     interval = schedule.parse_interval(args.interval) if args.interval else None
-    client = _kfp(args)
-    prepared = _prepare(args, client)
+    client, prepared = _upload(args)
     name = args.name or f"{args.pipeline}-retraining"
     rid = schedule.create_schedule(
         client, prepared, name, cron=args.cron, interval_second=interval,

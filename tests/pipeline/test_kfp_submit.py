@@ -122,11 +122,17 @@ def test_submit_wait_reports_a_failed_run(kfp_api, capsys):
     assert "FAILED" in capsys.readouterr().out
 
 
-def test_submit_rejects_a_bad_run_config_before_uploading(kfp_api, capsys):
+def test_submit_rejects_bad_configs_before_any_request(kfp_api, tmp_path, capsys):
     code = main(["submit", "--host", kfp_api.url, "--set", "sft.epochz=1"])
     assert code == 2
     assert "unknown field" in capsys.readouterr().err
-    assert not kfp_api.state.sent("POST", "/pipelines/upload")
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("stages:\n  ppo: {retries: often}\n")
+    code = main(["schedule", "create", "--host", kfp_api.url, "--cron", "@daily",
+                 "--cluster-config", str(cluster)])  # fmt: skip
+    assert code == 2
+    assert f"{cluster}: stages.ppo" in capsys.readouterr().err
+    assert kfp_api.state.requests == []
 
 
 def test_schedule_create_list_disable(kfp_api, run_config, capsys):
