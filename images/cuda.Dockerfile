@@ -18,6 +18,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# No `pip check` here: the base image's conda environment carries packages pip does not manage.
 # The base image's torch must be the pinned release, or pip would replace it with PyPI's build.
 RUN python3 -c "import torch, sys; v = torch.__version__.split('+')[0]; \
 sys.exit(0 if v == '2.13.0' else f'base image has torch {torch.__version__}, need 2.13.0')"
@@ -26,7 +27,6 @@ COPY pyproject.toml README.md /tmp/rlhf-src/
 COPY src/rlhf /tmp/rlhf-src/src/rlhf
 RUN python3 -m pip install "/tmp/rlhf-src[deepspeed]" \
     && rm -rf /tmp/rlhf-src \
-    && python3 -m pip check \
     && python3 -m pip show deepspeed > /dev/null \
     && python3 -c "import rlhf, torch, kfp, kfp.kubernetes; print('rlhf', rlhf.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)"
 

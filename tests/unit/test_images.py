@@ -62,7 +62,9 @@ def test_dockerfile_runs_as_non_root_without_secrets(name):
             # The package sources only: no .env, kubeconfig, model weights or data.
             assert set(sources) <= {"pyproject.toml", "README.md", "src/rlhf"}, rest
     run = " ".join(r for w, r in steps if w == "RUN")
-    assert "pip check" in run and "import rlhf, torch, kfp, kfp.kubernetes" in run
+    assert "import rlhf, torch, kfp, kfp.kubernetes" in run
+    if name == "cpu":  # (the CUDA base image's conda packages are not pip's to check)
+        assert "pip check" in run
 
 
 def test_cuda_dockerfile_has_deepspeed_on_the_pinned_torch():
