@@ -17,6 +17,7 @@ SECRET_VARIABLES = (
     "AWS_SESSION_TOKEN",
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
+    "KF_PIPELINES_TOKEN",
 )
 MASK = "***"
 # user:password@ (or token@) in a URL such as http://user:pw@mlflow:5000 or postgresql://...

@@ -3,13 +3,18 @@
 Each body imports ``rlhf`` (installed in the image, or in the local venv) and hands its
 arguments to ``rlhf.pipeline.adapters``. ``install_kfp_package=False`` because the image
 already has kfp; locally it saves a pip install per task.
+
+Each component is declared with its default image: the CPU image for data preparation and
+evaluation, the CUDA image for training. ``rlhf compile`` writes every component here to its own
+spec under components/, and the pipeline sets each task's image, resources and secrets from the
+cluster config (``cluster.configure``).
 """
 
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from rlhf.pipeline.images import CPU_IMAGE
+from rlhf.pipeline.images import CPU_IMAGE, CUDA_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -23,13 +28,13 @@ def prepare_data(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
-    publish_to: str,
     sft: Output[Dataset],
     preferences: Output[Dataset],
     prompts: Output[Dataset],
     eval_prompts: Output[Dataset],
     rejects: Output[Artifact],
     metrics: Output[Metrics],
+    publish_to: str = "",  # an s3:// root; "" publishes nothing
 ) -> str:
     """Validate, normalise, dedupe and split the data (or generate the demo task)."""
     arguments = dict(locals())  # before the import below adds a local
@@ -38,7 +43,7 @@ def prepare_data(
     return adapters.prepare(**arguments)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def supervised_finetune(
     base_model: str,
     seed: int,
@@ -50,10 +55,10 @@ def supervised_finetune(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
-    publish_to: str,
     data: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
+    publish_to: str = "",  # an s3:// root; "" publishes nothing
 ):
     """Fine-tune the base model on demonstrations (response tokens only)."""
     arguments = dict(locals())
@@ -62,7 +67,7 @@ def supervised_finetune(
     adapters.sft(**arguments)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def train_reward_model(
     seed: int,
     max_length: int,
@@ -75,11 +80,11 @@ def train_reward_model(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
-    publish_to: str,
     preferences: Input[Dataset],
     sft_model: Input[Model],
     model: Output[Model],
     metrics: Output[Metrics],
+    publish_to: str = "",  # an s3:// root; "" publishes nothing
 ):
     """Train a scalar reward model on preference pairs, starting from the SFT model."""
     arguments = dict(locals())
@@ -88,7 +93,7 @@ def train_reward_model(
     adapters.reward(**arguments)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def ppo_train(
     seed: int,
     iterations: int,
@@ -101,13 +106,13 @@ def ppo_train(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
-    publish_to: str,
     prompts: Input[Dataset],
     sft_data: Input[Dataset],
     sft_model: Input[Model],
     reward_model: Input[Model],
     model: Output[Model],
     metrics: Output[Metrics],
+    publish_to: str = "",  # an s3:// root; "" publishes nothing
 ):
     """Optimise the SFT policy against the reward model with PPO and a KL penalty."""
     arguments = dict(locals())
@@ -126,7 +131,6 @@ def evaluate_policy(
     pipeline_run: str,
     mlflow_experiment: str,
     track: bool,
-    publish_to: str,
     eval_prompts: Input[Dataset],
     sft_data: Input[Dataset],
     candidate: Input[Model],
@@ -134,6 +138,7 @@ def evaluate_policy(
     reward_model: Input[Model],
     report: Output[HTML],
     metrics: Output[Metrics],
+    publish_to: str = "",  # an s3:// root; "" publishes nothing
 ):
     """Compare the candidate policy with the reference on held-out prompts."""
     arguments = dict(locals())

@@ -2,6 +2,10 @@
 
 Main hyperparameters are named parameters (visible in the KFP UI); every other stage field can
 be set through that stage's ``*_overrides`` dict, which wins over the named parameters.
+
+Every task goes through ``configure(task, stage)``: its image, resources, GPUs, retries, caching
+and secrets on a cluster come from the cluster config (see cluster.py), one place for all
+pipelines.
 """
 
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
@@ -9,6 +13,7 @@ from kfp import dsl
 
 from rlhf.config import EvalConfig, PPOConfig, RewardConfig, SFTConfig
 from rlhf.pipeline import components as c
+from rlhf.pipeline.cluster import configure
 
 PIPELINE_NAME = "rlhf"
 
@@ -68,6 +73,7 @@ def rlhf_pipeline(
         demo_overrides=demo_overrides,
         **tracking,
     ).set_display_name("prepare data")
+    configure(prep, "prepare")
     sft = c.supervised_finetune(
         base_model=base_model,
         seed=seed,
@@ -79,6 +85,7 @@ def rlhf_pipeline(
         data=prep.outputs["sft"],
         **tracking,
     ).set_display_name("supervised fine-tuning")
+    configure(sft, "sft")
     rm = c.train_reward_model(
         seed=seed,
         max_length=max_length,
@@ -92,6 +99,7 @@ def rlhf_pipeline(
         sft_model=sft.outputs["model"],
         **tracking,
     ).set_display_name("reward model")
+    configure(rm, "reward")
     policy = c.ppo_train(
         seed=seed,
         iterations=ppo_iterations,
@@ -107,7 +115,8 @@ def rlhf_pipeline(
         reward_model=rm.outputs["model"],
         **tracking,
     ).set_display_name("PPO")
-    c.evaluate_policy(
+    configure(policy, "ppo")
+    evaluation = c.evaluate_policy(
         seed=seed,
         samples_per_prompt=eval_samples_per_prompt,
         gold_reward=gold_reward,
@@ -120,6 +129,14 @@ def rlhf_pipeline(
         reward_model=rm.outputs["model"],
         **tracking,
     ).set_display_name("evaluate")
+    configure(evaluation, "evaluate")
 
 
 PIPELINES = {"rlhf": rlhf_pipeline}
+
+
+def get_pipeline(name: str):
+    """The pipeline called ``name``, or a clear error listing the known ones."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}")
+    return PIPELINES[name]
