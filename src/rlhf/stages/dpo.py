@@ -133,15 +133,18 @@ def pair_logprobs(
 def reference_logprobs(
     model: PreTrainedModel, pairs: list[Pair], pad_id: int, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen and rejected log-probs of every pair (CPU, float32), batched by length."""
+    """Chosen and rejected log-probs of every pair (CPU, float32), in batches of
+    ``batch_size`` in data order: the batches validation uses, so that before the first step
+    (policy = reference) every validation margin is exactly 0, not padding-dependent noise."""
     device = next(model.parameters()).device
-    chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        c, r = pair_logprobs(model, [pairs[i] for i in idx], pad_id, device)
-        chosen[idx], rejected[idx] = c.float().cpu(), r.float().cpu()
-    return chosen, rejected
+    chosen, rejected = [], []
+    for start in range(0, len(pairs), batch_size):
+        c, r = pair_logprobs(model, pairs[start : start + batch_size], pad_id, device)
+        chosen.append(c.float().cpu())
+        rejected.append(r.float().cpu())
+    if not chosen:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(chosen), torch.cat(rejected)
 
 
 def run(
