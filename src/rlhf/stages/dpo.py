@@ -305,6 +305,3 @@ def run(
 
 def _cache_json(key: str, logprobs: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {"key": key, "logprobs": {k: v.tolist() for k, v in logprobs.items()}}
-
-
-__all__ = ["REFERENCE_CACHE", "DPOInputs", "DPOOutputs", "reference_key", "run"]

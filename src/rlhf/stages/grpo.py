@@ -48,7 +48,6 @@ from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
 
 log = logging.getLogger("rlhf.grpo")
-__all__ = ["HISTORY_FILE", "GRPOInputs", "GRPOOutputs", "run"]
 
 
 @dataclass

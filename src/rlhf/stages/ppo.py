@@ -61,7 +61,6 @@ from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
 
 log = logging.getLogger("rlhf.ppo")
-__all__ = ["HISTORY_FILE", "PPOInputs", "PPOOutputs", "run"]
 
 
 @dataclass
@@ -116,8 +115,8 @@ def run(
     tracker.log_params({f"ppo.{k}": v for k, v in to_dict(config).items()})
 
     # --- models -------------------------------------------------------------------------
-    models_ = load_policies(inputs.sft_model, config, device)
-    tokenizer, policy, reference = models_.tokenizer, models_.policy, models_.reference
+    loaded = load_policies(inputs.sft_model, config, device)
+    tokenizer, policy, reference = loaded.tokenizer, loaded.policy, loaded.reference
     critic_source = inputs.reward_model if config.critic_init == "reward" else inputs.sft_model
     if config.critic_init not in ("reward", "policy"):
         raise ValueError(f"critic_init must be 'reward' or 'policy', got {config.critic_init!r}")
