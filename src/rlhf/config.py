@@ -206,7 +206,7 @@ class DPOConfig(TrainConfig):
 
     epochs: int = 1
     batch_size: int = 32  # preference pairs per micro-batch
-    lr: float = 5e-5
+    lr: float = 1e-4  # on the demo: 5e-5 gains less, 2e-4 the same at twice the KL
     warmup_ratio: float = 0.1
     beta: float = 0.1  # implicit KL strength: larger keeps the policy closer to the reference
     loss_type: str = "sigmoid"  # "sigmoid" (DPO, or cDPO with label_smoothing) or "ipo"
