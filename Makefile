@@ -10,7 +10,7 @@ TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: demo test lint format compile install install-dev clean
+.PHONY: demo test test-images lint format compile install install-dev clean images push-images
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: install-dev
 	$(BIN)/ruff format --check src tests
 	$(BIN)/python -m pytest -q
 
+# The package installed the way images/cpu.Dockerfile installs it (a fresh venv; minutes).
+test-images: install-dev
+	$(BIN)/python -m pytest -q -m image
+
 lint: install-dev
 	$(BIN)/ruff check src tests
 
@@ -47,7 +51,22 @@ format: install-dev
 	$(BIN)/ruff check --fix src tests
 
 compile: install
-	$(BIN)/rlhf compile --out pipelines
+	$(BIN)/rlhf compile --out pipelines --components-out components
+
+# Container images (images/), tagged with the package version. Needs a Docker engine (or set
+# DOCKER to a compatible client such as podman); CI has none and checks the install instead.
+DOCKER   ?= docker
+REGISTRY ?= ghcr.io/rlhf-project
+VERSION  := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/rlhf/__init__.py)
+IMAGE    := $(REGISTRY)/rlhf:$(VERSION)
+
+images:
+	$(DOCKER) build -f images/cpu.Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE)-cpu .
+	$(DOCKER) build -f images/cuda.Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE)-cuda .
+
+push-images:
+	$(DOCKER) push $(IMAGE)-cpu
+	$(DOCKER) push $(IMAGE)-cuda
 
 clean:
 	rm -rf demo_outputs local_outputs mlflow.db mlruns .pytest_cache

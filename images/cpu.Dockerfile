@@ -1,5 +1,6 @@
-# CPU image for the pipeline's components: Python 3.11, torch 2.13.0 (CPU build), the rlhf
-# package. Build from the repository root (see images/README.md):
+# CPU image for the data preparation and evaluation stages (and the in-cluster submit Job):
+# Python 3.11, torch 2.13.0 (CPU build), the rlhf package with kfp and kfp-kubernetes. Build
+# from the repository root with `make images` (see images/README.md), or:
 #
 #   docker build -f images/cpu.Dockerfile -t ghcr.io/rlhf-project/rlhf:0.1.0-cpu .
 #
@@ -24,7 +25,8 @@ COPY pyproject.toml README.md /tmp/rlhf-src/
 COPY src/rlhf /tmp/rlhf-src/src/rlhf
 RUN pip install /tmp/rlhf-src \
     && rm -rf /tmp/rlhf-src \
-    && python -c "import rlhf, torch; print('rlhf', rlhf.__version__, 'torch', torch.__version__)"
+    && python -m pip check \
+    && python -c "import rlhf, torch, kfp, kfp.kubernetes; print('rlhf', rlhf.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)"
 
 # A non-root user with a writable home (caches: ~/.cache/rlhf, ~/.cache/huggingface).
 RUN groupadd --gid 10001 rlhf \
@@ -33,6 +35,8 @@ USER 10001:10001
 ENV HOME=/home/rlhf
 WORKDIR /home/rlhf
 
+ARG VERSION=dev
 LABEL org.opencontainers.image.title="rlhf (CPU)" \
+      org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.description="RLHF stages for Kubeflow Pipelines, CPU build" \
       org.opencontainers.image.licenses="Apache-2.0"

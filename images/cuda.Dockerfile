@@ -1,5 +1,6 @@
-# CUDA image for GPU stages: PyTorch's CUDA runtime image (torch 2.13.0), the rlhf package and
-# its deepspeed extra. Build from the repository root (see images/README.md):
+# CUDA image for the training stages: PyTorch's CUDA runtime image (torch 2.13.0), the rlhf
+# package with kfp, kfp-kubernetes and its deepspeed extra. Build from the repository root with
+# `make images` (see images/README.md), or:
 #
 #   docker build -f images/cuda.Dockerfile -t ghcr.io/rlhf-project/rlhf:0.1.0-cuda .
 #
@@ -17,6 +18,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# No `pip check` here: the base image's conda environment carries packages pip does not manage.
 # The base image's torch must be the pinned release, or pip would replace it with PyPI's build.
 RUN python3 -c "import torch, sys; v = torch.__version__.split('+')[0]; \
 sys.exit(0 if v == '2.13.0' else f'base image has torch {torch.__version__}, need 2.13.0')"
@@ -25,7 +27,8 @@ COPY pyproject.toml README.md /tmp/rlhf-src/
 COPY src/rlhf /tmp/rlhf-src/src/rlhf
 RUN python3 -m pip install "/tmp/rlhf-src[deepspeed]" \
     && rm -rf /tmp/rlhf-src \
-    && python3 -c "import rlhf, torch; print('rlhf', rlhf.__version__, 'torch', torch.__version__)"
+    && python3 -m pip show deepspeed > /dev/null \
+    && python3 -c "import rlhf, torch, kfp, kfp.kubernetes; print('rlhf', rlhf.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)"
 
 RUN groupadd --gid 10001 rlhf \
     && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin rlhf
@@ -33,6 +36,8 @@ USER 10001:10001
 ENV HOME=/home/rlhf
 WORKDIR /home/rlhf
 
+ARG VERSION=dev
 LABEL org.opencontainers.image.title="rlhf (CUDA)" \
+      org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.description="RLHF stages for Kubeflow Pipelines, CUDA build with DeepSpeed" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,64 @@ def _add_config_flags(p: argparse.ArgumentParser, section: str) -> None:
     )
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.add_argument("--experiment", default="rlhf", help="MLflow experiment (default: rlhf)")
+
+
+KFP_EPILOG = """\
+connecting to KFP:
+  --host, else $KF_PIPELINES_ENDPOINT (e.g. http://localhost:8080 after
+  `kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`); in a pod with neither, the
+  in-cluster service and the pod's ServiceAccount token ($KF_PIPELINES_SA_TOKEN_PATH).
+  A bearer token: --existing-token, or better $KF_PIPELINES_TOKEN (kept out of `ps`).
+  Multi-user KFP: --namespace names your profile namespace.
+"""
+CRON_HELP = """\
+KFP cron expressions have 6 fields, seconds first:
+  second minute hour day-of-month month day-of-week
+  '0 0 3 * * *'    every day at 03:00:00
+  '0 30 2 * * MON' every Monday at 02:30:00
+  '0 0 */6 * * *'  every 6 hours
+A crontab expression has 5 fields: '0 3 * * *' becomes '0 0 3 * * *'."""
+
+
+def _add_kfp_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host", help="KFP API endpoint (default: $KF_PIPELINES_ENDPOINT, or in-cluster)"
+    )
+    p.add_argument(
+        "--existing-token", help="bearer token for the KFP API (prefer $KF_PIPELINES_TOKEN)"
+    )
+    p.add_argument("--namespace", help="multi-user KFP: your profile namespace")
+    p.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
+
+
+def _add_cluster_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cluster-config",
+        help="YAML with per-stage images, resources, GPUs, secrets, retries "
+        "(docs/configuration.md; default: the built-in defaults)",
+    )
+
+
+def _add_submission_flags(p: argparse.ArgumentParser) -> None:
+    _add_kfp_flags(p)
+    p.add_argument(
+        "--pipeline",
+        default="ppo",
+        choices=["ppo", "dpo", "grpo"],
+        help="which algorithm's pipeline to submit (default: ppo)",
+    )
+    p.add_argument(
+        "--config", help="run config: the YAML of `rlhf run` (sections data, pipeline, sft, ...)"
+    )
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one field")
+    _add_cluster_config_flag(p)
+    p.add_argument("--package", help="upload this compiled package instead of compiling the code")
+    p.add_argument("--experiment", default="rlhf", help="KFP experiment (default: rlhf)")
+    p.add_argument(
+        "--service-account", default="", help="Kubernetes ServiceAccount of the run's pods"
+    )
 
 
 def _print_metrics(metrics: dict[str, float]) -> None:
@@ -172,10 +231,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from rlhf import tracking
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The run config of ``rlhf run``/``submit``/``schedule``: the YAML file, then ``--set
+    section.field=value`` overrides."""
     from rlhf.config import parse_overrides
-    from rlhf.pipeline.local_run import run_local
 
     config: dict[str, Any] = {}
     if args.config:
@@ -185,9 +244,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     for key, value in parse_overrides(args.set).items():
         section, _, field = key.partition(".")
         if not field:
-            raise ValueError(f"--set for rlhf run takes section.field=value, got {key!r}")
+            raise ValueError(
+                f"--set for rlhf {args.command} takes section.field=value, got {key!r}"
+            )
         config[section] = config.get(section) or {}  # an empty section reads as None
         config[section][field] = yaml.safe_load(value)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rlhf import tracking
+    from rlhf.pipeline.local_run import run_local
+
+    config = _run_config(args)
     if args.no_track:
         config.setdefault("pipeline", {})["track"] = False
     result = run_local(config, args.output_root, args.pipeline)
@@ -204,10 +273,101 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    from rlhf.pipeline.cluster import load_cluster_config
     from rlhf.pipeline.compile import compile_all
 
-    for path in compile_all(args.out):
+    config = load_cluster_config(args.cluster_config)
+    components = None if args.no_components else args.components_out
+    for path in compile_all(args.out, config, components):
         print(path)
+    return 0
+
+
+def _kfp(args: argparse.Namespace) -> Any:
+    from rlhf.pipeline.submit import Connection, connect
+
+    return connect(Connection(args.host, args.existing_token, not args.insecure))
+
+
+def _upload(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Check the run config and cluster config, then connect, upload (or reuse) the pipeline
+    version and find the experiment: (client, Prepared)."""
+    from rlhf.pipeline.cluster import load_cluster_config
+    from rlhf.pipeline.submit import prepare, run_parameters
+
+    config, cluster_config = _run_config(args), load_cluster_config(args.cluster_config)
+    run_parameters(args.pipeline, config)  # a mistake stops here, before any request
+    client = _kfp(args)
+    prepared = prepare(
+        client, args.pipeline, config, cluster_config, args.experiment, args.namespace,
+        args.package,
+    )  # fmt: skip
+    up = prepared.uploaded
+    print(
+        f"pipeline {args.pipeline}: version {up.version_name} "
+        f"({'reused' if up.reused else 'uploaded'}; pipeline id {up.pipeline_id}, "
+        f"version id {up.version_id})"
+    )
+    return client, prepared
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import time
+
+    from rlhf.pipeline import submit
+
+    client, prepared = _upload(args)
+    name = args.run_name or f"{args.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = submit.create_run(client, prepared, name, args.service_account)
+    print(f"run: {run_id} ({name}) in experiment '{args.experiment}'")
+    if not args.wait:
+        return 0
+    state = submit.wait(client, run_id, args.timeout, args.poll)
+    print(f"run {run_id}: {state}")
+    return 0 if state == "SUCCEEDED" else 1
+
+
+def cmd_schedule_create(args: argparse.Namespace) -> int:
+    from rlhf.pipeline import schedule
+
+    if args.cron is not None:
+        schedule.validate_cron(args.cron)  # before uploading anything
+    interval = schedule.parse_interval(args.interval) if args.interval else None
+    client, prepared = _upload(args)
+    name = args.name or f"{args.pipeline}-retraining"
+    rid = schedule.create_schedule(
+        client, prepared, name, cron=args.cron, interval_second=interval,
+        max_concurrency=args.max_concurrency, no_catchup=not args.catchup,
+        start_time=args.start_time, end_time=args.end_time,
+        service_account=args.service_account,
+    )  # fmt: skip
+    trigger = f"cron '{schedule.validate_cron(args.cron)}'" if args.cron else f"every {interval} s"
+    print(f"schedule: {rid} ({name}), {trigger}, in experiment '{args.experiment}'")
+    return 0
+
+
+def cmd_schedule_list(args: argparse.Namespace) -> int:
+    from rlhf.pipeline import schedule
+
+    rows = schedule.list_schedules(_kfp(args), namespace=args.namespace)
+    if not rows:
+        print("no schedules")
+    for s in rows:
+        catchup = "no catch-up" if s.no_catchup else "catch-up"
+        print(
+            f"{s.recurring_run_id}  {s.name}  {s.status}  {s.trigger}  "
+            f"max concurrency {s.max_concurrency}  {catchup}"
+        )
+    return 0
+
+
+def cmd_schedule_disable(args: argparse.Namespace) -> int:
+    from rlhf.pipeline import schedule
+
+    client = _kfp(args)
+    found = schedule.find_schedule(client, args.schedule, args.namespace)
+    schedule.disable_schedule(client, found.recurring_run_id)
+    print(f"disabled schedule {found.recurring_run_id} ({found.name})")
     return 0
 
 
@@ -305,9 +465,106 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("compile", help="compile the pipelines into KFP YAML")
-    p.add_argument("--out", default="pipelines")
+    p = sub.add_parser(
+        "compile",
+        help="compile the pipelines into KFP YAML, k8s manifests and component specs",
+        description="Write <out>/<pipeline>.yaml (the package to upload in the KFP UI), "
+        "<out>/k8s/<pipeline>.yaml (Pipeline and PipelineVersion resources for kubectl apply), "
+        "<out>/k8s/submit-run.yaml (a Job submitting a run from inside the cluster, for "
+        "kubectl create) and one component spec per stage. Images, resources, GPUs, secrets, "
+        "retries and caching come from --cluster-config (see docs/configuration.md).",
+    )
+    p.add_argument("--out", default="pipelines", help="folder for packages (default: pipelines)")
+    p.add_argument(
+        "--components-out",
+        default="components",
+        help="folder for component specs (default: components)",
+    )
+    p.add_argument("--no-components", action="store_true", help="do not write component specs")
+    _add_cluster_config_flag(p)
     p.set_defaults(fn=cmd_compile)
+
+    p = sub.add_parser(
+        "submit",
+        help="run a pipeline on a Kubeflow Pipelines cluster",
+        description=textwrap.fill(
+            "Compile the pipeline with the cluster config, upload it to KFP (reusing the "
+            "pipeline, and the version when the same package was uploaded before), and create "
+            "a run in an experiment with the parameters of a run config (the file of `rlhf "
+            "run`). Credentials are never parameters: the pods read them from Kubernetes "
+            "Secrets (docs/kubeflow.md).",
+            78,
+        ),
+        epilog=KFP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_submission_flags(p)
+    p.add_argument("--run-name", help="display name of the run (default: <pipeline>-<time>)")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the run to end; exit 1 unless it succeeded"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=48 * 3600, help="seconds --wait waits (default: 172800)"
+    )
+    p.add_argument(
+        "--poll", type=float, default=30.0, help="seconds between state checks (default: 30)"
+    )
+    p.set_defaults(fn=cmd_submit)
+
+    p = sub.add_parser(
+        "schedule",
+        help="scheduled retraining: create, list and disable recurring runs on KFP",
+        description="Recurring runs of a pipeline on Kubeflow Pipelines. Each run retrains from "
+        "the latest data and its champion gate promotes the new model only if it beats the "
+        "current champion.",
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser(
+        "create",
+        help="upload the pipeline and create a recurring run",
+        description=textwrap.fill(
+            "Upload (or reuse) the pipeline version like `rlhf submit`, then create an enabled "
+            "recurring run with a cron expression or an interval. Each run's champion gate "
+            "promotes the new model only if it beats the current champion.",
+            78,
+        )
+        + "\n\n"
+        + CRON_HELP,
+        epilog=KFP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_submission_flags(q)
+    when = q.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--cron",
+        help="6 fields, seconds first: '0 0 3 * * *' is daily at 03:00 (a 5-field crontab "
+        "expression is rejected with its 6-field form); @daily, @weekly, ... are accepted",
+    )
+    when.add_argument("--interval", help="time between runs: seconds, or '90m', '12h', '7d'")
+    q.add_argument(
+        "--name", help="display name of the recurring run (default: <pipeline>-retraining)"
+    )
+    q.add_argument(
+        "--max-concurrency", type=int, default=1,
+        help="runs of this schedule allowed at once (default: 1: a slow run delays the next)",
+    )  # fmt: skip
+    q.add_argument(
+        "--catchup", action="store_true",
+        help="after a pause, start the runs missed meanwhile (default: no catch-up, only the next)",
+    )  # fmt: skip
+    q.add_argument("--start-time", help="RFC 3339 time of the first possible run (default: now)")
+    q.add_argument("--end-time", help="RFC 3339 time after which no run starts (default: never)")
+    q.set_defaults(fn=cmd_schedule_create)
+    q = actions.add_parser("list", help="list the recurring runs", epilog=KFP_EPILOG)
+    _add_kfp_flags(q)
+    q.set_defaults(fn=cmd_schedule_list)
+    q = actions.add_parser(
+        "disable", help="disable a recurring run (it stays listed; no new runs start)",
+        epilog=KFP_EPILOG,
+    )  # fmt: skip
+    q.add_argument("schedule", help="the recurring run's id or its (unique) name")
+    _add_kfp_flags(q)
+    q.set_defaults(fn=cmd_schedule_disable)
     return parser
 
 
@@ -317,8 +574,17 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.data.errors import DataError
     from rlhf.pipeline.local_run import PipelineFailed
 
+    api_errors: tuple[type[BaseException], ...] = ()
+    if args.command in ("submit", "schedule"):
+        from kfp_server_api import ApiException
+
+        api_errors = (ApiException,)
     try:
         return args.fn(args)
+    except api_errors as e:
+        reason = getattr(e, "body", None) or getattr(e, "reason", "")
+        print(f"rlhf {args.command}: the KFP API answered {e.status}: {reason}", file=sys.stderr)
+        return 1
     except PipelineFailed as e:
         print(f"rlhf {args.command}: {e} (the failing task's log is above)", file=sys.stderr)
         return 1

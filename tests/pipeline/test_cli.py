@@ -55,7 +55,7 @@ def test_unknown_config_field_is_a_clear_error(tmp_path, capsys):
 
 def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     assert main(["compile", "--out", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dpo.yaml", "grpo.yaml", "ppo.yaml"]
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["dpo.yaml", "grpo.yaml", "ppo.yaml"]
     text = (tmp_path / "ppo.yaml").read_text()
     assert "supervised-finetune" in text and "train-reward-model" in text
     dpo = (tmp_path / "dpo.yaml").read_text()

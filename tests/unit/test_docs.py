@@ -14,6 +14,7 @@ import pytest
 
 from rlhf import config as config_module
 from rlhf.cli import build_parser
+from rlhf.pipeline import cluster as cluster_module
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CONFIG_DOC = DOCS / "configuration.md"
@@ -22,10 +23,11 @@ CLI_DOC = DOCS / "cli.md"
 CONFIG_CLASSES = sorted(
     (
         obj
-        for obj in vars(config_module).values()
+        for module in (config_module, cluster_module)
+        for obj in vars(module).values()
         if isinstance(obj, type)
         and dataclasses.is_dataclass(obj)
-        and obj.__module__ == config_module.__name__
+        and obj.__module__ == module.__name__
     ),
     key=lambda cls: cls.__name__,
 )
@@ -35,8 +37,13 @@ def _sections(text: str) -> dict[str, dict[str, str]]:
     """Markdown heading -> {name in backticks in a table row's first cell: its second cell}."""
     sections: dict[str, dict[str, str]] = {}
     rows: dict[str, str] = {}
+    in_code = False
     for line in text.splitlines():
-        if line.startswith("#"):
+        if line.startswith("```"):
+            in_code = not in_code  # a "# comment" in a code block is no heading
+        elif in_code:
+            continue
+        elif line.startswith("#"):
             rows = sections.setdefault(line.lstrip("#").strip(), {})
         elif line.startswith("|"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -72,6 +79,7 @@ def config_sections() -> dict[str, dict[str, str]]:
 def test_config_classes_found() -> None:
     names = {cls.__name__ for cls in CONFIG_CLASSES}
     assert {"DemoConfig", "PrepareConfig", "TrainConfig", "SFTConfig", "RewardConfig"} <= names
+    assert {"ClusterConfig", "StageResources", "EnvSource"} <= names
 
 
 @pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda cls: cls.__name__)

@@ -1,20 +1,105 @@
-"""Compile the pipelines into KFP YAML packages (what the KFP UI uploads)."""
+"""Compile everything a cluster needs from the code, with one cluster config:
+
+- ``<out>/<pipeline>.yaml``: the KFP package to upload in the UI or with ``rlhf submit``;
+- ``<out>/k8s/<pipeline>.yaml``: the same pipeline as Kubernetes-native ``Pipeline`` and
+  ``PipelineVersion`` resources (``kubectl apply -f``);
+- ``<out>/k8s/submit-run.yaml``: a Job that submits a run from inside the cluster, with its
+  ServiceAccount and RBAC (``kubectl create -f``);
+- ``<components>/<component>.yaml``: each stage's component spec, for reuse in other pipelines.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 
+import yaml
 from kfp import compiler
+from kfp.dsl.base_component import BaseComponent
 
-from rlhf.pipeline.pipelines import PIPELINES
+from rlhf import __version__
+from rlhf.pipeline import cluster, components, k8s_manifests
+from rlhf.pipeline.pipelines import PIPELINE_NAME, PIPELINES, get_pipeline
 
 
-def compile_all(out_dir: str | Path = "pipelines") -> list[Path]:
+def version_name(pipeline: str, package_text: str) -> str:
+    """A pipeline version's name: the package version and a digest of the compiled package, so
+    the same code and cluster config give the same version and any change gives a new one
+    (KFP versions are immutable). A valid Kubernetes name: ``rlhf-0-1-0-1a2b3c4d5e``."""
+    digest = hashlib.sha256(package_text.encode("utf-8")).hexdigest()[:10]
+    return f"{pipeline}-{__version__.replace('.', '-')}-{digest}".lower()
+
+
+def compile_package(name: str, path: str | Path, config: cluster.ClusterConfig) -> Path:
+    """Compile pipeline ``name`` with ``config`` into the KFP package ``path``."""
+    compiler.Compiler().compile(cluster.build(get_pipeline(name), config), str(path))
+    return Path(path)
+
+
+def _write(path: Path, text: str) -> Path:
+    """Write through a temporary file and a rename: no half-written manifest on a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _k8s_manifest(name: str, version: str, config: cluster.ClusterConfig) -> str:
+    options = compiler.KubernetesManifestOptions(
+        pipeline_name=name, pipeline_version_name=version, include_pipeline_manifest=True
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "manifest.yaml"
+        compiler.Compiler().compile(
+            cluster.build(get_pipeline(name), config),
+            str(path),
+            kubernetes_manifest_format=True,
+            kubernetes_manifest_options=options,
+        )
+        return path.read_text(encoding="utf-8")
+
+
+def stage_components() -> dict[str, BaseComponent]:
+    """Every component defined in components.py, by its function name."""
+    return {name: obj for name, obj in vars(components).items() if isinstance(obj, BaseComponent)}
+
+
+def compile_components(out_dir: str | Path = "components") -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fn in sorted(PIPELINES.items()):
+    for name, component in sorted(stage_components().items()):
         path = out_dir / f"{name}.yaml"
-        compiler.Compiler().compile(fn, str(path))
-        written.append(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            compiler.Compiler().compile(component, f"{tmp}/c.yaml")
+            written.append(_write(path, Path(f"{tmp}/c.yaml").read_text(encoding="utf-8")))
     return written
+
+
+def compile_all(
+    out_dir: str | Path = "pipelines",
+    config: cluster.ClusterConfig | None = None,
+    components_dir: str | Path | None = None,
+) -> list[Path]:
+    """Write every pipeline's package and k8s manifests, the submit Job, and (when
+    ``components_dir`` is given) the component specs. Returns the files written."""
+    config = config or cluster.ClusterConfig()
+    out_dir = Path(out_dir)
+    written = []
+    for name in sorted(PIPELINES):
+        with tempfile.TemporaryDirectory() as tmp:
+            text = compile_package(name, Path(tmp) / "p.yaml", config).read_text("utf-8")
+        written.append(_write(out_dir / f"{name}.yaml", text))
+        manifest = _k8s_manifest(name, version_name(name, text), config)
+        written.append(_write(out_dir / "k8s" / f"{name}.yaml", manifest))
+    job = k8s_manifests.submit_job_manifest(config.image("cpu"), default_pipeline=PIPELINE_NAME)
+    written.append(_write(out_dir / "k8s" / "submit-run.yaml", job))
+    if components_dir is not None:
+        written += compile_components(components_dir)
+    return written
+
+
+def load_manifests(path: str | Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(Path(path).read_text("utf-8")) if doc]

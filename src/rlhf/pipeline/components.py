@@ -3,13 +3,18 @@
 Each body imports ``rlhf`` (installed in the image, or in the local venv) and hands its
 arguments to ``rlhf.pipeline.adapters``. ``install_kfp_package=False`` because the image
 already has kfp; locally it saves a pip install per task.
+
+Each component is declared with its default image: the CPU image for data preparation and
+evaluation, the CUDA image for training. ``rlhf compile`` writes every component here to its own
+spec under components/, and the pipeline sets each task's image, resources and secrets from the
+cluster config (``cluster.configure``).
 """
 
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from rlhf.pipeline.images import CPU_IMAGE
+from rlhf.pipeline.images import CPU_IMAGE, CUDA_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -37,7 +42,7 @@ def prepare_data(
     return adapters.prepare(**arguments)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def supervised_finetune(
     base_model: str,
     seed: int,
@@ -60,7 +65,7 @@ def supervised_finetune(
     adapters.sft(**arguments)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def train_reward_model(
     seed: int,
     max_length: int,
@@ -85,7 +90,7 @@ def train_reward_model(
     adapters.reward(**arguments)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def ppo_train(
     seed: int,
     iterations: int,
@@ -112,7 +117,7 @@ def ppo_train(
     adapters.ppo(**arguments)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def dpo_train(
     seed: int,
     max_length: int,
@@ -138,7 +143,7 @@ def dpo_train(
     adapters.dpo(**arguments)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def grpo_train(
     seed: int,
     iterations: int,

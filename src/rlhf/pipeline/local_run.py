@@ -27,7 +27,8 @@ from rlhf.config import (
     SFTConfig,
     from_dict,
 )
-from rlhf.pipeline.pipelines import PIPELINE_STAGES, PIPELINES
+from rlhf.pipeline.cluster import LOCAL, build
+from rlhf.pipeline.pipelines import PIPELINE_STAGES, PIPELINES, get_pipeline
 
 log = logging.getLogger("rlhf.pipeline")
 
@@ -87,10 +88,7 @@ class PipelineFailed(RuntimeError):
     """A task of a local pipeline run failed; its log (printed above) says why."""
 
 
-def _pipeline(name: str) -> Any:
-    if name not in PIPELINES:
-        raise ValueError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}")
-    return PIPELINES[name]
+_pipeline = get_pipeline
 
 
 def _typed_parameters(pipeline: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +174,8 @@ def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "
     before = set(output_root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_root))
     try:
-        fn(**args, pipeline_run=pipeline_run)
+        # Cluster settings (retries with backoff, timeouts, Secrets) are for pods, not here.
+        build(fn, LOCAL)(**args, pipeline_run=pipeline_run)
     except RuntimeError as e:
         if track:
             tracking.finish_pipeline_run(

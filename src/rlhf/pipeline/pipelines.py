@@ -11,6 +11,10 @@ be set through that stage's ``*_overrides`` dict, which wins over the named para
 Data URIs are comma-separated lists of files or folders (local or s3://); with none given the
 demo task is generated. ``gold_reward`` is "auto" (the demo's gold reward on demo data), an
 import path "module:function", or "" for none.
+
+Every task goes through ``configure(task, stage)``: its image, resources, GPUs, retries, caching
+and secrets on a cluster come from the cluster config (see cluster.py), one place for all
+pipelines.
 """
 
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
@@ -18,6 +22,9 @@ from kfp import dsl
 
 from rlhf.config import DPOConfig, EvalConfig, GRPOConfig, PPOConfig, RewardConfig, SFTConfig
 from rlhf.pipeline import components as c
+from rlhf.pipeline.cluster import configure
+
+PIPELINE_NAME = "ppo"  # the default pipeline (rlhf run, rlhf submit)
 
 
 def _prepare_and_sft(
@@ -34,6 +41,7 @@ def _prepare_and_sft(
         demo_overrides=demo_overrides,
         **tracking,
     ).set_display_name("prepare data")
+    configure(prep, "prepare")
     sft = c.supervised_finetune(
         base_model=base_model,
         seed=seed,
@@ -45,13 +53,14 @@ def _prepare_and_sft(
         data=prep.outputs["sft"],
         **tracking,
     ).set_display_name("supervised fine-tuning")
+    configure(sft, "sft")
     return prep, sft
 
 
 def _reward_model(
     prep, sft, seed, max_length, epochs, lr, batch_size, gold_reward, overrides, tracking
 ):
-    return c.train_reward_model(
+    rm = c.train_reward_model(
         seed=seed,
         max_length=max_length,
         epochs=epochs,
@@ -64,12 +73,14 @@ def _reward_model(
         sft_model=sft.outputs["model"],
         **tracking,
     ).set_display_name("reward model")
+    configure(rm, "reward")
+    return rm
 
 
 def _evaluate(prep, sft, policy, rm, seed, samples_per_prompt, gold_reward, overrides, tracking):
     """``rm`` None: the evaluation runs without a reward model (gold, KL, length, perplexity)."""
     extra = {"reward_model": rm.outputs["model"]} if rm is not None else {}
-    c.evaluate_policy(
+    evaluation = c.evaluate_policy(
         seed=seed,
         samples_per_prompt=samples_per_prompt,
         gold_reward=gold_reward,
@@ -82,6 +93,7 @@ def _evaluate(prep, sft, policy, rm, seed, samples_per_prompt, gold_reward, over
         **extra,
         **tracking,
     ).set_display_name("evaluate")
+    configure(evaluation, "evaluate")
 
 
 @dsl.pipeline(
@@ -144,6 +156,7 @@ def ppo_pipeline(
         reward_model=rm.outputs["model"],
         **tracking,
     ).set_display_name("PPO")
+    configure(policy, "ppo")
     _evaluate(
         prep, sft, policy, rm, seed, eval_samples_per_prompt, gold_reward, eval_overrides,
         tracking,
@@ -201,6 +214,7 @@ def dpo_pipeline(
         sft_model=sft.outputs["model"],
         **tracking,
     ).set_display_name("DPO")
+    configure(policy, "dpo")
     _evaluate(
         prep, sft, policy, None, seed, eval_samples_per_prompt, gold_reward, eval_overrides,
         tracking,
@@ -266,6 +280,7 @@ def grpo_pipeline(
         reward_model=rm.outputs["model"],
         **tracking,
     ).set_display_name("GRPO")
+    configure(policy, "grpo")
     _evaluate(
         prep, sft, policy, rm, seed, eval_samples_per_prompt, gold_reward, eval_overrides,
         tracking,
@@ -279,3 +294,10 @@ PIPELINE_STAGES = {
     "dpo": ("prepare", "demo", "sft", "dpo", "eval"),
     "grpo": ("prepare", "demo", "sft", "reward", "grpo", "eval"),
 }
+
+
+def get_pipeline(name: str):
+    """The pipeline called ``name``, or a clear error listing the known ones."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}")
+    return PIPELINES[name]
