@@ -80,7 +80,12 @@ def _add_cluster_config_flag(p: argparse.ArgumentParser) -> None:
 
 def _add_submission_flags(p: argparse.ArgumentParser) -> None:
     _add_kfp_flags(p)
-    p.add_argument("--pipeline", default="rlhf", help="pipeline to submit (default: rlhf)")
+    p.add_argument(
+        "--pipeline",
+        default="ppo",
+        choices=["ppo", "dpo", "grpo"],
+        help="which algorithm's pipeline to submit (default: ppo)",
+    )
     p.add_argument(
         "--config", help="run config: the YAML of `rlhf run` (sections data, pipeline, sft, ...)"
     )
@@ -174,6 +179,34 @@ def cmd_ppo(args: argparse.Namespace) -> int:
     inputs = ppo.PPOInputs(args.prompts, args.sft_model, args.reward_model, args.sft_data)
     with tracking.stage_run("ppo", None, args.experiment, not args.no_track) as tracker:
         metrics = ppo.run(config, inputs, ppo.PPOOutputs(args.out), tracker)
+    _print_metrics(metrics)
+    print(f"policy: {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_dpo(args: argparse.Namespace) -> int:
+    from rlhf import tracking
+    from rlhf.config import DPOConfig
+    from rlhf.stages import dpo
+
+    config = _config(DPOConfig, args, "dpo")
+    inputs = dpo.DPOInputs(args.data, args.sft_model)
+    with tracking.stage_run("dpo", None, args.experiment, not args.no_track) as tracker:
+        metrics = dpo.run(config, inputs, dpo.DPOOutputs(args.out), tracker)
+    _print_metrics(metrics)
+    print(f"policy: {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_grpo(args: argparse.Namespace) -> int:
+    from rlhf import tracking
+    from rlhf.config import GRPOConfig
+    from rlhf.stages import grpo
+
+    config = _config(GRPOConfig, args, "grpo")
+    inputs = grpo.GRPOInputs(args.prompts, args.sft_model, args.reward_model)
+    with tracking.stage_run("grpo", None, args.experiment, not args.no_track) as tracker:
+        metrics = grpo.run(config, inputs, grpo.GRPOOutputs(args.out), tracker)
     _print_metrics(metrics)
     print(f"policy: {Path(args.out).resolve()}")
     return 0
@@ -396,11 +429,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, "ppo")
     p.set_defaults(fn=cmd_ppo)
 
+    p = sub.add_parser("dpo", help="direct preference optimisation of the SFT model (no RM)")
+    p.add_argument("--data", required=True, help="prepared preferences artifact folder")
+    p.add_argument("--sft-model", required=True, help="SFT model: policy start and reference")
+    p.add_argument("--out", required=True, help="output policy folder")
+    _add_config_flags(p, "dpo")
+    p.set_defaults(fn=cmd_dpo)
+
+    p = sub.add_parser("grpo", help="GRPO: group-relative RL against the RM, no critic")
+    p.add_argument("--prompts", required=True, help="prepared prompts artifact folder")
+    p.add_argument("--sft-model", required=True, help="SFT model: policy start and reference")
+    p.add_argument(
+        "--reward-model", help="reward model folder (not needed with reward_function set)"
+    )
+    p.add_argument("--out", required=True, help="output policy folder")
+    _add_config_flags(p, "grpo")
+    p.set_defaults(fn=cmd_grpo)
+
     p = sub.add_parser("evaluate", help="compare a policy with the reference on held-out prompts")
     p.add_argument("--eval-prompts", required=True, help="prepared eval_prompts artifact")
     p.add_argument("--candidate", required=True, help="policy to evaluate")
     p.add_argument("--reference", required=True, help="policy to compare with (the SFT model)")
-    p.add_argument("--reward-model", required=True, help="reward model used as a judge")
+    p.add_argument(
+        "--reward-model", help="reward model used as a judge (without: gold, KL, length only)"
+    )
     p.add_argument("--sft-data", help="prepared sft artifact, for held-out perplexity")
     p.add_argument("--other", action="append", help="more policies to rank by Elo (repeat)")
     p.add_argument("--out", required=True, help="folder for report.html and metrics.json")
@@ -409,10 +461,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the whole pipeline locally with kfp.local")
     p.add_argument(
-        "--config", help="YAML with sections data, pipeline, prepare, demo, sft, reward, ppo, eval"
+        "--config",
+        help="YAML with sections data, pipeline, prepare, demo, sft, reward, ppo, dpo, grpo, eval",
     )
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
-    p.add_argument("--pipeline", default="rlhf", help="pipeline to run (default: rlhf)")
+    p.add_argument(
+        "--pipeline",
+        default="ppo",
+        choices=["ppo", "dpo", "grpo"],
+        help="which algorithm's pipeline to run (default: ppo)",
+    )
     p.add_argument("--output-root", default="local_outputs", help="where task outputs go")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(fn=cmd_run)

@@ -205,48 +205,42 @@ class RewardConfig(TrainConfig):
 
 
 @dataclasses.dataclass
-class PPOConfig:
-    """PPO against the reward model with a KL penalty to the SFT reference (InstructGPT's
-    objective), optional PPO-ptx, and the PPO-Penalty variant. docs/ppo.md explains each field."""
+class DPOConfig(TrainConfig):
+    """Direct preference optimisation on preference pairs: the policy starts from the SFT
+    model, which is also the frozen reference (docs/algorithms.md explains the choices)."""
+
+    epochs: int = 1
+    batch_size: int = 32  # preference pairs per micro-batch
+    lr: float = 1e-4  # on the demo: 5e-5 gains less, 2e-4 the same at twice the KL
+    warmup_ratio: float = 0.1
+    beta: float = 0.1  # implicit KL strength: larger keeps the policy closer to the reference
+    loss_type: str = "sigmoid"  # "sigmoid" (DPO, or cDPO with label_smoothing) or "ipo"
+    label_smoothing: float = 0.0  # cDPO: assumed probability that a label is flipped
+    # Import path "module:function(prompt, response) -> float" of a programmatic gold reward;
+    # when set, validation also reports the implicit reward's agreement with its order.
+    gold_reward: str | None = None
+
+
+@dataclasses.dataclass
+class OnPolicyConfig:
+    """Settings shared by the on-policy RL stages (PPO and GRPO): sampling, rewards, guards,
+    checkpoints and models."""
 
     seed: int = 0
     iterations: int = 80  # rollout + update cycles
-    rollout_batch_size: int = 64  # prompts sampled per iteration (one response each)
     minibatch_size: int = 16  # rollouts per gradient step
-    ppo_epochs: int = 4  # passes over each rollout batch
     lr: float = 2e-5  # policy learning rate (AdamW, constant after warmup)
-    critic_lr: float = 1e-4  # value model learning rate
     warmup_iterations: int = 2  # LR warms up linearly over these iterations
     max_grad_norm: float = 1.0  # clipping, per model
+    clip_eps: float = 0.2  # PPO-Clip ratio range [1 - eps, 1 + eps]
     # Sampling
     max_new_tokens: int = 32  # response length limit
     temperature: float = 1.0  # rollouts sample at this temperature; log-probs use it too
     top_p: float = 1.0
-    # Reward: RM score at the last response token minus kl_coef * KL(policy || reference)
-    kl_estimator: str = "k1"  # "k1" (log-ratio), "k3" (Schulman's, always >= 0) or "k2"
-    kl_control: str = "adaptive"  # "adaptive" (Ziegler et al. 2019) or "fixed"
-    kl_coef: float = 0.05  # initial (or fixed) coefficient beta of the KL penalty
-    kl_target: float = 0.5  # adaptive: target KL per response, in nats
-    kl_horizon: int = 2000  # adaptive: responses over which the coefficient adapts
     missing_eos_penalty: float = -1.0  # added to the score of responses that never emit EOS
-    normalize_scores: bool = False  # whiten RM scores with running mean/std
-    score_clip: float | None = None  # clip (normalised) RM scores to [-c, c]
-    # Advantages
-    gamma: float = 1.0  # discount over response tokens
-    lam: float = 0.95  # GAE lambda
-    whiten_advantages: bool = True
-    # Policy loss
-    policy_loss: str = "clip"  # "clip" (PPO-Clip) or "penalty" (PPO-Penalty)
-    clip_eps: float = 0.2  # PPO-Clip ratio range [1 - eps, 1 + eps]
-    penalty_beta: float = 0.05  # PPO-Penalty: initial coefficient of KL(old || new)
-    penalty_target_kl: float = 0.01  # PPO-Penalty: beta halves/doubles around this KL
-    # Value loss
-    vf_coef: float = 0.5  # weight of the value loss
-    value_clip: float = 0.2  # value clipping range around the rollout's values (0: off)
-    critic_init: str = "reward"  # critic starts from the "reward" model or the "policy"
-    # PPO-ptx: language-model loss on SFT data (InstructGPT's gamma); 0 turns it off
-    ptx_coef: float = 0.0
-    ptx_batch_size: int = 8
+    # Train on this programmatic reward "module:function(prompt, response) -> float" instead of
+    # the reward model (verifiable rewards; or to check the algorithm against a known reward).
+    reward_function: str | None = None
     # Diagnostics and guards
     log_every: int = 1  # iterations between metric logs
     sample_every: int = 10  # iterations between sample tables (0: never)
@@ -254,9 +248,6 @@ class PPOConfig:
     entropy_floor: float = 0.05  # warn when mean token entropy falls below (collapse)
     length_drift: float = 2.0  # warn when mean length leaves [1/x, x] times the first batch's
     gold_reward: str | None = None  # programmatic reward logged alongside (never trained on)
-    # Train on this programmatic reward "module:function(prompt, response) -> float" instead of
-    # the reward model (verifiable rewards; or to check PPO itself against a known reward).
-    reward_function: str | None = None
     # Checkpoints
     checkpoint_every: int = 10  # iterations between checkpoints (0: never)
     keep_checkpoints: int = 2
@@ -271,6 +262,56 @@ class PPOConfig:
     # Also publish the output to this s3:// prefix (or folder): objects first, manifest.json
     # last. None: the output stays where the stage wrote it.
     publish_to: str | None = None
+
+
+@dataclasses.dataclass
+class PPOConfig(OnPolicyConfig):
+    """PPO against the reward model with a KL penalty to the SFT reference (InstructGPT's
+    objective), optional PPO-ptx, and the PPO-Penalty variant. docs/ppo.md explains each field."""
+
+    rollout_batch_size: int = 64  # prompts sampled per iteration (one response each)
+    ppo_epochs: int = 4  # passes over each rollout batch
+    critic_lr: float = 1e-4  # value model learning rate
+    # Reward: RM score at the last response token minus kl_coef * KL(policy || reference)
+    kl_estimator: str = "k1"  # "k1" (log-ratio), "k3" (Schulman's, always >= 0) or "k2"
+    kl_control: str = "adaptive"  # "adaptive" (Ziegler et al. 2019) or "fixed"
+    kl_coef: float = 0.05  # initial (or fixed) coefficient beta of the KL penalty
+    kl_target: float = 0.5  # adaptive: target KL per response, in nats
+    kl_horizon: int = 2000  # adaptive: responses over which the coefficient adapts
+    normalize_scores: bool = False  # whiten RM scores with running mean/std
+    score_clip: float | None = None  # clip (normalised) RM scores to [-c, c]
+    # Advantages
+    gamma: float = 1.0  # discount over response tokens
+    lam: float = 0.95  # GAE lambda
+    whiten_advantages: bool = True
+    # Policy loss
+    policy_loss: str = "clip"  # "clip" (PPO-Clip) or "penalty" (PPO-Penalty)
+    penalty_beta: float = 0.05  # PPO-Penalty: initial coefficient of KL(old || new)
+    penalty_target_kl: float = 0.01  # PPO-Penalty: beta halves/doubles around this KL
+    # Value loss
+    vf_coef: float = 0.5  # weight of the value loss
+    value_clip: float = 0.2  # value clipping range around the rollout's values (0: off)
+    critic_init: str = "reward"  # critic starts from the "reward" model or the "policy"
+    # PPO-ptx: language-model loss on SFT data (InstructGPT's gamma); 0 turns it off
+    ptx_coef: float = 0.0
+    ptx_batch_size: int = 8
+
+
+@dataclasses.dataclass
+class GRPOConfig(OnPolicyConfig):
+    """GRPO: a group of responses per prompt, advantages relative to the group, no critic;
+    PPO-Clip updates with KL(policy || reference) in the loss. docs/algorithms.md explains."""
+
+    iterations: int = 40
+    prompts_per_iteration: int = 16  # prompts sampled per iteration
+    group_size: int = 8  # responses per prompt (G); the batch is prompts x G responses
+    minibatch_size: int = 32
+    grpo_epochs: int = 2  # passes over each rollout batch
+    lr: float = 3e-5
+    # Weight of the k3 KL(policy || reference) term in the loss (0: off). DeepSeekMath used 0.04;
+    # against the demo's small reward model 0.2 over-optimises it less (docs/results.md).
+    kl_coef: float = 0.2
+    scale_advantages: bool = True  # divide by the group's std (False: Dr. GRPO, mean only)
 
 
 @dataclasses.dataclass

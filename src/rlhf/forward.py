@@ -72,3 +72,19 @@ def response_values(
     ).last_hidden_state
     values = critic.score(hidden).squeeze(-1).float()
     return values[:, prompt_width - 1 : -1]
+
+
+def sequence_logprob_sums(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    loss_mask: torch.Tensor,
+) -> torch.Tensor:
+    """(B,) summed log-probs of the tokens ``loss_mask`` selects (the answers), for a
+    right-padded batch of whole sequences: log p(answer | prompt) per row.
+
+    Args:
+        input_ids, attention_mask, loss_mask: (B, T); ``loss_mask`` is 1 on answer tokens.
+    """
+    logprobs = token_logprobs(sequence_logits(model, input_ids, attention_mask), input_ids)
+    return (logprobs * loss_mask[:, 1:].to(logprobs.dtype)).sum(-1)

@@ -55,8 +55,12 @@ def test_unknown_config_field_is_a_clear_error(tmp_path, capsys):
 
 def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     assert main(["compile", "--out", str(tmp_path)]) == 0
-    text = (tmp_path / "rlhf.yaml").read_text()
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["dpo.yaml", "grpo.yaml", "ppo.yaml"]
+    text = (tmp_path / "ppo.yaml").read_text()
     assert "supervised-finetune" in text and "train-reward-model" in text
+    dpo = (tmp_path / "dpo.yaml").read_text()
+    assert "dpo-train" in dpo and "train-reward-model" not in dpo
+    assert "grpo-train" in (tmp_path / "grpo.yaml").read_text()
 
 
 def test_stage_config_file_without_its_section_is_an_error(tmp_path, capsys):

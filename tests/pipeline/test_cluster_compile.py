@@ -148,7 +148,7 @@ def test_a_cluster_config_file_changes_what_is_compiled(tmp_path):
     config = cluster.load_cluster_config(path)
     assert config.image("cuda") == "registry.example.com/ml/rlhf:2026-11-cuda"
     assert config.stages["sft"].cpu_limit == "8"  # untouched fields keep their defaults
-    out = compile_package("rlhf", tmp_path / "p.yaml", config)
+    out = compile_package("ppo", tmp_path / "p.yaml", config)
     _check_package(out, config)
     spec, executors = _package(out)
     sft = executors["exec-supervised-finetune"]

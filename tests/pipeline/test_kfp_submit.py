@@ -54,10 +54,10 @@ def test_submit_uploads_the_pipeline_and_creates_a_run(kfp_api, run_config, monk
 
     # First upload: the pipeline, then the version named after the package's digest.
     (upload,) = s.sent("POST", "/pipelines/upload")
-    assert upload.query["name"] == "rlhf"
+    assert upload.query["name"] == "ppo"
     (version,) = s.sent("POST", "/pipelines/upload_version")
     text = version.body["uploadfile"]
-    assert version.query["name"] == version_name("rlhf", text)
+    assert version.query["name"] == version_name("ppo", text)
     spec = _package(kfp_api, version)
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"ghcr.io/rlhf-project/rlhf:0.1.0-cpu", "ghcr.io/rlhf-project/rlhf:0.1.0-cuda"}

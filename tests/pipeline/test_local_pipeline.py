@@ -16,6 +16,13 @@ TINY = {
             "max_new_tokens": 8},
     "eval": {"max_prompts": 4, "samples_per_prompt": 2, "max_new_tokens": 8},
 }  # fmt: skip
+# The same file drives the other pipelines: their sections are added, PPO's is then unused.
+TINY_ALL = {
+    **TINY,
+    "dpo": {"max_steps": 2, "batch_size": 8, "eval_batch_size": 32},
+    "grpo": {"iterations": 2, "prompts_per_iteration": 2, "group_size": 4, "minibatch_size": 8,
+             "grpo_epochs": 1, "max_new_tokens": 8},
+}  # fmt: skip
 
 
 def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path):
@@ -51,6 +58,30 @@ def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path):
     assert client.list_artifacts(sft_run.info.run_id, "model")
 
 
+@pytest.mark.parametrize("pipeline", ["dpo", "grpo"])
+def test_dpo_and_grpo_pipelines_run_end_to_end(pipeline, tmp_path):
+    """prepare -> SFT -> [reward model ->] DPO / GRPO -> evaluate, untracked to stay cheap; the
+    DPO pipeline has no reward model, and its evaluation still reports gold win rate and KL."""
+    config = {**TINY_ALL, "pipeline": {"track": False}}
+    result = run_local(config, tmp_path / "outputs", pipeline=pipeline)
+    tasks = {p.name for p in result.run_dir.iterdir() if p.is_dir()}
+    train_task = f"{pipeline}-train"
+    assert {"prepare-data", "supervised-finetune", train_task, "evaluate-policy"} <= tasks
+    assert ("train-reward-model" in tasks) == (pipeline == "grpo")
+    manifest = json.loads((result.run_dir / train_task / "model" / "manifest.json").read_text())
+    assert manifest["artifact"] == f"{pipeline}_policy"
+    report = (result.run_dir / "evaluate-policy" / "report").read_text()
+    metrics = json.loads((result.run_dir / "evaluate-policy" / "executor_output.json").read_text())
+    assert "win_rate_gold" in json.dumps(metrics) and "kl_candidate_reference" in json.dumps(
+        metrics
+    )
+    if pipeline == "dpo":
+        assert "No reward model was given" in report
+        assert "win_rate_rm" not in json.dumps(metrics)
+    else:
+        assert "win_rate_rm" in json.dumps(metrics)
+
+
 def test_run_config_maps_named_parameters_and_overrides():
     args = pipeline_arguments(
         {
@@ -67,6 +98,15 @@ def test_run_config_maps_named_parameters_and_overrides():
         pipeline_arguments({"ppo": {"gold_reward": "x:y"}})
     with pytest.raises(ValueError, match="unknown field"):
         pipeline_arguments({"ppo": {"kl_coeff": 0.1}})
+    # Each pipeline takes the sections of its own stages; the others are checked, not passed.
+    dpo = pipeline_arguments(TINY_ALL, "dpo")
+    assert dpo["dpo_overrides"] == {"max_steps": 2, "batch_size": 8, "eval_batch_size": 32}
+    assert "ppo_overrides" not in dpo and "reward_overrides" not in dpo
+    grpo = pipeline_arguments(TINY_ALL, "grpo")
+    assert grpo["grpo_iterations"] == 2 and grpo["grpo_group_size"] == 4
+    assert "ppo_overrides" not in grpo and "reward_overrides" in grpo
+    with pytest.raises(ValueError, match="unknown field"):
+        pipeline_arguments({"grpo": {"group": 4}}, "dpo")
 
 
 def test_run_config_mistakes_are_clear_errors():
@@ -74,7 +114,7 @@ def test_run_config_mistakes_are_clear_errors():
 
     with pytest.raises(ValueError, match="unknown pipeline 'nope'"):
         _pipeline("nope")
-    fn = _pipeline("rlhf")
+    fn = _pipeline("ppo")
     with pytest.raises(ValueError, match="unknown pipeline parameter 'sft_lrr'"):
         _typed_parameters(fn, {"sft_lrr": 1.0})
     typed = _typed_parameters(fn, {"sft_lr": "1e-5", "sft_epochs": 2.0, "gold_reward": None})

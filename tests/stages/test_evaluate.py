@@ -54,7 +54,7 @@ def _run(prepared, trained, out, candidate, reference, **kw):
         kw.pop("eval_prompts", prepared["eval_prompts"]),
         candidate,
         reference,
-        trained["rm"],
+        kw.pop("reward_model", trained["rm"]),
         **kw,
     )
     outputs = evaluate.EvalOutputs(str(out / "report.html"), str(out / "metrics.json"))
@@ -150,6 +150,27 @@ def test_report(prepared, trained, tmp_path):
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 1
     assert "nothing to plot" in page
+
+
+def test_without_a_reward_model_the_rm_metrics_are_skipped(prepared, trained, tmp_path):
+    """The DPO pipeline has no reward model: gold, KL, length and Elo remain, RM ones go."""
+    kw = dict(others=[trained["sft"]], reward_model=None)
+    metrics, _ = _run(prepared, trained, tmp_path, trained["ppo"], trained["untrained"], **kw)
+    with_rm, _ = _run(
+        prepared,
+        trained,
+        tmp_path / "rm",
+        trained["ppo"],
+        trained["untrained"],
+        others=kw["others"],
+    )
+    assert not any("reward_mean" in k or k == "win_rate_rm" for k in metrics)
+    # everything else is what a run with the reward model reports
+    assert metrics == {k: v for k, v in with_rm.items() if k in metrics}
+    assert {"win_rate_gold", "kl_candidate_reference", "elo/sft"} <= set(metrics)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "No reward model was given" in page and "RM " not in page
+    assert page.count("data:image/png;base64,") == 2  # history + the gold histogram
 
 
 def test_names_and_config_checks():

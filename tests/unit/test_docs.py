@@ -107,21 +107,26 @@ def test_every_config_field_documented_with_its_default(cls: type, config_sectio
     assert not problems, f"{CONFIG_DOC.name} is out of date:\n" + "\n".join(problems)
 
 
-def test_every_pipeline_parameter_documented_with_its_default(config_sections) -> None:
-    from rlhf.pipeline.pipelines import rlhf_pipeline
+@pytest.mark.parametrize("name", ["ppo", "dpo", "grpo"])
+def test_every_pipeline_parameter_documented_with_its_default(name, config_sections) -> None:
+    from rlhf.pipeline.pipelines import PIPELINES
 
+    pipeline = PIPELINES[name]
     # @dsl.pipeline wraps the function; its own signature is (*args, **kwargs).
-    fn = getattr(rlhf_pipeline, "pipeline_func", rlhf_pipeline)
-    rows = _rows_under(config_sections, "rlhf_pipeline")
-    assert rows is not None, f"{CONFIG_DOC.name}: no section heading with `rlhf_pipeline`"
+    fn = getattr(pipeline, "pipeline_func", pipeline)
+    heading = f"{name}_pipeline"
+    rows = _rows_under(config_sections, heading)
+    assert rows is not None, f"{CONFIG_DOC.name}: no section heading with `{heading}`"
     problems = []
-    for name, param in inspect.signature(fn).parameters.items():
-        if name not in rows:
-            problems.append(f"{name}: no table row with `{name}`")
+    for param_name, param in inspect.signature(fn).parameters.items():
+        if param_name not in rows:
+            problems.append(f"{param_name}: no table row with `{param_name}`")
         elif param.default is not inspect.Parameter.empty and not _matches(
-            rows[name], param.default
+            rows[param_name], param.default
         ):
-            problems.append(f"{name}: docs say {rows[name]}, the pipeline says {param.default!r}")
+            problems.append(
+                f"{param_name}: docs say {rows[param_name]}, the pipeline says {param.default!r}"
+            )
     assert not problems, f"{CONFIG_DOC.name} is out of date:\n" + "\n".join(problems)
 
 

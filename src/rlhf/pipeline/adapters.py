@@ -16,7 +16,9 @@ from typing import Any
 from rlhf import log_setup, tracking
 from rlhf.config import (
     DemoConfig,
+    DPOConfig,
     EvalConfig,
+    GRPOConfig,
     PPOConfig,
     PrepareConfig,
     RewardConfig,
@@ -39,6 +41,8 @@ PUBLISH_FOLDERS = {
     "sft": "sft",
     "reward": "reward_model",
     "ppo": "policy",
+    "dpo": "policy",
+    "grpo": "policy",
     "evaluate": "evaluation",
 }
 
@@ -246,6 +250,81 @@ def ppo(
     )  # fmt: skip
 
 
+def dpo(
+    seed: int,
+    max_length: int,
+    epochs: int,
+    lr: float,
+    beta: float,
+    loss_type: str,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    publish_to: str,
+    preferences: Any,
+    sft_model: Any,
+    model: Any,
+    metrics: Any,
+) -> None:
+    from rlhf.stages import dpo as stage
+
+    fields = dict(
+        seed=seed,
+        max_length=max_length,
+        epochs=epochs,
+        lr=lr,
+        beta=beta,
+        loss_type=loss_type,
+        gold_reward=_gold(gold_reward, data_source),
+    )
+    inputs = stage.DPOInputs(preferences.path, sft_model.path)
+    context = (pipeline_run, mlflow_experiment, track, publish_to)
+    _run_stage(
+        "dpo", DPOConfig, fields, overrides, context, metrics,
+        lambda config, tracker: stage.run(config, inputs, stage.DPOOutputs(model.path), tracker),
+    )  # fmt: skip
+
+
+def grpo(
+    seed: int,
+    iterations: int,
+    lr: float,
+    group_size: int,
+    kl_coef: float,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    publish_to: str,
+    prompts: Any,
+    sft_model: Any,
+    reward_model: Any,
+    model: Any,
+    metrics: Any,
+) -> None:
+    from rlhf.stages import grpo as stage
+
+    fields = dict(
+        seed=seed,
+        iterations=iterations,
+        lr=lr,
+        group_size=group_size,
+        kl_coef=kl_coef,
+        gold_reward=_gold(gold_reward, data_source),
+    )
+    inputs = stage.GRPOInputs(prompts.path, sft_model.path, reward_model.path)
+    context = (pipeline_run, mlflow_experiment, track, publish_to)
+    _run_stage(
+        "grpo", GRPOConfig, fields, overrides, context, metrics,
+        lambda config, tracker: stage.run(config, inputs, stage.GRPOOutputs(model.path), tracker),
+    )  # fmt: skip
+
+
 def evaluate(
     seed: int,
     samples_per_prompt: int,
@@ -260,10 +339,11 @@ def evaluate(
     sft_data: Any,
     candidate: Any,
     reference: Any,
-    reward_model: Any,
     report: Any,
     metrics: Any,
+    reward_model: Any = None,
 ) -> None:
+    """``reward_model`` None (the DPO pipeline): evaluation without the RM-judged metrics."""
     from rlhf.stages import evaluate as stage
 
     fields = dict(
@@ -271,8 +351,9 @@ def evaluate(
         samples_per_prompt=samples_per_prompt,
         gold_reward=_gold(gold_reward, data_source),
     )
+    rm_path = reward_model.path if reward_model is not None else None
     inputs = stage.EvalInputs(
-        eval_prompts.path, candidate.path, reference.path, reward_model.path, sft_data.path
+        eval_prompts.path, candidate.path, reference.path, rm_path, sft_data.path
     )
     # KFP's HTML artifact is one file; the UI renders it in the run's visualisations.
     outputs = stage.EvalOutputs(report.path)

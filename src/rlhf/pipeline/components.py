@@ -121,6 +121,60 @@ def ppo_train(
     adapters.ppo(**arguments)
 
 
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
+def dpo_train(
+    seed: int,
+    max_length: int,
+    epochs: int,
+    lr: float,
+    beta: float,
+    loss_type: str,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    preferences: Input[Dataset],
+    sft_model: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    publish_to: str = "",  # an s3:// root; "" publishes nothing
+):
+    """Optimise the SFT policy directly on preference pairs with DPO (no reward model)."""
+    arguments = dict(locals())
+    from rlhf.pipeline import adapters
+
+    adapters.dpo(**arguments)
+
+
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
+def grpo_train(
+    seed: int,
+    iterations: int,
+    lr: float,
+    group_size: int,
+    kl_coef: float,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    prompts: Input[Dataset],
+    sft_model: Input[Model],
+    reward_model: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    publish_to: str = "",  # an s3:// root; "" publishes nothing
+):
+    """Optimise the SFT policy against the reward model with GRPO (group-relative, no critic)."""
+    arguments = dict(locals())
+    from rlhf.pipeline import adapters
+
+    adapters.grpo(**arguments)
+
+
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def evaluate_policy(
     seed: int,
@@ -135,12 +189,13 @@ def evaluate_policy(
     sft_data: Input[Dataset],
     candidate: Input[Model],
     reference: Input[Model],
-    reward_model: Input[Model],
     report: Output[HTML],
     metrics: Output[Metrics],
+    reward_model: Input[Model] | None = None,
     publish_to: str = "",  # an s3:// root; "" publishes nothing
 ):
-    """Compare the candidate policy with the reference on held-out prompts."""
+    """Compare the candidate policy with the reference on held-out prompts (judged by the
+    reward model when one is given, and by the gold reward when there is one)."""
     arguments = dict(locals())
     from rlhf.pipeline import adapters
 

@@ -8,6 +8,7 @@ interpreter, so the tasks use the installed ``rlhf`` package; artifacts land und
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from typing import Any
 from rlhf import tracking
 from rlhf.config import (
     DemoConfig,
+    DPOConfig,
     EvalConfig,
+    GRPOConfig,
     PPOConfig,
     PrepareConfig,
     RewardConfig,
@@ -25,7 +28,9 @@ from rlhf.config import (
     from_dict,
 )
 from rlhf.pipeline.cluster import LOCAL, build
-from rlhf.pipeline.pipelines import get_pipeline
+from rlhf.pipeline.pipelines import PIPELINE_STAGES, PIPELINES, get_pipeline
+
+log = logging.getLogger("rlhf.pipeline")
 
 # Config-file fields that are named pipeline parameters; every other stage field travels in
 # that stage's ``*_overrides`` dict.
@@ -41,6 +46,14 @@ NAMED_PARAMETERS = {
     ("ppo", "lr"): "ppo_lr",
     ("ppo", "kl_coef"): "kl_coef",
     ("ppo", "kl_target"): "kl_target",
+    ("dpo", "epochs"): "dpo_epochs",
+    ("dpo", "lr"): "dpo_lr",
+    ("dpo", "beta"): "dpo_beta",
+    ("dpo", "loss_type"): "dpo_loss_type",
+    ("grpo", "iterations"): "grpo_iterations",
+    ("grpo", "lr"): "grpo_lr",
+    ("grpo", "group_size"): "grpo_group_size",
+    ("grpo", "kl_coef"): "grpo_kl_coef",
     ("eval", "samples_per_prompt"): "eval_samples_per_prompt",
 }
 # Read by several stages from one pipeline parameter: set once, as pipeline.<name>.
@@ -51,6 +64,8 @@ STAGE_CONFIGS = {
     "sft": SFTConfig,
     "reward": RewardConfig,
     "ppo": PPOConfig,
+    "dpo": DPOConfig,
+    "grpo": GRPOConfig,
     "eval": EvalConfig,
 }
 DATA_PARAMETERS = {
@@ -97,9 +112,13 @@ def _typed_parameters(pipeline: Any, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pipeline_arguments(config: dict[str, Any]) -> dict[str, Any]:
-    """Map a run config (sections data/pipeline/prepare/demo/sft/reward) onto pipeline
-    parameters, validating every stage section against its dataclass first."""
+def pipeline_arguments(config: dict[str, Any], pipeline: str = "ppo") -> dict[str, Any]:
+    """Map a run config (sections data, pipeline and one per stage) onto the parameters of
+    ``pipeline``, validating every stage section against its dataclass first. Sections of
+    stages the pipeline does not have (``ppo:`` when running ``dpo``) are checked too, then
+    left out: one config file serves every pipeline."""
+    if pipeline not in PIPELINE_STAGES:
+        raise ValueError(f"unknown pipeline {pipeline!r}; known: {sorted(PIPELINES)}")
     known = {"data", "pipeline", *STAGE_CONFIGS}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -116,6 +135,12 @@ def pipeline_arguments(config: dict[str, Any]) -> dict[str, Any]:
     for section, cls in STAGE_CONFIGS.items():
         fields = dict(config.get(section) or {})
         from_dict(cls, fields, where=section)  # fail here, not in the third task
+        if section not in PIPELINE_STAGES[pipeline]:
+            if fields:
+                log.info(
+                    "pipeline %s has no %s stage: its config section is unused", pipeline, section
+                )
+            continue
         overrides = {}
         for key, value in fields.items():
             if key in SHARED_PARAMETERS:
@@ -128,7 +153,7 @@ def pipeline_arguments(config: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "rlhf") -> LocalRun:
+def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "ppo") -> LocalRun:
     from kfp import local
 
     output_root = Path(output_root).resolve()
@@ -141,7 +166,7 @@ def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "
     os.environ["MLFLOW_TRACKING_URI"] = uri
 
     fn = _pipeline(pipeline)
-    args = pipeline_arguments(config)
+    args = pipeline_arguments(config, pipeline)
     pipeline_run = args.pop("pipeline_run", None) or f"local-{time.strftime('%Y%m%d-%H%M%S')}"
     args = _typed_parameters(fn, args)
     experiment = args.get("mlflow_experiment", "rlhf")

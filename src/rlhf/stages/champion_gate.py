@@ -72,25 +72,29 @@ def decide(
     return GateDecision(alias, reason, win_rate, samples, threshold, min_samples, judge)
 
 
-def judge_for(setting: str, has_gold: bool) -> str:
+def judge_for(setting: str, has_gold: bool, has_reward_model: bool = True) -> str:
     """``gate_judge`` resolved to "gold" or "reward_model"."""
     if setting not in JUDGES:
         raise ValueError(f"gate_judge must be one of {JUDGES}, got {setting!r}")
+    if setting == "auto":
+        setting = "gold" if has_gold else "reward_model"
     if setting == "gold" and not has_gold:
         raise ValueError("gate_judge is 'gold' but no gold_reward is configured")
-    if setting == "auto":
-        return "gold" if has_gold else "reward_model"
+    if setting == "reward_model" and not has_reward_model:
+        raise ValueError(
+            "the champion gate needs a judge: no reward model and no gold_reward "
+            "(set gold_reward, or registered_policy: '' to skip the gate)"
+        )
     return setting
 
 
 def judged(
-    rm_scores: Sequence[float], gold_scores: Sequence[float] | None, judge: str
+    rm_scores: Sequence[float] | None, gold_scores: Sequence[float] | None, judge: str
 ) -> list[float]:
     """The scores the judge gives one model's samples."""
-    if judge == "gold":
-        assert gold_scores is not None
-        return list(gold_scores)
-    return list(rm_scores)
+    scores = gold_scores if judge == "gold" else rm_scores
+    assert scores is not None, f"no {judge} scores"
+    return list(scores)
 
 
 def register_outcome(
@@ -99,12 +103,13 @@ def register_outcome(
     policy_name: str,
     reward_model_name: str,
     candidate: str,
-    reward_model: str,
+    reward_model: str | None,
     run_id: str,
     tags: Mapping[str, Any],
 ) -> dict[str, Version]:
-    """Register the candidate policy (and its reward model, when ``reward_model_name`` is set)
-    with ``tags`` and give both the decision's alias. Returns the new versions by role."""
+    """Register the candidate policy (and its reward model, when there is one and
+    ``reward_model_name`` is set) with ``tags`` and give both the decision's alias. Returns the
+    new versions by role."""
     gate_tags = {
         "rlhf.gate.alias": decision.alias,
         "rlhf.gate.reason": decision.reason,
@@ -114,7 +119,7 @@ def register_outcome(
     }
     source, source_run = registry.source_of(candidate, run_id, "registered/policy")
     versions = {"policy": registry.register(policy_name, source, source_run, {**tags, **gate_tags})}
-    if reward_model_name:
+    if reward_model and reward_model_name:
         source, source_run = registry.source_of(reward_model, run_id, "registered/reward_model")
         versions["reward_model"] = registry.register(
             reward_model_name,

@@ -2,7 +2,8 @@
 
 For each model (candidate, reference, then any ``others``): sample ``samples_per_prompt``
 responses per prompt (torch seeded with ``config.seed`` right before the model samples), decode
-them, score them with the reward model and, when configured, the programmatic gold reward.
+them, score them with the reward model (when there is one: the DPO pipeline has none, and then
+every RM-judged metric is skipped) and, when configured, the programmatic gold reward.
 Then: mean scores and lengths, win rates of candidate over reference (sample i against sample
 i of the same prompt, ties 1/2), a sample-based KL(candidate || reference) on the candidate's
 responses, perplexity on held-out SFT data, and Elo ratings when three or more models are
@@ -43,6 +44,7 @@ from rlhf.registry import CHAMPION, ModelRegistry, Version
 from rlhf.reward_scoring import RewardScorer
 from rlhf.stages import champion_gate
 from rlhf.stages.champion_gate import GateDecision
+from rlhf.stages.on_policy import HISTORY_FILE
 from rlhf.stages.publish import publish_copy
 from rlhf.stages.sft import heldout_nll
 from rlhf.tracking import Tracker
@@ -54,7 +56,6 @@ REFERENCE = "reference"
 # The policy holding the registry alias "champion", sampled like the others for the gate.
 CHAMPION_MODEL = CHAMPION
 GATE_FILE = "gate.json"  # the gate's decision, beside the report when publishing
-HISTORY_FILE = "training_history.json"  # written by the PPO stage into its model folder
 # Training-history keys plotted in the report, with their titles.
 HISTORY_PLOTS = (
     ("reward/score_mean", "RM score (mean)"),
@@ -70,7 +71,7 @@ class EvalInputs:
     eval_prompts: str  # prepared eval_prompts artifact (its "test" split)
     candidate: str  # the policy to evaluate (e.g. the PPO model folder)
     reference: str  # the policy to compare with (the SFT model)
-    reward_model: str  # the reward model folder that judges both
+    reward_model: str | None  # the reward model that judges both; None skips RM metrics
     sft_data: str | None = None  # prepared sft artifact: perplexity on its validation split
     # Extra policy folders ranked by Elo alongside candidate and reference; each is named by
     # its folder's name (made unique, and never "candidate" or "reference").
@@ -92,7 +93,7 @@ class ModelResult:
     path: str
     responses: list[str]
     lengths: list[int]  # response tokens, EOS included
-    rm_scores: list[float]
+    rm_scores: list[float] | None  # None without a reward model
     gold_scores: list[float] | None = None
     perplexity: float | None = None
 
@@ -230,16 +231,19 @@ def run(
         {
             "evaluate.candidate_model": inputs.candidate,
             "evaluate.reference_model": inputs.reference,
-            "evaluate.reward_model": inputs.reward_model,
+            "evaluate.reward_model": inputs.reward_model or "none",
             "evaluate.eval_prompts": inputs.eval_prompts,
             "evaluate.others": ",".join(others) or "none",
         }
     )
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
-    judge = champion_gate.judge_for(config.gate_judge, gold is not None)
     registry = tracker.registry if config.registered_policy else None
     if registry is None:
         log.info("evaluate: no model registry (not tracking to MLflow, or no registered_policy)")
+    else:  # fail before sampling when the gate would have no judge
+        judge = champion_gate.judge_for(
+            config.gate_judge, gold is not None, bool(inputs.reward_model)
+        )
     champion = registry.by_alias(config.registered_policy, CHAMPION) if registry else None
 
     rows = load_split(inputs.eval_prompts, "test")
@@ -251,7 +255,13 @@ def run(
     data_answers: list[str | None] = [r.get("reference") for r in rows]
     flat_prompts = [p for p in prompts for _ in range(config.samples_per_prompt)]
     sft_rows = load_split(inputs.sft_data, "validation") if inputs.sft_data else None
-    scorer = RewardScorer.load(inputs.reward_model, config.device, config.dtype)
+    scorer = (
+        RewardScorer.load(inputs.reward_model, config.device, config.dtype)
+        if inputs.reward_model
+        else None
+    )
+    if scorer is None:
+        log.info("evaluate: no reward model given; reporting gold-judged metrics, KL and length")
 
     names = [CANDIDATE, REFERENCE, *model_names(others)]
     paths = [inputs.candidate, inputs.reference, *others]
@@ -284,7 +294,7 @@ def run(
         del model
         texts = [t for r in rollouts for t in decode_responses(tokenizer, r)]
         lengths = [int(n) for r in rollouts for n in r.response_mask.sum(-1).tolist()]
-        rm = scorer.score(flat_prompts, texts, config.batch_size).tolist()
+        rm = scorer.score(flat_prompts, texts, config.batch_size).tolist() if scorer else None
         golds = (
             [float(gold(p, t)) for p, t in zip(flat_prompts, texts, strict=True)] if gold else None
         )
@@ -307,8 +317,8 @@ def run(
     if config.publish_to:
         _publish(config.publish_to, outputs, metrics, gate, tracker)
     log.info(
-        "evaluate: win rate (RM) %.3f%s, KL %s, in %.0fs",
-        metrics["win_rate_rm"],
+        "evaluate: win rate (RM) %s%s, KL %s, in %.0fs",
+        f"{metrics['win_rate_rm']:.3f}" if "win_rate_rm" in metrics else "n/a (no reward model)",
         f", win rate (gold) {metrics['win_rate_gold']:.3f}" if "win_rate_gold" in metrics else "",
         f"{kl:.3f}" if kl is not None else "n/a",
         time.time() - started,
@@ -328,7 +338,7 @@ def gate_decision(results: dict[str, ModelResult], judge: str, config: EvalConfi
             champion_gate.judged(champ.rm_scores, champ.gold_scores, judge),
         )
     decision = champion_gate.decide(
-        win, len(cand.rm_scores), config.gate_threshold, config.gate_min_samples, judge
+        win, len(cand.responses), config.gate_threshold, config.gate_min_samples, judge
     )
     log.info("evaluate: champion gate -> %s (%s)", decision.alias, decision.reason)
     return decision
@@ -342,6 +352,8 @@ def data_checksums(inputs: EvalInputs) -> dict[str, str]:
     tags = {"rlhf.data_sha256.eval_prompts": manifest_checksum(inputs.eval_prompts)}
     roles = (("policy", inputs.candidate), ("reference", inputs.reference))
     for role, uri in (*roles, ("reward_model", inputs.reward_model)):
+        if not uri:
+            continue
         try:
             checksum = storage.read_manifest(storage.local_path(uri)).get("data_sha256")
         except (FileNotFoundError, storage.StorageError):  # a hub id or a foreign folder
@@ -372,7 +384,7 @@ def _register(
         registry,
         gate,
         config.registered_policy,
-        config.registered_reward_model,
+        config.registered_reward_model if inputs.reward_model else "",
         inputs.candidate,
         inputs.reward_model,
         tracker.run_id,
@@ -410,7 +422,8 @@ def compute_metrics(
     results: dict[str, ModelResult], n_prompts: int, samples_per_prompt: int, kl: float | None
 ) -> dict[str, float]:
     """The flat metrics from every model's scores (``results`` holds candidate and reference
-    first, then the others, in the order Elo plays them)."""
+    first, then the others, in the order Elo plays them). Without a reward model the RM-judged
+    metrics are left out; without RM and gold scores there are no win rates or Elo ratings."""
     cand, ref = results[CANDIDATE], results[REFERENCE]
     has_gold = cand.gold_scores is not None
     metrics: dict[str, float] = {
@@ -418,23 +431,25 @@ def compute_metrics(
         "n_samples": float(n_prompts * samples_per_prompt),
     }
     for name, res in results.items():
-        metrics[f"{name}/reward_mean"] = _mean(res.rm_scores)
+        if res.rm_scores is not None:
+            metrics[f"{name}/reward_mean"] = _mean(res.rm_scores)
         if res.gold_scores is not None:
             metrics[f"{name}/gold_mean"] = _mean(res.gold_scores)
         metrics[f"{name}/length_mean"] = _mean(res.lengths)
         if res.perplexity is not None:
             metrics[f"{name}/perplexity"] = res.perplexity
-    metrics["win_rate_rm"] = win_rate(cand.rm_scores, ref.rm_scores)
+    if cand.rm_scores is not None and ref.rm_scores is not None:
+        metrics["win_rate_rm"] = win_rate(cand.rm_scores, ref.rm_scores)
     if has_gold:
         assert cand.gold_scores is not None and ref.gold_scores is not None
         metrics["win_rate_gold"] = win_rate(cand.gold_scores, ref.gold_scores)
     if kl is not None:
         metrics["kl_candidate_reference"] = kl
-    if len(results) >= 3:
-        judged = {
-            name: res.gold_scores if res.gold_scores is not None else res.rm_scores
-            for name, res in results.items()
-        }
+    judged = {
+        name: res.gold_scores if res.gold_scores is not None else res.rm_scores
+        for name, res in results.items()
+    }
+    if len(results) >= 3 and all(v is not None for v in judged.values()):
         for name, rating in elo_ratings(round_robin_matches(judged), ELO_K, ELO_BASE).items():
             metrics[f"elo/{name}"] = rating
     return metrics
@@ -542,15 +557,17 @@ def _history_plot(history: list[dict[str, Any]]) -> str | None:
             points = [(h["step"], h[key]) for h in history if key in h and h[key] is not None]
             ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", linewidth=1)
             ax.set_title(title, fontsize=10)
-            ax.set_xlabel("PPO step")
+            ax.set_xlabel("iteration")
             ax.grid(alpha=0.3)
 
-    return _png(draw, "reward, KL and gold reward over PPO steps", (4.2 * len(keys), 3.2))
+    return _png(draw, "reward, KL and gold reward over RL iterations", (4.2 * len(keys), 3.2))
 
 
 def _histograms(results: dict[str, ModelResult]) -> str:
     cand, ref = results[CANDIDATE], results[REFERENCE]
-    panels = [("RM score", cand.rm_scores, ref.rm_scores)]
+    panels = []
+    if cand.rm_scores is not None and ref.rm_scores is not None:
+        panels.append(("RM score", cand.rm_scores, ref.rm_scores))
     if cand.gold_scores is not None and ref.gold_scores is not None:
         panels.append(("gold reward", cand.gold_scores, ref.gold_scores))
 
@@ -567,6 +584,8 @@ def _histograms(results: dict[str, ModelResult]) -> str:
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
 
+    if not panels:
+        return '<p class="note">No reward model and no gold reward: no scores to plot.</p>'
     return _png(draw, "score distributions, candidate vs reference", (4.8 * len(panels), 3.2))
 
 
@@ -598,10 +617,19 @@ def render_report(
 
     # Headline: comparisons, then one row per model.
     parts.append("<h2>Headline</h2>")
-    head_rows = [
-        ["<code>win_rate_rm</code> — candidate beats reference, judged by the reward model"]
-        + [_fmt(metrics["win_rate_rm"])]
-    ]
+    has_rm = "win_rate_rm" in metrics
+    if not has_rm:
+        parts.append(
+            '<p class="note">No reward model was given (the DPO pipeline trains without one): '
+            "the RM-judged metrics (<code>win_rate_rm</code>, <code>reward_mean</code>) are "
+            "skipped.</p>"
+        )
+    head_rows = []
+    if has_rm:
+        head_rows.append(
+            ["<code>win_rate_rm</code> — candidate beats reference, judged by the reward model"]
+            + [_fmt(metrics["win_rate_rm"])]
+        )
     if "win_rate_gold" in metrics:
         head_rows.append(
             ["<code>win_rate_gold</code> — the same, judged by the gold reward"]
@@ -613,7 +641,8 @@ def render_report(
             + [_fmt(metrics["kl_candidate_reference"])]
         )
     parts.append(_table(["comparison", "value"], head_rows))
-    columns = ["model", "reward_mean"] + (["gold_mean"] if has_gold else []) + ["length_mean"]
+    columns = ["model"] + (["reward_mean"] if has_rm else []) + (["gold_mean"] if has_gold else [])
+    columns += ["length_mean"]
     columns += (["perplexity"] if has_ppl else []) + (["elo"] if has_elo else [])
     model_rows = []
     for name, res in results.items():
@@ -657,8 +686,15 @@ def render_report(
     shown = min(config.report_samples, len(prompts))
     parts.append("<h2>Side-by-side samples</h2>")
     parts.append(
-        f'<p class="note">The first {shown} prompts; the first sample of each model, with its RM score'
-        + (" and gold reward" if has_gold else "")
+        f'<p class="note">The first {shown} prompts; the first sample of each model'
+        + (", with its RM score" if has_rm else "")
+        + (
+            " and gold reward"
+            if has_gold and has_rm
+            else ", with its gold reward"
+            if has_gold
+            else ""
+        )
         + ".</p>"
     )
     s = config.samples_per_prompt
@@ -668,9 +704,12 @@ def render_report(
         i = p * s
         row = [f"<pre>{_e(_prompt_text(prompts[p]))}</pre>"]
         for res in (cand, ref):
-            score = f"RM {_fmt(res.rm_scores[i])}"
+            judged = []
+            if res.rm_scores is not None:
+                judged.append(f"RM {_fmt(res.rm_scores[i])}")
             if res.gold_scores is not None:
-                score += f" · gold {_fmt(res.gold_scores[i])}"
+                judged.append(f"gold {_fmt(res.gold_scores[i])}")
+            score = " · ".join(judged)
             row.append(f"<pre>{_e(res.responses[i])}</pre><small>{score}</small>")
         if with_answers:
             row.append(f"<pre>{_e(data_answers[p] or '')}</pre>")
@@ -682,7 +721,7 @@ def render_report(
     settings = {
         "candidate": inputs.candidate,
         "reference": inputs.reference,
-        "reward_model": inputs.reward_model,
+        "reward_model": inputs.reward_model or "none",
         "eval_prompts": inputs.eval_prompts,
         "sft_data": inputs.sft_data,
         **{f"other: {n}": r.path for n, r in results.items() if n not in (CANDIDATE, REFERENCE)},

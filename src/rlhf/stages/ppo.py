@@ -20,7 +20,6 @@ import math
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from transformers import set_seed
@@ -41,12 +40,20 @@ from rlhf.algorithms.sft_loss import response_nll
 from rlhf.algorithms.whiten import masked_whiten
 from rlhf.config import PPOConfig, to_dict
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.encoding import Encoded, encode_conversation, encode_prompt
+from rlhf.encoding import Encoded, encode_conversation
 from rlhf.forward import response_logprobs, response_values, sequence_logits
 from rlhf.generation import Rollout, SamplingConfig, decode_responses, sample_responses
-from rlhf.gold import load_reward_function
 from rlhf.prompt_stream import batch_indices
-from rlhf.reward_scoring import RewardScorer
+from rlhf.stages.on_policy import (
+    HISTORY_FILE,
+    Guards,
+    ResponseRewards,
+    load_policies,
+    load_prompts,
+    log_iteration,
+    result_metrics,
+    warmup_factor,
+)
 from rlhf.stages.publish import checkpoint_root, publish_model
 from rlhf.stages.sft import collate
 from rlhf.tracking import Tracker
@@ -54,9 +61,6 @@ from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
 
 log = logging.getLogger("rlhf.ppo")
-
-HISTORY_FILE = "training_history.json"  # per-iteration metrics, read by the evaluation report
-NEGATIVE_KL_TOLERANCE = 0.01  # nats per response: below -this the negative-KL guard fires
 
 
 @dataclass
@@ -101,10 +105,6 @@ class Experience:
         )
 
 
-def _warmup(iteration: int, warmup: int) -> float:
-    return min(1.0, (iteration + 1) / warmup) if warmup > 0 else 1.0
-
-
 def run(
     config: PPOConfig, inputs: PPOInputs, outputs: PPOOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
@@ -113,31 +113,20 @@ def run(
     set_seed(config.seed)
     device = models.pick_device(config.device)
     tracker.log_params({f"ppo.{k}": v for k, v in to_dict(config).items()})
-    gold = load_reward_function(config.gold_reward) if config.gold_reward else None
-    reward_fn = load_reward_function(config.reward_function) if config.reward_function else None
 
     # --- models -------------------------------------------------------------------------
-    tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
-    policy = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
-    reference = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
-    reference.requires_grad_(False).eval()
+    loaded = load_policies(inputs.sft_model, config, device)
+    tokenizer, policy, reference = loaded.tokenizer, loaded.policy, loaded.reference
     critic_source = inputs.reward_model if config.critic_init == "reward" else inputs.sft_model
     if config.critic_init not in ("reward", "policy"):
         raise ValueError(f"critic_init must be 'reward' or 'policy', got {config.critic_init!r}")
     critic = models.load_reward_model(critic_source, config.dtype, config.trust_remote_code)
     critic.config.pad_token_id = tokenizer.pad_token_id
-    scorer = RewardScorer.load(inputs.reward_model, config.device, config.dtype)
-    for m in (policy, reference, critic):
-        m.to(device)
-    policy.config.use_cache = True  # generation reuses the KV cache
+    critic.to(device)
+    rewards_source = ResponseRewards(inputs.reward_model, config)
 
     # --- data ---------------------------------------------------------------------------
-    prompt_rows = load_split(inputs.prompts, "train")
-    prompt_messages = [r["prompt"] for r in prompt_rows]
-    prompt_ids = [
-        encode_prompt(tokenizer, msgs, config.chat_template)[-config.max_prompt_length :]
-        for msgs in prompt_messages
-    ]
+    prompt_messages, prompt_ids = load_prompts(inputs.prompts, tokenizer, config)
     ptx_set: list[Encoded] = []
     if config.ptx_coef > 0:
         if not inputs.sft_data:
@@ -160,8 +149,8 @@ def run(
     )
     penalty = AdaptivePenaltyCoef(config.penalty_beta, config.penalty_target_kl)
     moments = RunningMoments()
+    guards = Guards("ppo", config)
     history: list[dict[str, float]] = []
-    first_length: float | None = None
     start_iteration = 0
 
     ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
@@ -177,7 +166,7 @@ def run(
         moments.load_state_dict(state["moments"])
         ckpt.restore_rng(state["rng"])
         history = state["history"]
-        first_length = state["first_length"]
+        guards.load_state_dict(state["guards"])
         start_iteration = state["iteration"]
         log.info("ppo: resuming from %s (iteration %d)", latest, start_iteration)
         tracker.set_tags({"resumed_from_step": start_iteration})
@@ -196,7 +185,7 @@ def run(
                 "moments": moments.state_dict(),
                 "rng": ckpt.capture_rng(),
                 "history": history,
-                "first_length": first_length,
+                "guards": guards.state_dict(),
                 "iteration": iteration,
             },
             keep=config.keep_checkpoints,
@@ -212,15 +201,8 @@ def run(
         mask = rollout.response_mask.float()
         values = response_values(critic, *args) * mask
         texts = decode_responses(tokenizer, rollout)
-        if reward_fn is None:
-            raw = scorer.score([prompt_messages[i] for i in rows], texts).to(device)
-        else:
-            raw = torch.tensor(
-                [reward_fn(prompt_messages[i], t) for i, t in zip(rows, texts, strict=True)],
-                device=device,
-            )
-        # A response cut off at max_new_tokens is not an answer; make that visible in reward.
-        raw = raw + config.missing_eos_penalty * (~rollout.ended).float()
+        prompts = [prompt_messages[i] for i in rows]
+        raw = rewards_source.score(prompts, texts, rollout.ended)
         scores = normalize_and_clip_scores(
             raw, moments if config.normalize_scores else None, config.score_clip
         )
@@ -240,9 +222,9 @@ def run(
             "response/eos_fraction": rollout.ended.float().mean().item(),
             "value/explained_variance": explained_variance(values, returns, mask),
         }
-        if gold is not None:
-            golds = [gold(prompt_messages[i], t) for i, t in zip(rows, texts, strict=True)]
-            stats["gold/mean"] = sum(golds) / len(golds)
+        gold_mean = rewards_source.gold_mean(prompts, texts)
+        if gold_mean is not None:
+            stats["gold/mean"] = gold_mean
         exp = Experience(rollout, old_logprobs, ref_logprobs, values, advantages, returns, scores)
         return exp, stats, texts
 
@@ -324,7 +306,7 @@ def run(
 
     # --- the loop -----------------------------------------------------------------------
     for iteration in range(start_iteration, config.iterations):
-        factor = _warmup(iteration, config.warmup_iterations)
+        factor = warmup_factor(iteration, config.warmup_iterations)
         for opt, lr in ((policy_opt, config.lr), (critic_opt, config.critic_lr)):
             for group in opt.param_groups:
                 group["lr"] = lr * factor
@@ -333,70 +315,17 @@ def run(
         stats.update(ppo_update(exp, iteration))
         kl_ctl.update(stats["kl/mean"], config.rollout_batch_size)
         step = iteration + 1
-
-        # Guards for the known failure modes: they warn and are recorded, training goes on.
-        if first_length is None:
-            first_length = stats["response/length_mean"]
-        # A small negative k1 mean is sampling noise; a clearly negative one is not.
-        stats["guard/negative_kl"] = float(stats["kl/mean"] < -NEGATIVE_KL_TOLERANCE)
-        if stats["guard/negative_kl"]:
-            log.warning(
-                "ppo iteration %d: mean KL to the reference is negative (%.3f): with the k1 "
-                "estimator this means sampling does not match the log-probs (temperature, "
-                "top-p) or a bug", step, stats["kl/mean"],
-            )  # fmt: skip
-        stats["guard/entropy_collapse"] = float(stats["policy/entropy"] < config.entropy_floor)
-        if stats["guard/entropy_collapse"]:
-            log.warning(
-                "ppo iteration %d: policy entropy %.4f is below %.4f: the policy is collapsing",
-                step, stats["policy/entropy"], config.entropy_floor,
-            )  # fmt: skip
-        ratio = stats["response/length_mean"] / max(first_length, 1e-6)
-        stats["guard/length_drift"] = float(
-            ratio > config.length_drift or ratio < 1 / config.length_drift
-        )
-        if stats["guard/length_drift"]:
-            log.warning(
-                "ppo iteration %d: mean response length %.1f drifted from %.1f at the start",
-                step, stats["response/length_mean"], first_length,
-            )  # fmt: skip
-
+        guards.check(stats, step)
         history.append({"step": step, **stats})
-        if step % config.log_every == 0 or step == config.iterations:
-            tracker.log_metrics(stats, step=step)
-            log.info(
-                "ppo %d/%d score %.3f kl %.3f (coef %.4f) len %.1f%s (%.0fs)",
-                step, config.iterations, stats["reward/score_mean"], stats["kl/mean"],
-                stats["kl/coef"], stats["response/length_mean"],
-                f" gold {stats['gold/mean']:.3f}" if "gold/mean" in stats else "",
-                time.time() - started,
-            )  # fmt: skip
-        if config.sample_every > 0 and (step % config.sample_every == 0 or step == 1):
-            k = min(config.samples_logged, len(rows))
-            table: dict[str, list[Any]] = {
-                "step": [step] * k,
-                "prompt": [prompt_messages[i][-1]["content"] for i in rows[:k]],
-                "response": texts[:k],
-                "score": [round(float(s), 4) for s in exp.scores[:k]],
-            }
-            tracker.log_table(table, f"samples/step_{step:05d}.json")
+        shown = [prompt_messages[i][-1]["content"] for i in rows]
+        log_iteration(
+            tracker, config, "ppo", step, stats, started, (shown, texts, exp.scores.tolist())
+        )
         last_step = step == config.iterations  # the published model supersedes a checkpoint
         if config.checkpoint_every > 0 and step % config.checkpoint_every == 0 and not last_step:
             save(step)
 
-    last = history[-1] if history else {}
-    metrics = {
-        "score_mean": last.get("reward/score_mean", math.nan),
-        "score_start": history[0]["reward/score_mean"] if history else math.nan,
-        "kl_mean": last.get("kl/mean", math.nan),
-        "kl_coef": kl_ctl.value,
-        "length_mean": last.get("response/length_mean", math.nan),
-        "iterations": float(len(history)),
-        "seconds": time.time() - started,
-    }
-    if "gold/mean" in last:
-        metrics["gold_mean"] = last["gold/mean"]
-        metrics["gold_start"] = history[0]["gold/mean"]
+    metrics = {**result_metrics(history, started), "kl_coef": kl_ctl.value}
     publish_model(
         policy,
         tokenizer,

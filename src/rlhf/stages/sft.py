@@ -18,13 +18,11 @@ import torch
 from transformers import set_seed
 
 from rlhf import models
-from rlhf.algorithms.logprobs import token_logprobs
-from rlhf.algorithms.masked import masked_sum
 from rlhf.algorithms.sft_loss import response_nll
 from rlhf.config import SFTConfig, to_dict
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded, encode_conversation
-from rlhf.forward import sequence_logits
+from rlhf.forward import sequence_logprob_sums
 from rlhf.stages.publish import checkpoint_root, publish_model
 from rlhf.tokenizer import train_bpe_tokenizer
 from rlhf.tracking import Tracker
@@ -76,10 +74,8 @@ def heldout_nll(
         b = {
             k: v.to(device) for k, v in collate(ordered[start : start + batch_size], pad_id).items()
         }
-        logits = sequence_logits(model, b["input_ids"], b["attention_mask"])
-        mask = b["loss_mask"][:, 1:]
-        nll -= masked_sum(token_logprobs(logits, b["input_ids"]), mask).item()
-        tokens += int(mask.sum())
+        nll -= sequence_logprob_sums(model, **b).sum().item()
+        tokens += int(b["loss_mask"][:, 1:].sum())
     return nll / tokens if tokens else math.nan
 
 

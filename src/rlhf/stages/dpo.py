@@ -1,0 +1,308 @@
+"""DPO stage: direct preference optimisation on preference pairs, no reward model.
+
+The policy starts from the SFT model, which is also the frozen reference. Each step scores the
+chosen and rejected answers of a batch of pairs under the policy (one forward pass over both)
+and minimises the DPO loss (or IPO, or cDPO: ``algorithms/dpo_loss.py``). The reference's
+log-probs never change, so they are computed once per data set before training and cached:
+beside the checkpoints while training (a resumed or rerun stage reuses them) and in the output
+folder, keyed by a checksum of the data, the reference weights and the encoding settings, so a
+stale cache is never used. Training runs in the loop SFT and the reward model use
+(``training/loop.py``: schedule, accumulation, clipping, checkpoints, resume).
+
+Metrics, on train and validation: the loss, the implicit rewards beta * log(pi / ref) of the
+chosen and rejected answers, their margin, and the share of pairs where the chosen answer's
+implicit reward is higher (accuracy); with a gold reward, that share against the gold order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, set_seed
+
+from rlhf import models, storage
+from rlhf.algorithms.dpo_loss import DPOOutput, dpo_loss
+from rlhf.config import DPOConfig, to_dict
+from rlhf.data.artifacts import load_split, manifest_checksum
+from rlhf.encoding import Encoded, encode_prompt_answer
+from rlhf.forward import sequence_logprob_sums
+from rlhf.gold import load_reward_function
+from rlhf.reward_scoring import as_messages
+from rlhf.stages.publish import checkpoint_root, publish_model
+from rlhf.stages.sft import collate
+from rlhf.tracking import Tracker
+from rlhf.training.batching import length_grouped_batches
+from rlhf.training.loop import train
+
+log = logging.getLogger("rlhf.dpo")
+
+REFERENCE_CACHE = "reference_logprobs.json"  # in the checkpoint folder and the output model
+
+
+@dataclass
+class DPOInputs:
+    preferences: str  # prepared preferences artifact
+    sft_model: str  # policy initialisation and frozen reference
+
+
+@dataclass
+class DPOOutputs:
+    model: str  # folder for the trained policy
+
+
+@dataclass
+class Pair:
+    chosen: Encoded
+    rejected: Encoded
+    gold_order: int  # +1 gold prefers chosen, -1 rejected, 0 tie or no gold reward
+
+    def __len__(self) -> int:
+        return max(len(self.chosen), len(self.rejected))
+
+
+def _check(config: DPOConfig) -> None:
+    if config.loss_type not in ("sigmoid", "ipo"):
+        raise ValueError(f"dpo config: loss_type must be 'sigmoid' or 'ipo': {config.loss_type!r}")
+    if config.beta <= 0:
+        raise ValueError(f"dpo config: beta must be > 0, got {config.beta}")
+    if not 0 <= config.label_smoothing < 0.5:
+        raise ValueError(
+            f"dpo config: label_smoothing must be in [0, 0.5): {config.label_smoothing}"
+        )
+    if config.loss_type == "ipo" and config.label_smoothing:
+        raise ValueError("dpo config: label_smoothing (cDPO) applies to loss_type 'sigmoid' only")
+
+
+def reference_key(preferences: str, sft_model: str, config: DPOConfig) -> str:
+    """Checksum of what the reference log-probs depend on: the data's content checksum, the
+    reference model's weight files, and how pairs are encoded."""
+    folder = Path(models.resolve(sft_model))
+    try:
+        weights = [f for f in storage.read_manifest(folder)["files"] if "model" in f["path"]]
+    except (FileNotFoundError, KeyError):
+        weights = [
+            {"path": p.name, "sha256": storage.sha256_file(p)}
+            for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+        ]
+    if not weights:
+        raise ValueError(f"{sft_model}: no model weights found to key the reference cache on")
+    parts = {
+        "data": manifest_checksum(preferences),
+        "weights": sorted((w["path"], w["sha256"]) for w in weights),
+        "max_length": config.max_length,
+        "chat_template": config.chat_template,
+        "dtype": config.dtype,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def read_reference_cache(path: Path, key: str) -> dict[str, torch.Tensor] | None:
+    """The cached log-probs when ``path`` holds ones for ``key``; None otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("dpo: ignoring unreadable reference cache %s: %s", path, err)
+        return None
+    if data.get("key") != key:
+        log.info("dpo: %s is for other data or another reference model; recomputing", path)
+        return None
+    return {k: torch.tensor(v, dtype=torch.float32) for k, v in data["logprobs"].items()}
+
+
+def pair_logprobs(
+    model: PreTrainedModel, pairs: list[Pair], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) summed answer log-probs of the chosen and of the rejected answers: one forward
+    pass over both halves."""
+    batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    sums = sequence_logprob_sums(model, **{k: v.to(device) for k, v in batch.items()})
+    return sums[: len(pairs)], sums[len(pairs) :]
+
+
+@torch.no_grad()
+def reference_logprobs(
+    model: PreTrainedModel, pairs: list[Pair], pad_id: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected log-probs of every pair (CPU, float32), in batches of
+    ``batch_size`` in data order: the batches validation uses, so that before the first step
+    (policy = reference) every validation margin is exactly 0, not padding-dependent noise."""
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    for start in range(0, len(pairs), batch_size):
+        c, r = pair_logprobs(model, pairs[start : start + batch_size], pad_id, device)
+        chosen.append(c.float().cpu())
+        rejected.append(r.float().cpu())
+    if not chosen:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def run(
+    config: DPOConfig, inputs: DPOInputs, outputs: DPOOutputs, tracker: Tracker | None = None
+) -> dict[str, float]:
+    tracker = tracker or Tracker()
+    started = time.time()
+    _check(config)
+    set_seed(config.seed)
+    device = models.pick_device(config.device)
+    tracker.log_params({f"dpo.{k}": v for k, v in to_dict(config).items()})
+    gold = load_reward_function(config.gold_reward) if config.gold_reward else None
+
+    tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
+    pad_id = tokenizer.pad_token_id
+
+    def encode(rows: Any) -> list[Pair]:
+        pairs = []
+        for r in rows:
+            messages = as_messages(r["prompt"])
+            order = 0
+            if gold is not None:
+                diff = gold(r["prompt"], r["chosen"]) - gold(r["prompt"], r["rejected"])
+                order = (diff > 0) - (diff < 0)
+            chosen, rejected = (
+                encode_prompt_answer(
+                    tokenizer, messages, answer, config.max_length, config.chat_template
+                )
+                for answer in (r["chosen"], r["rejected"])
+            )
+            pairs.append(Pair(chosen, rejected, order))
+        return pairs
+
+    train_set = encode(load_split(inputs.preferences, "train"))
+    val_set = encode(load_split(inputs.preferences, "validation"))
+    if not train_set:
+        raise ValueError(f"{inputs.preferences}: the train split is empty")
+
+    # --- reference log-probs, once per data set ----------------------------------------
+    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
+    key = reference_key(inputs.preferences, inputs.sft_model, config)
+    cache_path = ckpt_root / REFERENCE_CACHE
+    cached = read_reference_cache(cache_path, key)
+    if cached is None:
+        ref_started = time.time()
+        reference = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
+        reference.to(device).eval()
+        tc, tr = reference_logprobs(reference, train_set, pad_id, config.eval_batch_size)
+        vc, vr = reference_logprobs(reference, val_set, pad_id, config.eval_batch_size)
+        del reference
+        cached = {"train_chosen": tc, "train_rejected": tr, "val_chosen": vc, "val_rejected": vr}
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        storage.atomic_write_text(cache_path, json.dumps(_cache_json(key, cached)))
+        log.info(
+            "dpo: reference log-probs of %d pairs in %.0fs, cached in %s",
+            len(train_set) + len(val_set), time.time() - ref_started, cache_path,
+        )  # fmt: skip
+    else:
+        log.info("dpo: reusing the reference log-probs cached in %s", cache_path)
+    if len(cached["train_chosen"]) != len(train_set) or len(cached["val_chosen"]) != len(val_set):
+        raise ValueError(f"{cache_path}: cache does not match the data's pair counts")
+    ref = {k: v.to(device) for k, v in cached.items()}
+
+    policy = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
+    policy.to(device)
+
+    def loss_on(
+        pairs: list[Pair], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor
+    ) -> DPOOutput:
+        chosen, rejected = pair_logprobs(policy, pairs, pad_id, device)
+        return dpo_loss(
+            chosen, rejected, ref_chosen, ref_rejected,
+            config.beta, config.loss_type, config.label_smoothing,
+        )  # fmt: skip
+
+    def reward_stats(out: DPOOutput) -> dict[str, float]:
+        return {
+            "rewards/chosen": out.chosen_rewards.mean().item(),
+            "rewards/rejected": out.rejected_rewards.mean().item(),
+            "rewards/margin": out.margins.mean().item(),
+            "rewards/accuracy": out.accuracy.item(),
+        }
+
+    lengths = [len(p) for p in train_set]
+
+    def batches_for_epoch(epoch: int) -> list[list[int]]:
+        return length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
+
+    def loss_fn(batch: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        idx = torch.tensor(batch, device=device)
+        out = loss_on(
+            [train_set[i] for i in batch], ref["train_chosen"][idx], ref["train_rejected"][idx]
+        )
+        return out.loss, reward_stats(out)
+
+    def evaluate() -> dict[str, float]:
+        outs = []
+        for start in range(0, len(val_set), config.eval_batch_size):
+            sl = slice(start, start + config.eval_batch_size)
+            outs.append(loss_on(val_set[sl], ref["val_chosen"][sl], ref["val_rejected"][sl]))
+        if not outs:
+            return {}
+        merged = DPOOutput(
+            torch.cat([o.losses for o in outs]).mean(),
+            torch.cat([o.losses for o in outs]),
+            torch.cat([o.chosen_rewards for o in outs]),
+            torch.cat([o.rejected_rewards for o in outs]),
+        )
+        metrics = {"val/loss": merged.loss.item()}
+        metrics.update({f"val/{k}": v for k, v in reward_stats(merged).items()})
+        order = torch.tensor([p.gold_order for p in val_set], device=merged.margins.device)
+        decided = order != 0
+        if decided.any():
+            agree = torch.sign(merged.margins)[decided] == order[decided]
+            metrics["val/rewards/gold_accuracy"] = agree.float().mean().item()
+        return metrics
+
+    result = train(
+        policy, batches_for_epoch, loss_fn, evaluate, config, ckpt_root, tracker, stage="dpo"
+    )
+    final = result.final_metrics
+    metrics = {k.removeprefix("val/").replace("/", "_"): v for k, v in final.items()}
+    metrics.update(
+        {
+            "accuracy_start": result.initial_metrics.get("val/rewards/accuracy", float("nan")),
+            "steps": float(result.steps),
+            "train_pairs": float(len(train_set)),
+            "seconds": time.time() - started,
+        }
+    )
+    policy.config.use_cache = True
+    publish_model(
+        policy,
+        tokenizer,
+        outputs.model,
+        {
+            "artifact": "dpo_policy",
+            "sft_model": inputs.sft_model,
+            "data": str(inputs.preferences),
+            "data_sha256": manifest_checksum(inputs.preferences),
+            "reference_logprobs_key": key,
+            "metrics": metrics,
+        },
+        tracker,
+        extra_files={REFERENCE_CACHE: _cache_json(key, cached)},
+        log_artifacts=config.log_model_artifacts,
+        publish_to=config.publish_to,
+    )
+    if not config.checkpoint_dir:
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+    log.info(
+        "dpo: val implicit-reward accuracy %.3f -> %.3f, margin %.3f",
+        metrics["accuracy_start"], metrics.get("rewards_accuracy", float("nan")),
+        metrics.get("rewards_margin", float("nan")),
+    )  # fmt: skip
+    return metrics
+
+
+def _cache_json(key: str, logprobs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return {"key": key, "logprobs": {k: v.tolist() for k, v in logprobs.items()}}

@@ -1,0 +1,125 @@
+"""DPO stage: the implicit reward accuracy and margin rise, the reference log-probs are cached
+and never reused for other data, a killed run resumes exactly."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlhf import storage
+from rlhf.config import DPOConfig, to_dict
+from rlhf.stages import dpo
+from rlhf.tracking import Tracker
+
+FAST = dict(batch_size=16, eval_batch_size=64, lr=5e-4, eval_every=0, log_every=5)
+
+
+def test_dpo_raises_implicit_reward_accuracy_and_margin(prepared, micro_models, tmp_path):
+    tracker = Tracker()
+    cfg = DPOConfig(epochs=2, gold_reward="rlhf.data.demo_task:gold_reward", **FAST)
+    out = tmp_path / "policy"
+    inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
+    metrics = dpo.run(cfg, inputs, dpo.DPOOutputs(str(out)), tracker)
+    # Before the first step the policy is the reference: every implicit reward is 0.
+    start = {k: v[0] for k, v in ((k, tracker.history(k)) for k in ("val/rewards/margin",))}
+    assert start["val/rewards/margin"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["accuracy_start"] == 0.0  # no pair is strictly ahead yet
+    assert metrics["rewards_accuracy"] > 0.6
+    assert metrics["rewards_margin"] > 0.05
+    assert metrics["loss"] < 0.69  # below log 2, the loss at margin 0
+    assert "rewards_gold_accuracy" in metrics
+    for key in ("train/loss", "train/rewards/accuracy", "train/rewards/margin",
+                "train/rewards/chosen", "train/rewards/rejected"):  # fmt: skip
+        assert tracker.history(key), key
+    manifest = storage.read_manifest(out)
+    assert manifest["artifact"] == "dpo_policy"
+    cache = json.loads((out / dpo.REFERENCE_CACHE).read_text())
+    assert cache["key"] == manifest["reference_logprobs_key"]
+    assert len(cache["logprobs"]["train_chosen"]) == metrics["train_pairs"]
+    assert all(v < 0 for v in cache["logprobs"]["val_rejected"])  # log-probs of whole answers
+
+
+def test_reference_cache_is_reused_only_for_the_same_data_and_model(
+    prepared, micro_models, tmp_path
+):
+    cfg = DPOConfig(
+        epochs=1, max_steps=2, checkpoint_dir=str(tmp_path / "ckpt"), label_smoothing=0.1, **FAST
+    )  # cDPO
+    inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
+    dpo.run(cfg, inputs, dpo.DPOOutputs(str(tmp_path / "a")))
+    cache = tmp_path / "ckpt" / dpo.REFERENCE_CACHE
+    key = json.loads(cache.read_text())["key"]
+    assert key == dpo.reference_key(prepared["preferences"], micro_models["sft"], cfg)
+    # Another encoding (max_length) or another reference model means another key.
+    assert key != dpo.reference_key(
+        prepared["preferences"], micro_models["sft"], DPOConfig(max_length=64)
+    )
+    assert key != dpo.reference_key(prepared["preferences"], micro_models["reward"], cfg)
+    # A cache with a wrong key is never used: poison its numbers and change its key.
+    data = json.loads(cache.read_text())
+    data["logprobs"] = {k: [0.0] * len(v) for k, v in data["logprobs"].items()}
+    cache.write_text(json.dumps({**data, "key": "stale"}))
+    assert dpo.read_reference_cache(cache, key) is None
+    # The same poisoned numbers under the right key are used as they are (that is the cache).
+    cache.write_text(json.dumps({**data, "key": key}))
+    cached = dpo.read_reference_cache(cache, key)
+    assert cached is not None and float(cached["train_chosen"].abs().sum()) == 0.0
+
+
+def test_bad_dpo_settings_are_clear_errors(prepared, micro_models, tmp_path):
+    inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
+    with pytest.raises(ValueError, match="loss_type"):
+        dpo.run(DPOConfig(loss_type="hinge"), inputs, dpo.DPOOutputs(str(tmp_path / "x")))
+    with pytest.raises(ValueError, match="sigmoid' only"):
+        dpo.run(
+            DPOConfig(loss_type="ipo", label_smoothing=0.1), inputs, dpo.DPOOutputs(str(tmp_path))
+        )
+
+
+RUN_DPO = """
+import json, sys
+from rlhf.config import DPOConfig
+from rlhf.stages import dpo
+cfg = DPOConfig(**json.loads(sys.argv[1]))
+dpo.run(cfg, dpo.DPOInputs(sys.argv[2], sys.argv[3]), dpo.DPOOutputs(sys.argv[4]))
+"""
+
+
+def test_dpo_resumes_after_kill_and_matches_an_unbroken_run(
+    prepared, micro_models, tmp_path, monkeypatch
+):
+    """Killed after its 4th step (IPO), rerun: the same weights as a run never killed, and
+    the cached reference log-probs are reused, not recomputed."""
+    cfg = DPOConfig(epochs=1, max_steps=8, checkpoint_every=2, loss_type="ipo", beta=0.5, **FAST)
+    inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
+    out = tmp_path / "killed" / "policy"
+    argv = [inputs.preferences, inputs.sft_model, str(out)]
+    proc = subprocess.Popen([sys.executable, "-c", RUN_DPO, json.dumps(to_dict(cfg)), *argv])
+    marker = tmp_path / "killed" / "policy.checkpoints" / "step-00000004" / "meta.json"
+    deadline = time.time() + 180
+    while not marker.exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+
+    def no_recompute(*args):
+        raise AssertionError("the cached reference log-probs should have been reused")
+
+    tracker = Tracker()
+    with monkeypatch.context() as m:
+        m.setattr(dpo, "reference_logprobs", no_recompute)
+        dpo.run(cfg, inputs, dpo.DPOOutputs(str(out)), tracker)
+    assert int(tracker.tags["resumed_from_step"]) >= 4
+    clean = tmp_path / "clean" / "policy"
+    dpo.run(cfg, inputs, dpo.DPOOutputs(str(clean)))
+    a, b = load_file(out / "model.safetensors"), load_file(clean / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)

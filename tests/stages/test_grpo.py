@@ -1,0 +1,115 @@
+"""GRPO stage: the reward rises, a killed run resumes exactly, a NaN loss stops it."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlhf.config import GRPOConfig, to_dict
+from rlhf.stages import grpo
+from rlhf.tracking import Tracker
+from rlhf.training.errors import NonFiniteLossError
+
+GOLD = "rlhf.data.demo_task:gold_reward"
+FAST = dict(
+    prompts_per_iteration=4, group_size=4, minibatch_size=8, grpo_epochs=2, max_new_tokens=10,
+    lr=1e-3, warmup_iterations=0, sample_every=3,
+)  # fmt: skip
+
+
+def test_grpo_raises_the_gold_reward_it_is_trained_on(prepared, micro_models, tmp_path):
+    """Trained on the demo's programmatic gold reward (no reward model): it rises."""
+    tracker = Tracker()
+    cfg = GRPOConfig(iterations=12, reward_function=GOLD, gold_reward=GOLD, **FAST)
+    out = tmp_path / "policy"
+    metrics = grpo.run(cfg, grpo.GRPOInputs(prepared["prompts"], micro_models["sft"]),
+                       grpo.GRPOOutputs(str(out)), tracker)  # fmt: skip
+    scores = tracker.history("reward/score_mean")
+    assert len(scores) == 12
+    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.1
+    for key in ("kl/mean", "policy/kl_ref", "policy/entropy", "policy/clip_fraction",
+                "reward/zero_std_groups", "response/length_mean", "gold/mean",
+                "guard/entropy_collapse", "guard/length_drift"):  # fmt: skip
+        assert tracker.history(key), key
+    table = tracker.tables["samples/step_00003.json"]
+    assert len(set(table["prompt"][:4])) == 1  # the first group: one prompt, G responses
+    history = json.loads((out / grpo.HISTORY_FILE).read_text())
+    assert [h["step"] for h in history] == list(range(1, 13))
+    assert metrics["iterations"] == 12 and metrics["gold_mean"] == history[-1]["gold/mean"]
+
+
+def test_grpo_with_the_reward_model_and_bad_settings(prepared, micro_models, tmp_path):
+    tracker = Tracker()
+    cfg = GRPOConfig(iterations=2, kl_coef=0.0, scale_advantages=False, **FAST)
+    inputs = grpo.GRPOInputs(prepared["prompts"], micro_models["sft"], micro_models["reward"])
+    grpo.run(cfg, inputs, grpo.GRPOOutputs(str(tmp_path / "p")), tracker)
+    assert len(tracker.history("reward/score_mean")) == 2
+    assert tracker.history("kl/coef") == [0.0, 0.0]
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        grpo.run(GRPOConfig(group_size=1), inputs, grpo.GRPOOutputs(str(tmp_path / "q")))
+    no_rm = grpo.GRPOInputs(prepared["prompts"], micro_models["sft"])
+    with pytest.raises(ValueError, match="needs a reward model"):
+        grpo.run(GRPOConfig(**FAST), no_rm, grpo.GRPOOutputs(str(tmp_path / "r")))
+
+
+RUN_GRPO = """
+import json, sys
+from rlhf.config import GRPOConfig
+from rlhf.stages import grpo
+cfg = GRPOConfig(**json.loads(sys.argv[1]))
+grpo.run(cfg, grpo.GRPOInputs(*sys.argv[2:5]), grpo.GRPOOutputs(sys.argv[5]))
+"""
+
+
+def test_grpo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_models, tmp_path):
+    cfg = GRPOConfig(iterations=6, checkpoint_every=2, **FAST)
+    inputs = grpo.GRPOInputs(prepared["prompts"], micro_models["sft"], micro_models["reward"])
+    out = tmp_path / "killed" / "policy"
+    argv = [inputs.prompts, inputs.sft_model, inputs.reward_model, str(out)]
+    proc = subprocess.Popen([sys.executable, "-c", RUN_GRPO, json.dumps(to_dict(cfg)), *argv])
+    marker = tmp_path / "killed" / "policy.checkpoints" / "step-00000004" / "meta.json"
+    deadline = time.time() + 180
+    while not marker.exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+
+    tracker = Tracker()
+    grpo.run(cfg, inputs, grpo.GRPOOutputs(str(out)), tracker)
+    assert int(tracker.tags["resumed_from_step"]) >= 4
+    clean = tmp_path / "clean" / "policy"
+    grpo.run(cfg, inputs, grpo.GRPOOutputs(str(clean)))
+    a, b = load_file(out / "model.safetensors"), load_file(clean / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    history = json.loads((out / grpo.HISTORY_FILE).read_text())
+    assert [h["step"] for h in history] == list(range(1, 7))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
+    prepared, micro_models, tmp_path, monkeypatch
+):
+    real = grpo.grpo_policy_loss
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        loss, stats = real(*args)
+        return (loss * float("nan"), stats) if calls["n"] > 12 else (loss, stats)
+
+    monkeypatch.setattr(grpo, "grpo_policy_loss", poisoned)
+    out = tmp_path / "policy"
+    cfg = GRPOConfig(iterations=6, checkpoint_every=2, reward_function=GOLD, **FAST)
+    # 16 responses, minibatches of 8, 2 epochs: 4 steps per iteration; call 13 is iteration 3
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 3.*step-00000002"):
+        grpo.run(cfg, grpo.GRPOInputs(prepared["prompts"], micro_models["sft"]),
+                 grpo.GRPOOutputs(str(out)))  # fmt: skip
+    assert not out.exists()
