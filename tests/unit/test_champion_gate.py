@@ -44,5 +44,8 @@ def test_judge_choice():
         judge_for("gold", has_gold=False)
     with pytest.raises(ValueError, match="gate_judge must be one of"):
         judge_for("human", has_gold=True)
+    with pytest.raises(ValueError, match="needs a judge"):
+        judge_for("auto", has_gold=False, has_reward_model=False)
+    assert judge_for("auto", has_gold=True, has_reward_model=False) == "gold"
     assert judged([1.0], [2.0], "gold") == [2.0]
     assert judged([1.0], [2.0], "reward_model") == [1.0]
