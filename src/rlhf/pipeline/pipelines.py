@@ -27,6 +27,16 @@ from rlhf.pipeline.cluster import configure
 PIPELINE_NAME = "ppo"  # the default pipeline (rlhf run, rlhf submit)
 
 
+def _task_context(pipeline_run, mlflow_experiment, track, publish_to) -> dict:
+    """What every task receives: its MLflow run, and the root its outputs are published under."""
+    return dict(
+        pipeline_run=pipeline_run,
+        mlflow_experiment=mlflow_experiment,
+        track=track,
+        publish_to=publish_to,
+    )
+
+
 def _prepare_and_sft(
     sft_data, preference_data, prompt_data, eval_prompt_data, prepare_overrides,
     demo_overrides, base_model, seed, max_length, sft_epochs, sft_lr, sft_batch_size,
@@ -132,13 +142,7 @@ def ppo_pipeline(
     track: bool = True,
     publish_to: str = "",
 ):
-    # Every task: its MLflow run, and the root its outputs are published under.
-    tracking = dict(
-        pipeline_run=pipeline_run,
-        mlflow_experiment=mlflow_experiment,
-        track=track,
-        publish_to=publish_to,
-    )
+    tracking = _task_context(pipeline_run, mlflow_experiment, track, publish_to)
     prep, sft = _prepare_and_sft(
         sft_data, preference_data, prompt_data, eval_prompt_data, prepare_overrides,
         demo_overrides, base_model, seed, max_length, sft_epochs, sft_lr, sft_batch_size,
@@ -202,13 +206,7 @@ def dpo_pipeline(
     track: bool = True,
     publish_to: str = "",
 ):
-    # Every task: its MLflow run, and the root its outputs are published under.
-    tracking = dict(
-        pipeline_run=pipeline_run,
-        mlflow_experiment=mlflow_experiment,
-        track=track,
-        publish_to=publish_to,
-    )
+    tracking = _task_context(pipeline_run, mlflow_experiment, track, publish_to)
     prep, sft = _prepare_and_sft(
         sft_data, preference_data, prompt_data, eval_prompt_data, prepare_overrides,
         demo_overrides, base_model, seed, max_length, sft_epochs, sft_lr, sft_batch_size,
@@ -271,13 +269,7 @@ def grpo_pipeline(
     track: bool = True,
     publish_to: str = "",
 ):
-    # Every task: its MLflow run, and the root its outputs are published under.
-    tracking = dict(
-        pipeline_run=pipeline_run,
-        mlflow_experiment=mlflow_experiment,
-        track=track,
-        publish_to=publish_to,
-    )
+    tracking = _task_context(pipeline_run, mlflow_experiment, track, publish_to)
     prep, sft = _prepare_and_sft(
         sft_data, preference_data, prompt_data, eval_prompt_data, prepare_overrides,
         demo_overrides, base_model, seed, max_length, sft_epochs, sft_lr, sft_batch_size,
