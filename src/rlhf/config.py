@@ -128,7 +128,7 @@ class DemoConfig:
 
     seed: int = 0
     sft_rows: int = 10000  # SFT demonstrations (a mix of good and flawed answers)
-    preference_rows: int = 6000  # labelled preference pairs
+    preference_rows: int = 30000  # labelled preference pairs
     prompt_rows: int = 1000  # prompts for RL
     eval_prompt_rows: int = 200  # held-out prompts for evaluation (with reference answers)
     sft_good_fraction: float = 0.5  # share of flawless demonstrations; the rest carry a flaw
@@ -274,8 +274,9 @@ class PPOConfig(OnPolicyConfig):
     critic_lr: float = 1e-4  # value model learning rate
     # Reward: RM score at the last response token minus kl_coef * KL(policy || reference)
     kl_estimator: str = "k1"  # "k1" (log-ratio), "k3" (Schulman's, always >= 0) or "k2"
-    kl_control: str = "adaptive"  # "adaptive" (Ziegler et al. 2019) or "fixed"
-    kl_coef: float = 0.05  # initial (or fixed) coefficient beta of the KL penalty
+    # A fixed, firm beta keeps the policy where the reward model is still right (docs/ppo.md)
+    kl_control: str = "fixed"  # "fixed" or "adaptive" (Ziegler et al. 2019)
+    kl_coef: float = 0.2  # fixed (or initial) coefficient beta of the KL penalty
     kl_target: float = 0.5  # adaptive: target KL per response, in nats
     kl_horizon: int = 2000  # adaptive: responses over which the coefficient adapts
     normalize_scores: bool = False  # whiten RM scores with running mean/std
