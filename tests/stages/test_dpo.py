@@ -2,14 +2,9 @@
 and never reused for other data, a killed run resumes exactly."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-import torch
-from safetensors.torch import load_file
+from killed_run import assert_same_weights, kill_after_checkpoint
 
 from rlhf import storage
 from rlhf.config import DPOConfig, to_dict
@@ -99,15 +94,8 @@ def test_dpo_resumes_after_kill_and_matches_an_unbroken_run(
     inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
     out = tmp_path / "killed" / "policy"
     argv = [inputs.preferences, inputs.sft_model, str(out)]
-    proc = subprocess.Popen([sys.executable, "-c", RUN_DPO, json.dumps(to_dict(cfg)), *argv])
-    marker = tmp_path / "killed" / "policy.checkpoints" / "step-00000004" / "meta.json"
-    deadline = time.time() + 180
-    while not marker.exists():
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    ckpts = tmp_path / "killed" / "policy.checkpoints"
+    kill_after_checkpoint(RUN_DPO, [json.dumps(to_dict(cfg)), *argv], ckpts, step=4)
     assert not out.exists()
 
     def no_recompute(*args):
@@ -120,6 +108,4 @@ def test_dpo_resumes_after_kill_and_matches_an_unbroken_run(
     assert int(tracker.tags["resumed_from_step"]) >= 4
     clean = tmp_path / "clean" / "policy"
     dpo.run(cfg, inputs, dpo.DPOOutputs(str(clean)))
-    a, b = load_file(out / "model.safetensors"), load_file(clean / "model.safetensors")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    assert_same_weights(out, clean)

@@ -1,14 +1,9 @@
 """GRPO stage: the reward rises, a killed run resumes exactly, a NaN loss stops it."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-import torch
-from safetensors.torch import load_file
+from killed_run import assert_same_weights, kill_after_checkpoint
 
 from rlhf.config import GRPOConfig, to_dict
 from rlhf.stages import grpo
@@ -71,15 +66,8 @@ def test_grpo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_mod
     inputs = grpo.GRPOInputs(prepared["prompts"], micro_models["sft"], micro_models["reward"])
     out = tmp_path / "killed" / "policy"
     argv = [inputs.prompts, inputs.sft_model, inputs.reward_model, str(out)]
-    proc = subprocess.Popen([sys.executable, "-c", RUN_GRPO, json.dumps(to_dict(cfg)), *argv])
-    marker = tmp_path / "killed" / "policy.checkpoints" / "step-00000004" / "meta.json"
-    deadline = time.time() + 180
-    while not marker.exists():
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    ckpts = tmp_path / "killed" / "policy.checkpoints"
+    kill_after_checkpoint(RUN_GRPO, [json.dumps(to_dict(cfg)), *argv], ckpts, step=4)
     assert not out.exists()
 
     tracker = Tracker()
@@ -87,9 +75,7 @@ def test_grpo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_mod
     assert int(tracker.tags["resumed_from_step"]) >= 4
     clean = tmp_path / "clean" / "policy"
     grpo.run(cfg, inputs, grpo.GRPOOutputs(str(clean)))
-    a, b = load_file(out / "model.safetensors"), load_file(clean / "model.safetensors")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    assert_same_weights(out, clean)
     history = json.loads((out / grpo.HISTORY_FILE).read_text())
     assert [h["step"] for h in history] == list(range(1, 7))
 

@@ -1,14 +1,9 @@
 """PPO stage: the RM score rises, a killed run resumes exactly, a NaN loss stops it."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-import torch
-from safetensors.torch import load_file
+from killed_run import assert_same_weights, kill_after_checkpoint
 
 from rlhf.config import PPOConfig, to_dict
 from rlhf.stages import ppo
@@ -73,15 +68,8 @@ def test_ppo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_mode
     inputs = _inputs(prepared, micro_models)
     out = tmp_path / "killed" / "policy"
     argv = [inputs.prompts, inputs.sft_model, inputs.reward_model, inputs.sft_data, str(out)]
-    proc = subprocess.Popen([sys.executable, "-c", RUN_PPO, json.dumps(to_dict(cfg)), *argv])
-    marker = tmp_path / "killed" / "policy.checkpoints" / "step-00000004" / "meta.json"
-    deadline = time.time() + 180
-    while not marker.exists():
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    ckpts = tmp_path / "killed" / "policy.checkpoints"
+    kill_after_checkpoint(RUN_PPO, [json.dumps(to_dict(cfg)), *argv], ckpts, step=4)
     assert not out.exists()
 
     tracker = Tracker()
@@ -89,9 +77,7 @@ def test_ppo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_mode
     assert int(tracker.tags["resumed_from_step"]) >= 4
     clean = tmp_path / "clean" / "policy"
     ppo.run(cfg, inputs, ppo.PPOOutputs(str(clean)))
-    a, b = load_file(out / "model.safetensors"), load_file(clean / "model.safetensors")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    assert_same_weights(out, clean)
     history = json.loads((out / ppo.HISTORY_FILE).read_text())
     assert [h["step"] for h in history] == list(range(1, 17))
 

@@ -1,15 +1,10 @@
 """SFT stage: it learns, it resumes after a kill exactly where it stopped, it stops on NaN."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
+from killed_run import assert_same_weights, kill_after_checkpoint
 
 from rlhf.config import SFTConfig, to_dict
 from rlhf.stages import sft
@@ -52,16 +47,7 @@ def test_sft_resumes_after_kill_and_matches_an_unbroken_run(prepared, tmp_path):
     cfg = SFTConfig(epochs=8, checkpoint_every=5, keep_checkpoints=2, **FAST)
     ckpts = tmp_path / "killed" / "model.checkpoints"
     out = tmp_path / "killed" / "model"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RUN_SFT, json.dumps(to_dict(cfg)), prepared["sft"], str(out)],
-    )
-    deadline = time.time() + 120
-    while not (ckpts / "step-00000010" / "meta.json").exists():
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(RUN_SFT, [json.dumps(to_dict(cfg)), prepared["sft"], str(out)], ckpts, 10)
     assert not out.exists()  # nothing published by the killed run
 
     tracker = Tracker()
@@ -71,9 +57,7 @@ def test_sft_resumes_after_kill_and_matches_an_unbroken_run(prepared, tmp_path):
     clean_out = tmp_path / "clean" / "model"
     clean = sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(clean_out)))
     assert resumed["steps"] == clean["steps"]
-    a, b = load_file(out / "model.safetensors"), load_file(clean_out / "model.safetensors")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    assert_same_weights(out, clean_out)
 
 
 def test_non_finite_loss_stops_with_a_clear_error(prepared, tmp_path, monkeypatch):

@@ -1,0 +1,35 @@
+"""The resume-after-kill check every training stage's tests share: run a stage in a child
+process, SIGKILL it once a given checkpoint is complete, and compare published weights."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+def kill_after_checkpoint(script: str, args: list[str], checkpoints: Path, step: int) -> None:
+    """Run ``python -c script *args`` and SIGKILL it as soon as ``step``'s checkpoint has its
+    ``meta.json`` (written last, so the checkpoint is complete). Fails if the run ends first."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args])
+    marker = checkpoints / f"step-{step:08d}" / "meta.json"
+    deadline = time.time() + 180
+    try:
+        while not marker.exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, f"no checkpoint {marker} within 180 s"
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """The two published model folders hold the same tensors (up to float32 noise)."""
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6)
