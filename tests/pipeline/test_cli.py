@@ -54,7 +54,9 @@ def test_unknown_config_field_is_a_clear_error(tmp_path, capsys):
 
 
 def test_compile_writes_pipeline_yaml(tmp_path, capsys):
-    assert main(["compile", "--out", str(tmp_path)]) == 0
+    specs = tmp_path / "components"  # never the repository's own components/ (the default)
+    assert main(["compile", "--out", str(tmp_path), "--components-out", str(specs)]) == 0
+    assert (specs / "ppo_train.yaml").is_file()
     assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["dpo.yaml", "grpo.yaml", "ppo.yaml"]
     text = (tmp_path / "ppo.yaml").read_text()
     assert "supervised-finetune" in text and "train-reward-model" in text
