@@ -206,14 +206,24 @@ def test_local_runs_build_the_pipeline_without_cluster_settings(tmp_path):
             assert "resources" not in executor["container"]
 
 
+def _without_sdk_version(node):
+    """A parsed YAML tree less the kfp release that wrote it (``sdkVersion``, at any depth): a
+    kfp patch release changes that stamp and nothing the code defines."""
+    if isinstance(node, dict):
+        return {k: _without_sdk_version(v) for k, v in node.items() if k != "sdkVersion"}
+    if isinstance(node, list):
+        return [_without_sdk_version(v) for v in node]
+    return node
+
+
 def test_committed_packages_manifests_and_component_specs_are_up_to_date(tmp_path):
     """pipelines/ and components/ are what users upload and reuse: they must match the code."""
     fresh = compile_all(tmp_path / "pipelines", cluster.ClusterConfig(), tmp_path / "components")
     for path in fresh:
         committed = ROOT / path.relative_to(tmp_path)
         assert committed.exists(), f"{committed} missing: run `make compile`"
-        assert list(yaml.safe_load_all(committed.read_text())) == list(
-            yaml.safe_load_all(path.read_text())
+        assert _without_sdk_version(list(yaml.safe_load_all(committed.read_text()))) == (
+            _without_sdk_version(list(yaml.safe_load_all(path.read_text())))
         ), f"{committed} is stale: run `make compile`"
     expected = {p.relative_to(tmp_path) for p in fresh}
     committed = {
@@ -309,3 +319,12 @@ STAGE_COLUMNS = [
     f.name for f in dataclasses.fields(cluster.StageResources)
     if f.name not in ("tolerations", "node_selector", "retry_backoff_factor", "retry_backoff_max")
 ]  # fmt: skip
+
+
+def test_version_name_follows_the_pipeline_not_the_kfp_release():
+    text = (ROOT / "pipelines" / "ppo.yaml").read_text()
+    assert "sdkVersion: kfp-" in text
+    restamped = text.replace("sdkVersion: kfp-", "sdkVersion: kfp-9.9.9-was-")
+    assert version_name("ppo", restamped) == version_name("ppo", text)
+    changed = text.replace("ppo_iterations", "ppo_iterations_renamed")
+    assert version_name("ppo", changed) != version_name("ppo", text)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from pathlib import Path
 
@@ -23,11 +24,17 @@ from rlhf.pipeline import cluster, components, k8s_manifests
 from rlhf.pipeline.pipelines import PIPELINE_NAME, PIPELINES, get_pipeline
 
 
+_SDK_VERSION_LINE = re.compile(r"^\s*sdkVersion:.*$", re.MULTILINE)
+
+
 def version_name(pipeline: str, package_text: str) -> str:
     """A pipeline version's name: the package version and a digest of the compiled package, so
     the same code and cluster config give the same version and any change gives a new one
-    (KFP versions are immutable). A valid Kubernetes name: ``rlhf-0-1-0-1a2b3c4d5e``."""
-    digest = hashlib.sha256(package_text.encode("utf-8")).hexdigest()[:10]
+    (KFP versions are immutable). The kfp release stamped into the package (``sdkVersion``) is
+    left out of the digest: a kfp patch release changes no step of the pipeline.
+    A valid Kubernetes name: ``rlhf-0-1-0-1a2b3c4d5e``."""
+    text = _SDK_VERSION_LINE.sub("", package_text)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
     return f"{pipeline}-{__version__.replace('.', '-')}-{digest}".lower()
 
 
