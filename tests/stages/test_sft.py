@@ -1,5 +1,7 @@
-"""SFT stage: it learns, it resumes after a kill exactly where it stopped, it stops on NaN."""
+"""SFT stage: it learns, it resumes after a kill exactly where it stopped, it refuses another
+run's checkpoint, it stops on NaN."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,7 +11,7 @@ from killed_run import assert_same_weights, kill_after_checkpoint
 from rlhf.config import SFTConfig, to_dict
 from rlhf.stages import sft
 from rlhf.tracking import Tracker
-from rlhf.training.errors import NonFiniteLossError
+from rlhf.training.errors import CheckpointMismatchError, NonFiniteLossError
 
 FAST = dict(base_model="preset:tiny-llama", batch_size=16, log_every=5, eval_every=0, lr=3e-3)
 
@@ -58,6 +60,31 @@ def test_sft_resumes_after_kill_and_matches_an_unbroken_run(prepared, tmp_path):
     clean = sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(clean_out)))
     assert resumed["steps"] == clean["steps"]
     assert_same_weights(out, clean_out)
+
+
+def test_sft_refuses_to_resume_a_checkpoint_made_with_another_config(prepared, tmp_path):
+    """A kept checkpoint_dir resumes only a run with the same settings: a changed lr stops
+    before anything trains, naming the field; a changed checkpoint_every resumes."""
+    ckpts = tmp_path / "ckpt"
+    cfg = SFTConfig(
+        base_model="preset:micro-llama", epochs=1, max_steps=4, checkpoint_every=2,
+        batch_size=16, eval_every=0, checkpoint_dir=str(ckpts),
+    )  # fmt: skip
+    inputs = sft.SFTInputs(prepared["sft"])
+    sft.run(cfg, inputs, sft.SFTOutputs(str(tmp_path / "first")))
+    assert [p.name for p in ckpts.glob("step-*")] == ["step-00000002"]  # kept: checkpoint_dir
+
+    changed = dataclasses.replace(cfg, lr=cfg.lr / 2)
+    with pytest.raises(
+        CheckpointMismatchError, match=r"config\.lr: 0\.002 in the checkpoint, 0\.001 now"
+    ):
+        sft.run(changed, inputs, sft.SFTOutputs(str(tmp_path / "second")))
+    assert not (tmp_path / "second").exists()
+
+    tracker = Tracker()
+    same_run = dataclasses.replace(cfg, checkpoint_every=3, log_every=1)  # resume-safe fields
+    sft.run(same_run, inputs, sft.SFTOutputs(str(tmp_path / "third")), tracker)
+    assert int(tracker.tags["resumed_from_step"]) == 2
 
 
 def test_non_finite_loss_stops_with_a_clear_error(prepared, tmp_path, monkeypatch):

@@ -39,7 +39,9 @@ from rlhf.reward_scoring import as_messages
 from rlhf.stages.publish import checkpoint_root, publish_model
 from rlhf.stages.sft import collate
 from rlhf.tracking import Tracker
+from rlhf.training import checkpoint as ckpt
 from rlhf.training.batching import length_grouped_batches
+from rlhf.training.fingerprint import run_fingerprint
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.dpo")
@@ -156,6 +158,9 @@ def run(
     set_seed(config.seed)
     device = models.pick_device(config.device)
     tracker.log_params({f"dpo.{k}": v for k, v in to_dict(config).items()})
+    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
+    fingerprint = run_fingerprint("dpo", config, inputs)
+    resume_path = ckpt.resume_checkpoint(ckpt_root, fingerprint)  # before its reference cache
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
 
     tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
@@ -184,7 +189,6 @@ def run(
         raise ValueError(f"{inputs.preferences}: the train split is empty")
 
     # --- reference log-probs, once per data set ----------------------------------------
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
     key = reference_key(inputs.preferences, inputs.sft_model, config)
     cache_path = ckpt_root / REFERENCE_CACHE
     cached = read_reference_cache(cache_path, key)
@@ -263,7 +267,16 @@ def run(
         return metrics
 
     result = train(
-        policy, batches_for_epoch, loss_fn, evaluate, config, ckpt_root, tracker, stage="dpo"
+        policy,
+        batches_for_epoch,
+        loss_fn,
+        evaluate,
+        config,
+        ckpt_root,
+        tracker,
+        stage="dpo",
+        fingerprint=fingerprint,
+        resume_path=resume_path,
     )
     final = result.final_metrics
     metrics = {k.removeprefix("val/").replace("/", "_"): v for k, v in final.items()}

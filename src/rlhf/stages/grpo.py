@@ -47,6 +47,7 @@ from rlhf.stages.publish import checkpoint_root, publish_model
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
+from rlhf.training.fingerprint import run_fingerprint
 
 log = logging.getLogger("rlhf.grpo")
 
@@ -84,6 +85,9 @@ def run(
     set_seed(config.seed)
     device = models.pick_device(config.device)
     tracker.log_params({f"grpo.{k}": v for k, v in to_dict(config).items()})
+    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
+    fingerprint = run_fingerprint("grpo", config, inputs)
+    latest = ckpt.resume_checkpoint(ckpt_root, fingerprint)  # before loading the models
 
     loaded = load_policies(inputs.sft_model, config, device)
     tokenizer, policy, reference = loaded.tokenizer, loaded.policy, loaded.reference
@@ -96,8 +100,6 @@ def run(
     start_iteration = 0
     G = config.group_size
 
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
-    latest = ckpt.latest_checkpoint(ckpt_root)
     if latest is not None:
         state = ckpt.load_checkpoint(latest)
         policy.load_state_dict(state["policy"])
@@ -203,6 +205,7 @@ def run(
                     "iteration": step,
                 },
                 keep=config.keep_checkpoints,
+                fingerprint=fingerprint,
             )
 
     metrics = result_metrics(history, started)

@@ -59,6 +59,7 @@ from rlhf.stages.sft import collate
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
+from rlhf.training.fingerprint import run_fingerprint
 
 log = logging.getLogger("rlhf.ppo")
 
@@ -113,6 +114,9 @@ def run(
     set_seed(config.seed)
     device = models.pick_device(config.device)
     tracker.log_params({f"ppo.{k}": v for k, v in to_dict(config).items()})
+    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
+    fingerprint = run_fingerprint("ppo", config, inputs)
+    latest = ckpt.resume_checkpoint(ckpt_root, fingerprint)  # before loading four models
 
     # --- models -------------------------------------------------------------------------
     loaded = load_policies(inputs.sft_model, config, device)
@@ -153,8 +157,6 @@ def run(
     history: list[dict[str, float]] = []
     start_iteration = 0
 
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
-    latest = ckpt.latest_checkpoint(ckpt_root)
     if latest is not None:
         state = ckpt.load_checkpoint(latest)
         policy.load_state_dict(state["policy"])
@@ -189,6 +191,7 @@ def run(
                 "iteration": iteration,
             },
             keep=config.keep_checkpoints,
+            fingerprint=fingerprint,
         )
 
     # --- rollouts -----------------------------------------------------------------------

@@ -26,7 +26,9 @@ from rlhf.gold import load_reward_function
 from rlhf.reward_scoring import SETTINGS_FILE, encode_for_reward, reward_scores
 from rlhf.stages.publish import checkpoint_root, publish_model
 from rlhf.tracking import Tracker
+from rlhf.training import checkpoint as ckpt
 from rlhf.training.batching import length_grouped_batches
+from rlhf.training.fingerprint import run_fingerprint
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.reward")
@@ -65,6 +67,9 @@ def run(
     set_seed(config.seed)
     device = models.pick_device(config.device)
     tracker.log_params({f"reward.{k}": v for k, v in to_dict(config).items()})
+    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
+    fingerprint = run_fingerprint("reward", config, inputs)
+    resume_path = ckpt.resume_checkpoint(ckpt_root, fingerprint)
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
 
     tokenizer = models.load_tokenizer(inputs.base_model, config.trust_remote_code)
@@ -151,9 +156,17 @@ def run(
             metrics["val/label_gold_agreement"] = (order[decided] > 0).float().mean().item()
         return metrics
 
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
     result = train(
-        model, batches_for_epoch, loss_fn, evaluate, config, ckpt_root, tracker, stage="reward"
+        model,
+        batches_for_epoch,
+        loss_fn,
+        evaluate,
+        config,
+        ckpt_root,
+        tracker,
+        stage="reward",
+        fingerprint=fingerprint,
+        resume_path=resume_path,
     )
     metrics = {k.removeprefix("val/"): v for k, v in result.final_metrics.items()}
     metrics.update(

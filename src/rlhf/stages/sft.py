@@ -26,7 +26,9 @@ from rlhf.forward import sequence_logprob_sums
 from rlhf.stages.publish import checkpoint_root, publish_model
 from rlhf.tokenizer import train_bpe_tokenizer
 from rlhf.tracking import Tracker
+from rlhf.training import checkpoint as ckpt
 from rlhf.training.batching import length_grouped_batches, pad_right
+from rlhf.training.fingerprint import run_fingerprint
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.sft")
@@ -87,12 +89,14 @@ def run(
     set_seed(config.seed)
     device = models.pick_device(config.device)
     tracker.log_params({f"sft.{k}": v for k, v in to_dict(config).items()})
+    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
+    fingerprint = run_fingerprint("sft", config, inputs)
+    resume_path = ckpt.resume_checkpoint(ckpt_root, fingerprint)  # before reusing its tokenizer
 
     train_rows = load_split(inputs.sft, "train")
     val_rows = load_split(inputs.sft, "validation")
     if len(train_rows) == 0:
         raise ValueError(f"{inputs.sft}: the train split is empty; nothing to fine-tune on")
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
     saved_tokenizer = ckpt_root / "tokenizer"
     if saved_tokenizer.exists():  # a resumed run must reuse the exact tokenizer it began with
         tokenizer = models.load_tokenizer(str(saved_tokenizer))
@@ -133,7 +137,16 @@ def run(
         return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 50.0))}
 
     result = train(
-        model, batches_for_epoch, loss_fn, evaluate, config, ckpt_root, tracker, stage="sft"
+        model,
+        batches_for_epoch,
+        loss_fn,
+        evaluate,
+        config,
+        ckpt_root,
+        tracker,
+        stage="sft",
+        fingerprint=fingerprint,
+        resume_path=resume_path,
     )
     metrics = {
         "val_loss_start": result.initial_metrics["val/loss"],

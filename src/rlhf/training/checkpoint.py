@@ -3,21 +3,30 @@
 A checkpoint is a folder ``step-00000123/`` holding ``state.pt`` (model, optimizer, scheduler,
 RNG states, loop position, and whatever else the stage adds) and ``meta.json``. It is written
 under a temporary name and renamed when complete, so a kill mid-save never leaves a checkpoint
-that looks valid but is not.
+that looks valid but is not. ``meta.json`` also records the fingerprint of the run that wrote
+it (``training/fingerprint.py``), and :func:`resume_checkpoint` refuses a checkpoint whose
+fingerprint differs from the current run's.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rlhf.training.errors import CheckpointMismatchError
+from rlhf.training.fingerprint import fingerprint_differences
+
 PREFIX = "step-"
+
+log = logging.getLogger("rlhf.checkpoint")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -35,9 +44,14 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    root: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 2
+    root: str | os.PathLike,
+    step: int,
+    state: dict[str, Any],
+    keep: int = 2,
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``state`` as checkpoint ``step`` under ``root`` and keep only the newest ``keep``."""
+    """Write ``state`` as checkpoint ``step`` under ``root`` and keep only the newest ``keep``;
+    ``fingerprint`` (``fingerprint.run_fingerprint``) goes into ``meta.json`` as ``"run"``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
@@ -45,7 +59,10 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step}), encoding="utf-8")
+    meta: dict[str, Any] = {"step": step}
+    if fingerprint is not None:
+        meta["run"] = dict(fingerprint)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -66,6 +83,30 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
+
+
+def resume_checkpoint(root: str | os.PathLike, fingerprint: Mapping[str, Any]) -> Path | None:
+    """The newest complete checkpoint under ``root`` to resume from, or None when there is none.
+
+    Raises :class:`CheckpointMismatchError` when its recorded fingerprint differs from
+    ``fingerprint`` (the current run's), naming each differing field. A checkpoint written
+    before fingerprints were recorded is resumed from with a warning."""
+    latest = latest_checkpoint(root)
+    if latest is None:
+        return None
+    meta = json.loads((latest / "meta.json").read_text(encoding="utf-8"))
+    recorded = meta.get("run")
+    if recorded is None:
+        log.warning(
+            "%s records no run fingerprint (written by an older version): resuming from it "
+            "without checking that it belongs to this run's config and inputs",
+            latest,
+        )
+        return latest
+    differences = fingerprint_differences(recorded, fingerprint)
+    if differences:
+        raise CheckpointMismatchError(Path(root), latest, differences)
+    return latest
 
 
 def load_checkpoint(

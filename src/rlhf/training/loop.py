@@ -2,7 +2,7 @@
 
 It is one readable loop: per epoch a fixed batch order, gradient accumulation, clipping, a
 warmup+cosine schedule, periodic logging, validation and checkpoints, and resume from the
-newest checkpoint. What differs between stages is only ``loss_fn`` (a batch -> loss and
+newest checkpoint (which the stage has checked is this run's). What differs between stages is only ``loss_fn`` (a batch -> loss and
 metrics) and ``evaluate`` (-> validation metrics).
 """
 
@@ -61,11 +61,15 @@ def train(
     checkpoint_root: str | Path,
     tracker: Tracker,
     stage: str,
+    fingerprint: dict[str, Any],
+    resume_path: Path | None,
 ) -> LoopResult:
     """Train ``model`` in place; return the step count and the final validation metrics.
 
     ``batches_for_epoch(e)`` must return the same batches for the same ``e`` every time: that
-    is what lets a resumed run skip exactly the micro-batches it had already used."""
+    is what lets a resumed run skip exactly the micro-batches it had already used.
+    ``resume_path`` is the checkpoint to continue, as ``checkpoint.resume_checkpoint`` found
+    and checked it against this run's ``fingerprint``, which every new checkpoint records."""
     per_epoch = math.ceil(len(batches_for_epoch(0)) / cfg.grad_accum)
     total = per_epoch * cfg.epochs
     if cfg.max_steps > 0:
@@ -78,16 +82,15 @@ def train(
     )
     step, epoch, micro = 0, 0, 0
     resumed_from = None
-    latest = ckpt.latest_checkpoint(checkpoint_root)
-    if latest is not None:
-        state = ckpt.load_checkpoint(latest)
+    if resume_path is not None:
+        state = ckpt.load_checkpoint(resume_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         ckpt.restore_rng(state["rng"])
         step, epoch, micro = state["step"], state["epoch"], state["micro"]
         resumed_from = step
-        log.info("%s: resuming from %s (step %d)", stage, latest, step)
+        log.info("%s: resuming from %s (step %d)", stage, resume_path, step)
         tracker.set_tags({"resumed_from_step": step})
         initial = state["initial_metrics"]
     else:
@@ -109,6 +112,7 @@ def train(
                 "initial_metrics": initial,
             },
             keep=cfg.keep_checkpoints,
+            fingerprint=fingerprint,
         )
 
     model.train()
