@@ -23,7 +23,6 @@ from rlhf import __version__
 from rlhf.pipeline import cluster, components, k8s_manifests
 from rlhf.pipeline.pipelines import PIPELINE_NAME, PIPELINES, get_pipeline
 
-
 _SDK_VERSION_LINE = re.compile(r"^\s*sdkVersion:.*$", re.MULTILINE)
 
 
