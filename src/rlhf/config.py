@@ -196,9 +196,15 @@ class RewardConfig(TrainConfig):
     epochs: int = 2
     lr: float = 5e-4
     use_margin: bool = True  # use the pairs' margin (when present) in the loss
-    # Read the score at the answer's last token (False: where the SFT model decides whether the
-    # answer is complete, which makes a better start) or at the closing EOS token (True).
+    # Leave the closing EOS off (False) or keep it (True): with pooling "last" the score is then
+    # read at the answer's last token (where the SFT model decides whether the answer is
+    # complete, a better start) or at the EOS; with "sum"/"mean" the EOS counts or not.
     score_at_eos: bool = False
+    # How the head's outputs become one score: "sum" over the answer's tokens (each token
+    # carries its share, so a wrong item lowers the score where it stands), "mean", or "last"
+    # (read at one position, as score_at_eos says). On the demo "sum" judges the gold order
+    # better than "last" (81% vs 77%) and lifts GRPO by 2-3 points (docs/results.md).
+    pooling: str = "sum"
     # Import path "module:function(prompt, response) -> float" of a programmatic gold reward;
     # when set, validation also reports accuracy against its noise-free ordering.
     gold_reward: str | None = None
@@ -211,9 +217,11 @@ class DPOConfig(TrainConfig):
 
     epochs: int = 1
     batch_size: int = 32  # preference pairs per micro-batch
-    lr: float = 1e-4  # on the demo: 5e-5 gains less, 2e-4 the same at twice the KL
+    lr: float = 1e-4  # on the demo: 3e-5 gains less (docs/results.md)
     warmup_ratio: float = 0.1
-    beta: float = 0.1  # implicit KL strength: larger keeps the policy closer to the reference
+    # Implicit KL strength: larger keeps the policy closer to the reference. On the demo's
+    # 30000 pairs 0.1 drifts to a KL of 3.4 and loses gold reward; 0.3 stays near 0.5.
+    beta: float = 0.3
     loss_type: str = "sigmoid"  # "sigmoid" (DPO, or cDPO with label_smoothing) or "ipo"
     label_smoothing: float = 0.0  # cDPO: assumed probability that a label is flipped
     # Import path "module:function(prompt, response) -> float" of a programmatic gold reward;

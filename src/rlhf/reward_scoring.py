@@ -45,13 +45,35 @@ def encode_for_reward(
     return enc
 
 
+POOLINGS = ("last", "sum", "mean")
+
+
 def reward_scores(
-    model: PreTrainedModel, examples: list[Encoded], pad_id: int, device: torch.device
+    model: PreTrainedModel,
+    examples: list[Encoded],
+    pad_id: int,
+    device: torch.device,
+    pooling: str = "last",
 ) -> torch.Tensor:
-    """(B,) scalar rewards read at each sequence's last non-pad token."""
+    """(B,) scalar rewards of right-padded ``examples``.
+
+    ``last``: the head read at each sequence's last non-pad token. ``sum`` / ``mean``: the head
+    read at every answer token (``Encoded.loss_mask``), summed or averaged, so each token
+    carries its own share of the score: a repeated or foreign item can lower the score where
+    it stands instead of having to be noticed from the last token."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     ids = pad_right([e.input_ids for e in examples], pad_id).to(device)
     attention = pad_right([[1] * len(e) for e in examples], 0).to(device)
-    return model(input_ids=ids, attention_mask=attention).logits.squeeze(-1).float()
+    if pooling == "last":
+        return model(input_ids=ids, attention_mask=attention).logits.squeeze(-1).float()
+    hidden = model.base_model(
+        input_ids=ids, attention_mask=attention, use_cache=False
+    ).last_hidden_state
+    per_token = model.score(hidden).squeeze(-1).float()  # (B, T)
+    answer = pad_right([e.loss_mask for e in examples], 0).to(device).float()
+    total = (per_token * answer).sum(-1)
+    return total if pooling == "sum" else total / answer.sum(-1).clamp(min=1.0)
 
 
 class RewardScorer:
@@ -64,7 +86,8 @@ class RewardScorer:
         max_length: int = 256,
         chat_template: bool = True,
         device: str = "auto",
-        score_at_eos: bool = False,  # RewardConfig's default; load() reads the trained setting
+        score_at_eos: bool = False,  # RewardConfig's defaults; load() reads the trained settings
+        pooling: str = "sum",
     ) -> None:
         self.device = models.pick_device(device)
         self.model = model.to(self.device).eval()
@@ -72,6 +95,7 @@ class RewardScorer:
         self.max_length = max_length
         self.chat_template = chat_template
         self.score_at_eos = score_at_eos
+        self.pooling = pooling
 
     @classmethod
     def load(cls, uri: str, device: str = "auto", dtype: str = "float32") -> RewardScorer:
@@ -84,6 +108,7 @@ class RewardScorer:
             settings["chat_template"],
             device,
             settings.get("score_at_eos", True),
+            settings.get("pooling", "last"),  # models saved before pooling existed read "last"
         )
 
     @torch.no_grad()
@@ -101,7 +126,11 @@ class RewardScorer:
         ]
         out = [
             reward_scores(
-                self.model, encoded[i : i + batch_size], self.tokenizer.pad_token_id, self.device
+                self.model,
+                encoded[i : i + batch_size],
+                self.tokenizer.pad_token_id,
+                self.device,
+                self.pooling,
             )
             for i in range(0, len(encoded), batch_size)
         ]

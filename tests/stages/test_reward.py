@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from rlhf.config import RewardConfig, SFTConfig
 from rlhf.data.demo_task import gold_reward
@@ -49,3 +50,26 @@ def test_scorer_rejects_mismatched_lengths(prepared, sft_model, tmp_path):
     )
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         RewardScorer.load(str(out)).score(["a", "b"], ["x"])
+
+
+def test_pooling_is_saved_and_used_by_the_scorer(prepared, sft_model, tmp_path):
+    out = tmp_path / "rm_mean"
+    cfg = RewardConfig(max_steps=2, batch_size=8, eval_every=0, pooling="mean")
+    reward.run(
+        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.RewardOutputs(str(out))
+    )
+    assert json.loads((out / "rlhf_reward.json").read_text())["pooling"] == "mean"
+    scorer = RewardScorer.load(str(out))
+    assert scorer.pooling == "mean"
+    prompt = "Create a shopping list from this recipe: Chop the onion. Fry the beef."
+    short, long = scorer.score([prompt, prompt], ["onion", "onion, beef, onion, beef"])
+    assert torch.isfinite(short) and torch.isfinite(long)
+
+
+def test_unknown_pooling_stops_before_training(prepared, sft_model, tmp_path):
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        reward.run(
+            RewardConfig(pooling="max"),
+            reward.RewardInputs(prepared["preferences"], sft_model),
+            reward.RewardOutputs(str(tmp_path / "rm")),
+        )

@@ -23,7 +23,7 @@ from rlhf.config import RewardConfig, to_dict
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded
 from rlhf.gold import load_reward_function
-from rlhf.reward_scoring import SETTINGS_FILE, encode_for_reward, reward_scores
+from rlhf.reward_scoring import POOLINGS, SETTINGS_FILE, encode_for_reward, reward_scores
 from rlhf.stages.publish import checkpoint_root, publish_model
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
@@ -63,6 +63,8 @@ def run(
     tracker: Tracker | None = None,
 ) -> dict[str, float]:
     tracker = tracker or Tracker()
+    if config.pooling not in POOLINGS:
+        raise ValueError(f"reward: pooling must be one of {POOLINGS}, got {config.pooling!r}")
     started = time.time()
     set_seed(config.seed)
     device = models.pick_device(config.device)
@@ -116,7 +118,11 @@ def run(
     def scores(batch: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
         # One forward pass over chosen and rejected together.
         s = reward_scores(
-            model, [p.chosen for p in batch] + [p.rejected for p in batch], pad_id, device
+            model,
+            [p.chosen for p in batch] + [p.rejected for p in batch],
+            pad_id,
+            device,
+            config.pooling,
         )
         return s[: len(batch)], s[len(batch) :]
 
@@ -191,6 +197,7 @@ def run(
                 "max_length": config.max_length,
                 "chat_template": config.chat_template,
                 "score_at_eos": config.score_at_eos,
+                "pooling": config.pooling,
             }
         },
         log_artifacts=config.log_model_artifacts,
