@@ -120,6 +120,24 @@ class Handler(BaseHTTPRequestHandler):
                 and p["namespace"] == r.query.get("namespace", "")
             ]  # fmt: skip
             return 200, {"pipelines": found, "total_size": len(found)} if found else {}
+        if path == "/pipelines" and r.method == "POST":
+            # CreatePipeline: the pipeline alone, no version (an upload makes one with it). The
+            # name falls back to display_name, and is unique within the namespace.
+            body = r.body or {}
+            name = body.get("display_name") or body.get("name")
+            namespace = body.get("namespace", "")
+            if not name:
+                return 400, {"error": "pipeline name is required", "code": 3}
+            if any(
+                p["display_name"] == name and p["namespace"] == namespace
+                for p in s.pipelines.values()
+            ):
+                return 409, {"error": f"pipeline {name!r} already exists", "code": 6}
+            pid = s.new_id("pipeline")
+            s.pipelines[pid] = {"pipeline_id": pid, "display_name": name, "namespace": namespace}
+            if body.get("description"):
+                s.pipelines[pid]["description"] = body["description"]
+            return 200, s.pipelines[pid]
         if path == "/pipelines/upload":
             pid = s.new_id("pipeline")
             s.pipelines[pid] = {"pipeline_id": pid, "display_name": r.query["name"],

@@ -8,6 +8,7 @@ from kfp_api_server import KfpApiServer
 from rlhf.cli import main
 from rlhf.pipeline.compile import version_name
 from rlhf.pipeline.schedule import CronError, parse_interval, validate_cron
+from rlhf.pipeline.submit import Connection, connect
 
 
 @pytest.fixture
@@ -34,6 +35,11 @@ def run_config(tmp_path):
     return path
 
 
+def _client(server):
+    """A kfp.Client of its own on the stand-in, the way ``rlhf submit`` connects."""
+    return connect(Connection(host=server.url))
+
+
 def _package(server, request) -> dict:
     return yaml.safe_load(request.body["uploadfile"].split("\n---\n")[0])
 
@@ -52,12 +58,18 @@ def test_submit_uploads_the_pipeline_and_creates_a_run(kfp_api, run_config, monk
     assert all(r.headers.get("authorization") == "Bearer sekret-token" for r in s.requests)
     assert "sekret-token" not in str([r.body for r in s.requests])
 
-    # First upload: the pipeline, then the version named after the package's digest.
-    (upload,) = s.sent("POST", "/pipelines/upload")
-    assert upload.query["name"] == "ppo"
+    # First submit: the pipeline alone (CreatePipeline), then the version named after the
+    # package's digest, and nothing else: no upload that would add a version named "ppo".
+    (create,) = s.sent("POST", "/pipelines")
+    assert create.body == {"display_name": "ppo"}  # no namespace: a shared pipeline
+    assert s.sent("POST", "/pipelines/upload") == []
+    (pipeline_id,) = s.pipelines
     (version,) = s.sent("POST", "/pipelines/upload_version")
+    assert version.query["pipelineid"] == pipeline_id
     text = version.body["uploadfile"]
     assert version.query["name"] == version_name("ppo", text)
+    listed = _client(kfp_api).list_pipeline_versions(pipeline_id).pipeline_versions
+    assert [v.display_name for v in listed] == [version.query["name"]]
     spec = _package(kfp_api, version)
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"ghcr.io/rlhf-project/rlhf:0.1.0-cpu", "ghcr.io/rlhf-project/rlhf:0.1.0-cuda"}
@@ -82,7 +94,9 @@ def test_submit_uploads_the_pipeline_and_creates_a_run(kfp_api, run_config, monk
     # Same code, same cluster config: the version is reused; the run is new.
     assert main(["submit", "--host", kfp_api.url, "--experiment", "nightly"]) == 0
     assert len(s.sent("POST", "/pipelines/upload_version")) == 1
-    assert len(s.sent("POST", "/pipelines/upload")) == 1
+    assert len(s.sent("POST", "/pipelines")) == 1
+    assert s.sent("POST", "/pipelines/upload") == []
+    assert len(_client(kfp_api).list_pipeline_versions(pipeline_id).pipeline_versions) == 1
     assert len(s.sent("POST", "/experiments")) == 1  # found by name
     assert len(s.sent("POST", "/runs")) == 2
     assert "reused" in capsys.readouterr().out
@@ -97,6 +111,12 @@ def test_submit_with_another_cluster_config_uploads_a_new_version(kfp_api, tmp_p
     assert main(["submit", "--host", kfp_api.url, "--cluster-config", str(cluster)]) == 0
     first, second = kfp_api.state.sent("POST", "/pipelines/upload_version")
     assert first.query["name"] != second.query["name"]
+    (pipeline_id,) = kfp_api.state.pipelines  # one pipeline, created once, with two versions
+    assert len(kfp_api.state.sent("POST", "/pipelines")) == 1
+    listed = _client(kfp_api).list_pipeline_versions(pipeline_id).pipeline_versions
+    assert sorted(v.display_name for v in listed) == sorted(
+        [first.query["name"], second.query["name"]]
+    )
     spec = _package(kfp_api, second)
     sft = spec["deploymentSpec"]["executors"]["exec-supervised-finetune"]["container"]
     assert sft["image"] == "registry.example.com/ml/rlhf:0.1.0-cuda"
@@ -109,11 +129,27 @@ def test_submit_in_a_profile_namespace(kfp_api):
     assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a"]) == 0
     s = kfp_api.state
     assert s.sent("GET", "/pipelines")[0].query["namespace"] == "team-a"
-    assert s.sent("POST", "/pipelines/upload")[0].query["namespace"] == "team-a"
+    assert s.sent("POST", "/pipelines")[0].body == {"display_name": "ppo", "namespace": "team-a"}
     assert s.sent("GET", "/experiments")[0].query["namespace"] == "team-a"
     assert s.sent("POST", "/experiments")[0].body["namespace"] == "team-a"
     assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a"]) == 0
-    assert len(s.sent("POST", "/pipelines/upload")) == 1  # found in its namespace
+    assert len(s.sent("POST", "/pipelines")) == 1  # found in its namespace
+    assert len(s.sent("POST", "/pipelines/upload_version")) == 1
+    assert s.sent("POST", "/pipelines/upload") == []
+
+
+def test_submit_adds_the_version_to_an_existing_pipeline(kfp_api):
+    """A pipeline of that name that exists already (made in the UI, or left with no version
+    when a version's upload failed) gets the version; no second pipeline is created."""
+    kfp_api.state.pipelines["pipeline-0"] = {
+        "pipeline_id": "pipeline-0", "display_name": "ppo", "namespace": ""
+    }  # fmt: skip
+    assert main(["submit", "--host", kfp_api.url]) == 0
+    s = kfp_api.state
+    assert s.sent("POST", "/pipelines") == [] and s.sent("POST", "/pipelines/upload") == []
+    (version,) = s.sent("POST", "/pipelines/upload_version")
+    assert version.query["pipelineid"] == "pipeline-0"
+    assert [v["pipeline_id"] for v in s.versions.values()] == ["pipeline-0"]
 
 
 def test_submit_wait_reports_a_failed_run(kfp_api, capsys):

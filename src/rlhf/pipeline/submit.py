@@ -1,8 +1,9 @@
 """Submit a pipeline to a Kubeflow Pipelines cluster through the KFP client.
 
 One path for ``rlhf submit`` (one run) and ``rlhf schedule`` (recurring runs): compile the
-pipeline with the cluster config, upload it (or reuse the pipeline and the version, when a
-version of the same package exists), find or create the experiment, then create the run.
+pipeline with the cluster config, find the pipeline or create it (empty), upload the package
+as its digest-named version (or reuse that version, when one of the same package exists), find
+or create the experiment, then create the run.
 Parameters come from the same run config as ``rlhf run``; credentials never travel as
 parameters (the pods read them from Kubernetes Secrets, see cluster.py).
 """
@@ -67,21 +68,33 @@ def _name_filter(name: str) -> str:
     return json.dumps({"predicates": [predicate]})
 
 
+def _create_pipeline(client: Any, pipeline: str, namespace: str | None) -> str:
+    """Create pipeline ``pipeline`` with no version (KFP's CreatePipeline, ``POST
+    /apis/v2beta1/pipelines``); returns its id. ``client.upload_pipeline`` would also create a
+    version named like the pipeline holding the package, beside the digest-named one."""
+    import kfp_server_api
+
+    # kfp.Client has no method of its own for this call, but it exposes each generated service
+    # API under a public attribute: ``client.pipelines`` is PipelineServiceApi on the client's
+    # own (authenticated) ApiClient, so no private attribute is needed.
+    body = kfp_server_api.V2beta1Pipeline(display_name=pipeline, namespace=namespace or None)
+    return client.pipelines.pipeline_service_create_pipeline(body).pipeline_id
+
+
 def upload(client: Any, pipeline: str, package: Path, namespace: str | None = None) -> Uploaded:
     """Find or create pipeline ``pipeline``, then the version named after the package's
-    digest: the same package is never uploaded twice, a changed one becomes a new version."""
+    digest: the same package is never uploaded twice, a changed one becomes a new version.
+    A pipeline this creates has that version only (a pipeline left with none, when the
+    version's upload failed, gets it on the next call)."""
     text = package.read_text(encoding="utf-8")
     version = version_name(pipeline, text)
-    # Looked up in the namespace too: in multi-user KFP a pipeline uploaded with a namespace is
+    # Looked up in the namespace too: in multi-user KFP a pipeline created in a namespace is
     # private to it and not among the shared ones.
     found_pipelines = client.list_pipelines(filter=_name_filter(pipeline), namespace=namespace)
     matches = [p for p in found_pipelines.pipelines or [] if p.display_name == pipeline]
     pipeline_id = matches[0].pipeline_id if matches else None
     if pipeline_id is None:
-        created = client.upload_pipeline(
-            str(package), pipeline_name=pipeline, namespace=namespace or None
-        )
-        pipeline_id = created.pipeline_id
+        pipeline_id = _create_pipeline(client, pipeline, namespace)
     found = client.list_pipeline_versions(pipeline_id, filter=_name_filter(version))
     for existing in found.pipeline_versions or []:
         if existing.display_name == version:
