@@ -10,6 +10,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from compiled_yaml import load_without_sdk_version
 from kfp import compiler, components, dsl
 
 from rlhf.cli import main
@@ -206,24 +207,14 @@ def test_local_runs_build_the_pipeline_without_cluster_settings(tmp_path):
             assert "resources" not in executor["container"]
 
 
-def _without_sdk_version(node):
-    """A parsed YAML tree less the kfp release that wrote it (``sdkVersion``, at any depth): a
-    kfp patch release changes that stamp and nothing the code defines."""
-    if isinstance(node, dict):
-        return {k: _without_sdk_version(v) for k, v in node.items() if k != "sdkVersion"}
-    if isinstance(node, list):
-        return [_without_sdk_version(v) for v in node]
-    return node
-
-
 def test_committed_packages_manifests_and_component_specs_are_up_to_date(tmp_path):
     """pipelines/ and components/ are what users upload and reuse: they must match the code."""
     fresh = compile_all(tmp_path / "pipelines", cluster.ClusterConfig(), tmp_path / "components")
     for path in fresh:
         committed = ROOT / path.relative_to(tmp_path)
         assert committed.exists(), f"{committed} missing: run `make compile`"
-        assert _without_sdk_version(list(yaml.safe_load_all(committed.read_text()))) == (
-            _without_sdk_version(list(yaml.safe_load_all(path.read_text())))
+        assert load_without_sdk_version(committed.read_text()) == load_without_sdk_version(
+            path.read_text()
         ), f"{committed} is stale: run `make compile`"
     expected = {p.relative_to(tmp_path) for p in fresh}
     committed = {
