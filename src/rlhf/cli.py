@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,24 @@ def _print_metrics(metrics: dict[str, float]) -> None:
     print(json.dumps({k: round(v, 6) for k, v in metrics.items()}, indent=2))
 
 
+def _run_stage(
+    args: argparse.Namespace,
+    name: str,
+    run: Callable[[Any], dict[str, float]],
+    label: str,
+    output: str | Path,
+) -> int:
+    """Run a stage (``run(tracker)``) in its own MLflow run unless --no-track, print its
+    metrics, then ``label: <absolute output path>``."""
+    from rlhf import tracking
+
+    with tracking.stage_run(name, None, args.experiment, not args.no_track) as tracker:
+        metrics = run(tracker)
+    _print_metrics(metrics)
+    print(f"{label}: {Path(output).resolve()}")
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from rlhf.config import DemoConfig
     from rlhf.data.demo_task import write_demo_files
@@ -113,7 +132,6 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from rlhf import tracking
     from rlhf.config import PrepareConfig
     from rlhf.data import prepare
 
@@ -133,87 +151,69 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         str(out / "eval_prompts"),
         str(out / "rejects.jsonl"),
     )
-    with tracking.stage_run("prepare", None, args.experiment, not args.no_track) as tracker:
-        _print_metrics(prepare.run(config, inputs, outputs, tracker))
-    print(f"prepared data: {out.resolve()}")
-    return 0
+    return _run_stage(
+        args, "prepare", lambda t: prepare.run(config, inputs, outputs, t), "prepared data", out
+    )
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    from rlhf import tracking
     from rlhf.config import SFTConfig
     from rlhf.stages import sft
 
     config = _config(SFTConfig, args, "sft")
-    with tracking.stage_run("sft", None, args.experiment, not args.no_track) as tracker:
-        metrics = sft.run(config, sft.SFTInputs(args.data), sft.SFTOutputs(args.out), tracker)
-    _print_metrics(metrics)
-    print(f"model: {Path(args.out).resolve()}")
-    return 0
+    inputs, outputs = sft.SFTInputs(args.data), sft.SFTOutputs(args.out)
+    return _run_stage(args, "sft", lambda t: sft.run(config, inputs, outputs, t), "model", args.out)
 
 
 def cmd_reward(args: argparse.Namespace) -> int:
-    from rlhf import tracking
     from rlhf.config import RewardConfig
     from rlhf.stages import reward
 
     config = _config(RewardConfig, args, "reward")
-    with tracking.stage_run("reward", None, args.experiment, not args.no_track) as tracker:
-        metrics = reward.run(
-            config,
-            reward.RewardInputs(args.data, args.base_model),
-            reward.RewardOutputs(args.out),
-            tracker,
-        )
-    _print_metrics(metrics)
-    print(f"reward model: {Path(args.out).resolve()}")
-    return 0
+    inputs = reward.RewardInputs(args.data, args.base_model)
+    outputs = reward.RewardOutputs(args.out)
+    return _run_stage(
+        args, "reward", lambda t: reward.run(config, inputs, outputs, t),
+        "reward model", args.out,
+    )  # fmt: skip
 
 
 def cmd_ppo(args: argparse.Namespace) -> int:
-    from rlhf import tracking
     from rlhf.config import PPOConfig
     from rlhf.stages import ppo
 
     config = _config(PPOConfig, args, "ppo")
     inputs = ppo.PPOInputs(args.prompts, args.sft_model, args.reward_model, args.sft_data)
-    with tracking.stage_run("ppo", None, args.experiment, not args.no_track) as tracker:
-        metrics = ppo.run(config, inputs, ppo.PPOOutputs(args.out), tracker)
-    _print_metrics(metrics)
-    print(f"policy: {Path(args.out).resolve()}")
-    return 0
+    outputs = ppo.PPOOutputs(args.out)
+    return _run_stage(
+        args, "ppo", lambda t: ppo.run(config, inputs, outputs, t), "policy", args.out
+    )
 
 
 def cmd_dpo(args: argparse.Namespace) -> int:
-    from rlhf import tracking
     from rlhf.config import DPOConfig
     from rlhf.stages import dpo
 
     config = _config(DPOConfig, args, "dpo")
-    inputs = dpo.DPOInputs(args.data, args.sft_model)
-    with tracking.stage_run("dpo", None, args.experiment, not args.no_track) as tracker:
-        metrics = dpo.run(config, inputs, dpo.DPOOutputs(args.out), tracker)
-    _print_metrics(metrics)
-    print(f"policy: {Path(args.out).resolve()}")
-    return 0
+    inputs, outputs = dpo.DPOInputs(args.data, args.sft_model), dpo.DPOOutputs(args.out)
+    return _run_stage(
+        args, "dpo", lambda t: dpo.run(config, inputs, outputs, t), "policy", args.out
+    )
 
 
 def cmd_grpo(args: argparse.Namespace) -> int:
-    from rlhf import tracking
     from rlhf.config import GRPOConfig
     from rlhf.stages import grpo
 
     config = _config(GRPOConfig, args, "grpo")
     inputs = grpo.GRPOInputs(args.prompts, args.sft_model, args.reward_model)
-    with tracking.stage_run("grpo", None, args.experiment, not args.no_track) as tracker:
-        metrics = grpo.run(config, inputs, grpo.GRPOOutputs(args.out), tracker)
-    _print_metrics(metrics)
-    print(f"policy: {Path(args.out).resolve()}")
-    return 0
+    outputs = grpo.GRPOOutputs(args.out)
+    return _run_stage(
+        args, "grpo", lambda t: grpo.run(config, inputs, outputs, t), "policy", args.out
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rlhf import tracking
     from rlhf.config import EvalConfig
     from rlhf.stages import evaluate
 
@@ -224,11 +224,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.other or [],
     )  # fmt: skip
     outputs = evaluate.EvalOutputs(str(out / "report.html"), str(out / "metrics.json"))
-    with tracking.stage_run("evaluate", None, args.experiment, not args.no_track) as tracker:
-        metrics = evaluate.run(config, inputs, outputs, tracker)
-    _print_metrics(metrics)
-    print(f"report: {(out / 'report.html').resolve()}")
-    return 0
+    return _run_stage(
+        args, "evaluate", lambda t: evaluate.run(config, inputs, outputs, t),
+        "report", out / "report.html",
+    )  # fmt: skip
 
 
 def _run_config(args: argparse.Namespace) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def reward_scores(
     examples: list[Encoded],
     pad_id: int,
     device: torch.device,
-    pooling: str = "last",
+    pooling: str,
 ) -> torch.Tensor:
     """(B,) scalar rewards of right-padded ``examples``.
 

@@ -110,11 +110,12 @@ def test_run_config_maps_named_parameters_and_overrides():
 
 
 def test_run_config_mistakes_are_clear_errors():
-    from rlhf.pipeline.local_run import _pipeline, _typed_parameters
+    from rlhf.pipeline.local_run import _typed_parameters
+    from rlhf.pipeline.pipelines import get_pipeline
 
     with pytest.raises(ValueError, match="unknown pipeline 'nope'"):
-        _pipeline("nope")
-    fn = _pipeline("ppo")
+        get_pipeline("nope")
+    fn = get_pipeline("ppo")
     with pytest.raises(ValueError, match="unknown pipeline parameter 'sft_lrr'"):
         _typed_parameters(fn, {"sft_lrr": 1.0})
     typed = _typed_parameters(fn, {"sft_lr": "1e-5", "sft_epochs": 2.0, "gold_reward": None})

@@ -15,7 +15,6 @@ import re
 import tempfile
 from pathlib import Path
 
-import yaml
 from kfp import compiler
 from kfp.dsl.base_component import BaseComponent
 
@@ -26,14 +25,19 @@ from rlhf.pipeline.pipelines import PIPELINE_NAME, PIPELINES, get_pipeline
 _SDK_VERSION_LINE = re.compile(r"^\s*sdkVersion:.*$", re.MULTILINE)
 
 
+def without_sdk_version(package_text: str) -> str:
+    """A compiled package or manifest less the kfp release kfp stamps into it (``sdkVersion``,
+    at any depth): a kfp patch release (2.17.0 -> 2.17.3) changes that and no step."""
+    return _SDK_VERSION_LINE.sub("", package_text)
+
+
 def version_name(pipeline: str, package_text: str) -> str:
     """A pipeline version's name: the package version and a digest of the compiled package, so
     the same code and cluster config give the same version and any change gives a new one
     (KFP versions are immutable). The kfp release stamped into the package (``sdkVersion``) is
     left out of the digest: a kfp patch release changes no step of the pipeline.
     A valid Kubernetes name: ``rlhf-0-1-0-1a2b3c4d5e``."""
-    text = _SDK_VERSION_LINE.sub("", package_text)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+    digest = hashlib.sha256(without_sdk_version(package_text).encode("utf-8")).hexdigest()[:10]
     return f"{pipeline}-{__version__.replace('.', '-')}-{digest}".lower()
 
 
@@ -105,7 +109,3 @@ def compile_all(
     if components_dir is not None:
         written += compile_components(components_dir)
     return written
-
-
-def load_manifests(path: str | Path) -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(Path(path).read_text("utf-8")) if doc]

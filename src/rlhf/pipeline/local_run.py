@@ -28,7 +28,7 @@ from rlhf.config import (
     from_dict,
 )
 from rlhf.pipeline.cluster import LOCAL, build
-from rlhf.pipeline.pipelines import PIPELINE_STAGES, PIPELINES, get_pipeline
+from rlhf.pipeline.pipelines import get_pipeline, stage_sections
 
 log = logging.getLogger("rlhf.pipeline")
 
@@ -88,9 +88,6 @@ class PipelineFailed(RuntimeError):
     """A task of a local pipeline run failed; its log (printed above) says why."""
 
 
-_pipeline = get_pipeline
-
-
 def _typed_parameters(pipeline: Any, args: dict[str, Any]) -> dict[str, Any]:
     """Check names against the pipeline's parameters and give each value the parameter's type
     (YAML reads ``1e-5`` as a string and ``null`` as None; KFP would reject both)."""
@@ -117,8 +114,7 @@ def pipeline_arguments(config: dict[str, Any], pipeline: str = "ppo") -> dict[st
     ``pipeline``, validating every stage section against its dataclass first. Sections of
     stages the pipeline does not have (``ppo:`` when running ``dpo``) are checked too, then
     left out: one config file serves every pipeline."""
-    if pipeline not in PIPELINE_STAGES:
-        raise ValueError(f"unknown pipeline {pipeline!r}; known: {sorted(PIPELINES)}")
+    sections = stage_sections(pipeline)  # also: a clear error for an unknown pipeline
     known = {"data", "pipeline", *STAGE_CONFIGS}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -135,7 +131,7 @@ def pipeline_arguments(config: dict[str, Any], pipeline: str = "ppo") -> dict[st
     for section, cls in STAGE_CONFIGS.items():
         fields = dict(config.get(section) or {})
         from_dict(cls, fields, where=section)  # fail here, not in the third task
-        if section not in PIPELINE_STAGES[pipeline]:
+        if section not in sections:
             if fields:
                 log.info(
                     "pipeline %s has no %s stage: its config section is unused", pipeline, section
@@ -165,7 +161,7 @@ def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "
         uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
 
-    fn = _pipeline(pipeline)
+    fn = get_pipeline(pipeline)
     args = pipeline_arguments(config, pipeline)
     pipeline_run = args.pop("pipeline_run", None) or f"local-{time.strftime('%Y%m%d-%H%M%S')}"
     args = _typed_parameters(fn, args)

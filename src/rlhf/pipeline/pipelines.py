@@ -18,6 +18,8 @@ pipelines.
 """
 
 # No `from __future__ import annotations` here: KFP reads the real annotation objects.
+import inspect
+
 from kfp import dsl
 
 from rlhf.config import DPOConfig, EvalConfig, GRPOConfig, PPOConfig, RewardConfig, SFTConfig
@@ -301,12 +303,6 @@ def grpo_pipeline(
 
 
 PIPELINES = {"ppo": ppo_pipeline, "dpo": dpo_pipeline, "grpo": grpo_pipeline}
-# Each pipeline's stage config sections (what ``rlhf run`` maps onto its ``*_overrides``).
-PIPELINE_STAGES = {
-    "ppo": ("prepare", "demo", "sft", "reward", "ppo", "eval"),
-    "dpo": ("prepare", "demo", "sft", "dpo", "eval"),
-    "grpo": ("prepare", "demo", "sft", "reward", "grpo", "eval"),
-}
 
 
 def get_pipeline(name: str):
@@ -314,3 +310,10 @@ def get_pipeline(name: str):
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; known: {sorted(PIPELINES)}")
     return PIPELINES[name]
+
+
+def stage_sections(name: str) -> tuple[str, ...]:
+    """The run-config sections pipeline ``name`` has stages for (what ``rlhf run`` maps onto
+    its ``<section>_overrides`` parameters), read from those parameters."""
+    params = inspect.signature(get_pipeline(name).pipeline_func).parameters
+    return tuple(p.removesuffix("_overrides") for p in params if p.endswith("_overrides"))

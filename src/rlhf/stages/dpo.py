@@ -26,22 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, set_seed
+from transformers import PreTrainedModel
 
 from rlhf import models, storage
 from rlhf.algorithms.dpo_loss import DPOOutput, dpo_loss
-from rlhf.config import DPOConfig, to_dict
+from rlhf.config import DPOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded, encode_prompt_answer
 from rlhf.forward import sequence_logprob_sums
 from rlhf.gold import load_reward_function
 from rlhf.reward_scoring import as_messages
-from rlhf.stages.publish import checkpoint_root, publish_model
+from rlhf.stages.publish import publish_model
 from rlhf.stages.sft import collate
+from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
-from rlhf.training import checkpoint as ckpt
 from rlhf.training.batching import length_grouped_batches
-from rlhf.training.fingerprint import run_fingerprint
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.dpo")
@@ -152,15 +151,11 @@ def reference_logprobs(
 def run(
     config: DPOConfig, inputs: DPOInputs, outputs: DPOOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
-    tracker = tracker or Tracker()
-    started = time.time()
     _check(config)
-    set_seed(config.seed)
-    device = models.pick_device(config.device)
-    tracker.log_params({f"dpo.{k}": v for k, v in to_dict(config).items()})
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
-    fingerprint = run_fingerprint("dpo", config, inputs)
-    resume_path = ckpt.resume_checkpoint(ckpt_root, fingerprint)  # before its reference cache
+    # Before the reference log-prob cache in the checkpoint folder is read or rewritten.
+    tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(
+        "dpo", config, inputs, outputs.model, tracker
+    )
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
 
     tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)

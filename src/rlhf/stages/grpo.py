@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 
 import torch
-from transformers import set_seed
 
-from rlhf import models
 from rlhf.algorithms.grpo import group_advantages, grpo_policy_loss
 from rlhf.algorithms.kl import kl_penalty, sequence_kl
 from rlhf.algorithms.masked import masked_mean
-from rlhf.config import GRPOConfig, to_dict
+from rlhf.config import GRPOConfig
 from rlhf.data.artifacts import manifest_checksum
 from rlhf.forward import response_logprobs
 from rlhf.generation import SamplingConfig, decode_responses, sample_responses
@@ -43,11 +40,11 @@ from rlhf.stages.on_policy import (
     result_metrics,
     warmup_factor,
 )
-from rlhf.stages.publish import checkpoint_root, publish_model
+from rlhf.stages.publish import publish_model
+from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
-from rlhf.training.fingerprint import run_fingerprint
 
 log = logging.getLogger("rlhf.grpo")
 
@@ -79,15 +76,10 @@ def _check(config: GRPOConfig) -> None:
 def run(
     config: GRPOConfig, inputs: GRPOInputs, outputs: GRPOOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
-    tracker = tracker or Tracker()
-    started = time.time()
     _check(config)
-    set_seed(config.seed)
-    device = models.pick_device(config.device)
-    tracker.log_params({f"grpo.{k}": v for k, v in to_dict(config).items()})
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
-    fingerprint = run_fingerprint("grpo", config, inputs)
-    latest = ckpt.resume_checkpoint(ckpt_root, fingerprint)  # before loading the models
+    tracker, started, device, ckpt_root, fingerprint, latest = start_training(
+        "grpo", config, inputs, outputs.model, tracker
+    )
 
     loaded = load_policies(inputs.sft_model, config, device)
     tokenizer, policy, reference = loaded.tokenizer, loaded.policy, loaded.reference

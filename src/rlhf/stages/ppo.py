@@ -18,11 +18,9 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import time
 from dataclasses import dataclass
 
 import torch
-from transformers import set_seed
 
 from rlhf import models
 from rlhf.algorithms.gae import gae_advantages
@@ -38,7 +36,7 @@ from rlhf.algorithms.ppo_loss import (
 from rlhf.algorithms.rewards import RunningMoments, normalize_and_clip_scores, token_level_rewards
 from rlhf.algorithms.sft_loss import response_nll
 from rlhf.algorithms.whiten import masked_whiten
-from rlhf.config import PPOConfig, to_dict
+from rlhf.config import PPOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded, encode_conversation
 from rlhf.forward import response_logprobs, response_values, sequence_logits
@@ -54,12 +52,12 @@ from rlhf.stages.on_policy import (
     result_metrics,
     warmup_factor,
 )
-from rlhf.stages.publish import checkpoint_root, publish_model
+from rlhf.stages.publish import publish_model
 from rlhf.stages.sft import collate
+from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
-from rlhf.training.fingerprint import run_fingerprint
 
 log = logging.getLogger("rlhf.ppo")
 
@@ -109,14 +107,10 @@ class Experience:
 def run(
     config: PPOConfig, inputs: PPOInputs, outputs: PPOOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
-    tracker = tracker or Tracker()
-    started = time.time()
-    set_seed(config.seed)
-    device = models.pick_device(config.device)
-    tracker.log_params({f"ppo.{k}": v for k, v in to_dict(config).items()})
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
-    fingerprint = run_fingerprint("ppo", config, inputs)
-    latest = ckpt.resume_checkpoint(ckpt_root, fingerprint)  # before loading four models
+    # Before loading four models.
+    tracker, started, device, ckpt_root, fingerprint, latest = start_training(
+        "ppo", config, inputs, outputs.model, tracker
+    )
 
     # --- models -------------------------------------------------------------------------
     loaded = load_policies(inputs.sft_model, config, device)

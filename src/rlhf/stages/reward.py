@@ -15,20 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import set_seed
 
 from rlhf import models
 from rlhf.algorithms.reward_loss import pairwise_accuracy, pairwise_reward_loss
-from rlhf.config import RewardConfig, to_dict
+from rlhf.config import RewardConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded
 from rlhf.gold import load_reward_function
 from rlhf.reward_scoring import POOLINGS, SETTINGS_FILE, encode_for_reward, reward_scores
-from rlhf.stages.publish import checkpoint_root, publish_model
+from rlhf.stages.publish import publish_model
+from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
-from rlhf.training import checkpoint as ckpt
 from rlhf.training.batching import length_grouped_batches
-from rlhf.training.fingerprint import run_fingerprint
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.reward")
@@ -62,16 +60,11 @@ def run(
     outputs: RewardOutputs,
     tracker: Tracker | None = None,
 ) -> dict[str, float]:
-    tracker = tracker or Tracker()
     if config.pooling not in POOLINGS:
         raise ValueError(f"reward: pooling must be one of {POOLINGS}, got {config.pooling!r}")
-    started = time.time()
-    set_seed(config.seed)
-    device = models.pick_device(config.device)
-    tracker.log_params({f"reward.{k}": v for k, v in to_dict(config).items()})
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
-    fingerprint = run_fingerprint("reward", config, inputs)
-    resume_path = ckpt.resume_checkpoint(ckpt_root, fingerprint)
+    tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(
+        "reward", config, inputs, outputs.model, tracker
+    )
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
 
     tokenizer = models.load_tokenizer(inputs.base_model, config.trust_remote_code)

@@ -15,20 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import set_seed
 
 from rlhf import models
 from rlhf.algorithms.sft_loss import response_nll
-from rlhf.config import SFTConfig, to_dict
+from rlhf.config import SFTConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded, encode_conversation
 from rlhf.forward import sequence_logprob_sums
-from rlhf.stages.publish import checkpoint_root, publish_model
+from rlhf.stages.publish import publish_model
+from rlhf.stages.training_start import start_training
 from rlhf.tokenizer import train_bpe_tokenizer
 from rlhf.tracking import Tracker
-from rlhf.training import checkpoint as ckpt
 from rlhf.training.batching import length_grouped_batches, pad_right
-from rlhf.training.fingerprint import run_fingerprint
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.sft")
@@ -84,14 +82,10 @@ def heldout_nll(
 def run(
     config: SFTConfig, inputs: SFTInputs, outputs: SFTOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
-    tracker = tracker or Tracker()
-    started = time.time()
-    set_seed(config.seed)
-    device = models.pick_device(config.device)
-    tracker.log_params({f"sft.{k}": v for k, v in to_dict(config).items()})
-    ckpt_root = checkpoint_root(outputs.model, config.checkpoint_dir)
-    fingerprint = run_fingerprint("sft", config, inputs)
-    resume_path = ckpt.resume_checkpoint(ckpt_root, fingerprint)  # before reusing its tokenizer
+    # Before the tokenizer a checkpoint folder may hold is reused.
+    tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(
+        "sft", config, inputs, outputs.model, tracker
+    )
 
     train_rows = load_split(inputs.sft, "train")
     val_rows = load_split(inputs.sft, "validation")
