@@ -54,7 +54,8 @@ def prepared(tmp_path_factory, demo_files):
 
 @pytest.fixture(scope="session")
 def micro_models(prepared, tmp_path_factory):
-    """A micro SFT model and a reward model on it, trained for seconds: {"sft", "reward"}."""
+    """A micro SFT model and reward models on it, trained for seconds: {"sft", "reward"
+    (the default log_ratio head), "reward_scalar"}."""
     from rlhf.config import RewardConfig, SFTConfig
     from rlhf.stages import reward, sft
 
@@ -66,4 +67,9 @@ def micro_models(prepared, tmp_path_factory):
         reward.RewardInputs(prepared["preferences"], str(root / "sft")),
         reward.RewardOutputs(str(root / "reward")),
     )
-    return {"sft": str(root / "sft"), "reward": str(root / "reward")}
+    reward.run(
+        RewardConfig(epochs=1, batch_size=16, eval_every=0, head="scalar", lr=5e-4),
+        reward.RewardInputs(prepared["preferences"], str(root / "sft")),
+        reward.RewardOutputs(str(root / "reward_scalar")),
+    )
+    return {n: str(root / n) for n in ("sft", "reward", "reward_scalar")}

@@ -7,6 +7,11 @@
 
 A prompt is a string (one user turn) or a list of ``{"role", "content"}`` messages. Scores are
 unnormalised: only differences between scores of answers to the same prompt are meaningful.
+
+Two heads (``RewardConfig.head``): ``scalar``, a sequence classifier whose head is read as
+``pooling`` says; and ``log_ratio``, a causal LM scored against the frozen model it started
+from, beta * (log pi(y|x) - log ref(y|x)), with that reference saved inside the reward model's
+folder (``reference/``) so the folder is all a scorer needs.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf import models
 from rlhf.encoding import Encoded, Messages, encode_prompt_answer
-from rlhf.training.batching import pad_right
+from rlhf.forward import sequence_logprob_sums
+from rlhf.training.batching import collate, pad_right
 
 SETTINGS_FILE = "rlhf_reward.json"  # how the model encodes inputs, saved beside the weights
+REFERENCE_DIR = "reference"  # log_ratio head: the frozen base model, inside the reward model
+HEADS = ("log_ratio", "scalar")
 
 
 def as_messages(prompt: str | Messages) -> Messages:
@@ -76,6 +84,22 @@ def reward_scores(
     return total if pooling == "sum" else total / answer.sum(-1).clamp(min=1.0)
 
 
+def log_ratio_scores(
+    model: PreTrainedModel,
+    reference: PreTrainedModel,
+    examples: list[Encoded],
+    pad_id: int,
+    device: torch.device,
+    beta: float,
+) -> torch.Tensor:
+    """(B,) rewards beta * (log pi(y|x) - log ref(y|x)) of right-padded ``examples``, the answer
+    tokens (``Encoded.loss_mask``, the closing EOS included) summed under both causal LMs."""
+    batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+    return beta * (
+        sequence_logprob_sums(model, **batch) - sequence_logprob_sums(reference, **batch)
+    )
+
+
 class RewardScorer:
     """A reward model with the settings it was trained with."""
 
@@ -88,27 +112,40 @@ class RewardScorer:
         device: str = "auto",
         score_at_eos: bool = False,  # RewardConfig's defaults; load() reads the trained settings
         pooling: str = "sum",
+        reference: PreTrainedModel | None = None,  # given: the log_ratio head
+        beta: float = 1.0,
     ) -> None:
         self.device = models.pick_device(device)
         self.model = model.to(self.device).eval()
+        self.reference = reference.to(self.device).eval() if reference is not None else None
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.chat_template = chat_template
-        self.score_at_eos = score_at_eos
+        # The log_ratio head scores the closing EOS too: stopping is part of the answer.
+        self.score_at_eos = score_at_eos or reference is not None
         self.pooling = pooling
+        self.beta = beta
 
     @classmethod
     def load(cls, uri: str, device: str = "auto", dtype: str = "float32") -> RewardScorer:
         folder = Path(models.resolve(uri))
         settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+        head = settings.get("head", "scalar")  # models saved before heads existed are scalar
+        if head not in HEADS:
+            raise ValueError(f"{folder / SETTINGS_FILE}: head must be one of {HEADS}, got {head!r}")
+        log_ratio = head == "log_ratio"
         return cls(
-            models.load_reward_model(str(folder), dtype),
+            models.load_causal_lm(str(folder), dtype)
+            if log_ratio
+            else models.load_reward_model(str(folder), dtype),
             models.load_tokenizer(str(folder)),
             settings["max_length"],
             settings["chat_template"],
             device,
             settings.get("score_at_eos", True),
             settings.get("pooling", "last"),  # models saved before pooling existed read "last"
+            models.load_causal_lm(str(folder / REFERENCE_DIR), dtype) if log_ratio else None,
+            float(settings.get("beta", 1.0)),
         )
 
     @torch.no_grad()
@@ -124,14 +161,11 @@ class RewardScorer:
             )
             for p, r in zip(prompts, responses, strict=True)
         ]
+        pad_id = self.tokenizer.pad_token_id
         out = [
-            reward_scores(
-                self.model,
-                encoded[i : i + batch_size],
-                self.tokenizer.pad_token_id,
-                self.device,
-                self.pooling,
-            )
-            for i in range(0, len(encoded), batch_size)
+            log_ratio_scores(self.model, self.reference, batch, pad_id, self.device, self.beta)
+            if self.reference is not None
+            else reward_scores(self.model, batch, pad_id, self.device, self.pooling)
+            for batch in (encoded[i : i + batch_size] for i in range(0, len(encoded), batch_size))
         ]
         return torch.cat(out).cpu() if out else torch.zeros(0)

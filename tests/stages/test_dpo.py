@@ -6,7 +6,7 @@ import json
 import pytest
 from killed_run import assert_same_weights, kill_after_checkpoint
 
-from rlhf import storage
+from rlhf import preference_logprobs, storage
 from rlhf.config import DPOConfig, to_dict
 from rlhf.stages import dpo
 from rlhf.tracking import Tracker
@@ -33,7 +33,7 @@ def test_dpo_raises_implicit_reward_accuracy_and_margin(prepared, micro_models, 
         assert tracker.history(key), key
     manifest = storage.read_manifest(out)
     assert manifest["artifact"] == "dpo_policy"
-    cache = json.loads((out / dpo.REFERENCE_CACHE).read_text())
+    cache = json.loads((out / preference_logprobs.REFERENCE_CACHE).read_text())
     assert cache["key"] == manifest["reference_logprobs_key"]
     assert len(cache["logprobs"]["train_chosen"]) == metrics["train_pairs"]
     assert all(v < 0 for v in cache["logprobs"]["val_rejected"])  # log-probs of whole answers
@@ -47,22 +47,26 @@ def test_reference_cache_is_reused_only_for_the_same_data_and_model(
     )  # cDPO
     inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
     dpo.run(cfg, inputs, dpo.DPOOutputs(str(tmp_path / "a")))
-    cache = tmp_path / "ckpt" / dpo.REFERENCE_CACHE
+    cache = tmp_path / "ckpt" / preference_logprobs.REFERENCE_CACHE
     key = json.loads(cache.read_text())["key"]
-    assert key == dpo.reference_key(prepared["preferences"], micro_models["sft"], cfg)
+    assert key == preference_logprobs.reference_key(
+        prepared["preferences"], micro_models["sft"], cfg
+    )
     # Another encoding (max_length) or another reference model means another key.
-    assert key != dpo.reference_key(
+    assert key != preference_logprobs.reference_key(
         prepared["preferences"], micro_models["sft"], DPOConfig(max_length=64)
     )
-    assert key != dpo.reference_key(prepared["preferences"], micro_models["reward"], cfg)
+    assert key != preference_logprobs.reference_key(
+        prepared["preferences"], micro_models["reward"], cfg
+    )
     # A cache with a wrong key is never used: poison its numbers and change its key.
     data = json.loads(cache.read_text())
     data["logprobs"] = {k: [0.0] * len(v) for k, v in data["logprobs"].items()}
     cache.write_text(json.dumps({**data, "key": "stale"}))
-    assert dpo.read_reference_cache(cache, key) is None
+    assert preference_logprobs.read_reference_cache(cache, key) is None
     # The same poisoned numbers under the right key are used as they are (that is the cache).
     cache.write_text(json.dumps({**data, "key": key}))
-    cached = dpo.read_reference_cache(cache, key)
+    cached = preference_logprobs.read_reference_cache(cache, key)
     assert cached is not None and float(cached["train_chosen"].abs().sum()) == 0.0
 
 
@@ -103,7 +107,7 @@ def test_dpo_resumes_after_kill_and_matches_an_unbroken_run(
 
     tracker = Tracker()
     with monkeypatch.context() as m:
-        m.setattr(dpo, "reference_logprobs", no_recompute)
+        m.setattr(preference_logprobs, "reference_logprobs", no_recompute)
         dpo.run(cfg, inputs, dpo.DPOOutputs(str(out)), tracker)
     assert int(tracker.tags["resumed_from_step"]) >= 4
     clean = tmp_path / "clean" / "policy"

@@ -16,17 +16,20 @@ FAST = dict(
 )  # fmt: skip
 
 
-def _inputs(prepared, micro_models):
+def _inputs(prepared, micro_models, reward_model="reward"):
     return ppo.PPOInputs(
-        prepared["prompts"], micro_models["sft"], micro_models["reward"], prepared["sft"]
+        prepared["prompts"], micro_models["sft"], micro_models[reward_model], prepared["sft"]
     )
 
 
-def test_ppo_raises_the_reward_model_score(prepared, micro_models, tmp_path):
+@pytest.mark.parametrize("reward_model", ["reward", "reward_scalar"])
+def test_ppo_raises_the_reward_model_score(prepared, micro_models, tmp_path, reward_model):
+    """Against either reward head (log_ratio, or scalar whose head the critic keeps)."""
     tracker = Tracker()
     cfg = PPOConfig(iterations=12, gold_reward="rlhf.data.demo_task:gold_reward", **FAST)
     out = tmp_path / "policy"
-    metrics = ppo.run(cfg, _inputs(prepared, micro_models), ppo.PPOOutputs(str(out)), tracker)
+    inputs = _inputs(prepared, micro_models, reward_model)
+    metrics = ppo.run(cfg, inputs, ppo.PPOOutputs(str(out)), tracker)
     scores = tracker.history("reward/score_mean")
     assert len(scores) == 12
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.1

@@ -1,13 +1,18 @@
 """Reward-model stage: learns the preference order, publishes a folder the scorer loads."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from killed_run import assert_same_weights
 
+from rlhf import models
 from rlhf.config import RewardConfig, SFTConfig
 from rlhf.data.demo_task import gold_reward
-from rlhf.reward_scoring import RewardScorer
+from rlhf.encoding import encode_prompt_answer
+from rlhf.forward import sequence_logprob_sums
+from rlhf.reward_scoring import RewardScorer, as_messages
 from rlhf.stages import reward, sft
 
 
@@ -19,10 +24,19 @@ def sft_model(prepared, tmp_path_factory):
     return str(out)
 
 
-def test_reward_model_learns_the_gold_order(prepared, sft_model, tmp_path):
+@pytest.mark.parametrize(
+    "head_settings",
+    [{"head": "log_ratio", "lr": 3e-4}, {"head": "scalar", "lr": 5e-4}],
+    ids=["log_ratio", "scalar"],
+)
+def test_reward_model_learns_the_gold_order(prepared, sft_model, tmp_path, head_settings):
     out = tmp_path / "rm"
     cfg = RewardConfig(
-        epochs=3, batch_size=16, eval_every=0, gold_reward="rlhf.data.demo_task:gold_reward"
+        epochs=3,
+        batch_size=16,
+        eval_every=0,
+        gold_reward="rlhf.data.demo_task:gold_reward",
+        **head_settings,
     )
     metrics = reward.run(
         cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.RewardOutputs(str(out))
@@ -32,6 +46,7 @@ def test_reward_model_learns_the_gold_order(prepared, sft_model, tmp_path):
     assert 0.6 < metrics["label_gold_agreement"] < 0.9  # the labels are noisy, as configured
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["artifact"] == "reward_model"
+    assert manifest["head"] == head_settings["head"]
 
     scorer = RewardScorer.load(str(out))
     prompt = "Create a shopping list from this recipe: Chop the onion and the garlic. Fry the beef."
@@ -54,7 +69,7 @@ def test_scorer_rejects_mismatched_lengths(prepared, sft_model, tmp_path):
 
 def test_pooling_is_saved_and_used_by_the_scorer(prepared, sft_model, tmp_path):
     out = tmp_path / "rm_mean"
-    cfg = RewardConfig(max_steps=2, batch_size=8, eval_every=0, pooling="mean")
+    cfg = RewardConfig(max_steps=2, batch_size=8, eval_every=0, head="scalar", pooling="mean")
     reward.run(
         cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.RewardOutputs(str(out))
     )
@@ -73,3 +88,46 @@ def test_unknown_pooling_stops_before_training(prepared, sft_model, tmp_path):
             reward.RewardInputs(prepared["preferences"], sft_model),
             reward.RewardOutputs(str(tmp_path / "rm")),
         )
+
+
+def test_log_ratio_head_scores_against_the_saved_reference(prepared, sft_model, tmp_path):
+    """The folder holds the frozen starting model; the scorer's reward is beta times the
+    answer's log-prob under the trained model minus under that reference, EOS included."""
+    out = tmp_path / "rm_ratio"
+    cfg = RewardConfig(max_steps=3, batch_size=8, eval_every=0, lr=1e-3, beta=0.5)
+    reward.run(
+        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.RewardOutputs(str(out))
+    )
+    settings = json.loads((out / "rlhf_reward.json").read_text())
+    assert settings["head"] == "log_ratio" and settings["beta"] == 0.5
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert any(f["path"].startswith("reference/") for f in manifest["files"])
+    assert_same_weights(out / "reference", Path(sft_model))
+
+    scorer = RewardScorer.load(str(out))
+    prompt = "Create a shopping list from this recipe: Chop the onion. Fry the beef."
+    answer = "onion, beef"
+    tokenizer = models.load_tokenizer(str(out))
+    enc = encode_prompt_answer(tokenizer, as_messages(prompt), answer, 256, True)
+    assert enc.input_ids[-1] == tokenizer.eos_token_id  # stopping is part of the answer
+    ids = torch.tensor([enc.input_ids])
+    mask = torch.tensor([enc.loss_mask])
+
+    def logprob(folder):
+        lm = models.load_causal_lm(str(folder)).eval()
+        with torch.no_grad():
+            return sequence_logprob_sums(lm, ids, torch.ones_like(ids), mask).item()
+
+    expected = 0.5 * (logprob(out) - logprob(sft_model))
+    assert expected != 0.0  # three steps moved the model
+    assert scorer.score([prompt], [answer]).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_unknown_head_stops_before_training(prepared, sft_model, tmp_path):
+    with pytest.raises(ValueError, match="head must be one of"):
+        reward.run(
+            RewardConfig(head="linear"),
+            reward.RewardInputs(prepared["preferences"], sft_model),
+            reward.RewardOutputs(str(tmp_path / "rm")),
+        )
+    assert not (tmp_path / "rm").exists()

@@ -16,36 +16,35 @@ implicit reward is higher (accuracy); with a gold reward, that share against the
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel
 
-from rlhf import models, storage
+from rlhf import models
 from rlhf.algorithms.dpo_loss import DPOOutput, dpo_loss
 from rlhf.config import DPOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded, encode_prompt_answer
-from rlhf.forward import sequence_logprob_sums
 from rlhf.gold import load_reward_function
+from rlhf.preference_logprobs import (
+    REFERENCE_CACHE,
+    cache_json,
+    cached_reference_logprobs,
+    pair_logprobs,
+    reference_key,
+)
 from rlhf.reward_scoring import as_messages
 from rlhf.stages.publish import publish_model
-from rlhf.stages.sft import collate
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.batching import length_grouped_batches
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.dpo")
-
-REFERENCE_CACHE = "reference_logprobs.json"  # in the checkpoint folder and the output model
 
 
 @dataclass
@@ -80,72 +79,6 @@ def _check(config: DPOConfig) -> None:
         )
     if config.loss_type == "ipo" and config.label_smoothing:
         raise ValueError("dpo config: label_smoothing (cDPO) applies to loss_type 'sigmoid' only")
-
-
-def reference_key(preferences: str, sft_model: str, config: DPOConfig) -> str:
-    """Checksum of what the reference log-probs depend on: the data's content checksum, the
-    reference model's weight files, and how pairs are encoded."""
-    folder = Path(models.resolve(sft_model))
-    try:
-        weights = [f for f in storage.read_manifest(folder)["files"] if "model" in f["path"]]
-    except (FileNotFoundError, KeyError):
-        weights = [
-            {"path": p.name, "sha256": storage.sha256_file(p)}
-            for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-        ]
-    if not weights:
-        raise ValueError(f"{sft_model}: no model weights found to key the reference cache on")
-    parts = {
-        "data": manifest_checksum(preferences),
-        "weights": sorted((w["path"], w["sha256"]) for w in weights),
-        "max_length": config.max_length,
-        "chat_template": config.chat_template,
-        "dtype": config.dtype,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def read_reference_cache(path: Path, key: str) -> dict[str, torch.Tensor] | None:
-    """The cached log-probs when ``path`` holds ones for ``key``; None otherwise."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        log.warning("dpo: ignoring unreadable reference cache %s: %s", path, err)
-        return None
-    if data.get("key") != key:
-        log.info("dpo: %s is for other data or another reference model; recomputing", path)
-        return None
-    return {k: torch.tensor(v, dtype=torch.float32) for k, v in data["logprobs"].items()}
-
-
-def pair_logprobs(
-    model: PreTrainedModel, pairs: list[Pair], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) summed answer log-probs of the chosen and of the rejected answers: one forward
-    pass over both halves."""
-    batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
-    sums = sequence_logprob_sums(model, **{k: v.to(device) for k, v in batch.items()})
-    return sums[: len(pairs)], sums[len(pairs) :]
-
-
-@torch.no_grad()
-def reference_logprobs(
-    model: PreTrainedModel, pairs: list[Pair], pad_id: int, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen and rejected log-probs of every pair (CPU, float32), in batches of
-    ``batch_size`` in data order: the batches validation uses, so that before the first step
-    (policy = reference) every validation margin is exactly 0, not padding-dependent noise."""
-    device = next(model.parameters()).device
-    chosen, rejected = [], []
-    for start in range(0, len(pairs), batch_size):
-        c, r = pair_logprobs(model, pairs[start : start + batch_size], pad_id, device)
-        chosen.append(c.float().cpu())
-        rejected.append(r.float().cpu())
-    if not chosen:
-        return torch.zeros(0), torch.zeros(0)
-    return torch.cat(chosen), torch.cat(rejected)
 
 
 def run(
@@ -185,26 +118,10 @@ def run(
 
     # --- reference log-probs, once per data set ----------------------------------------
     key = reference_key(inputs.preferences, inputs.sft_model, config)
-    cache_path = ckpt_root / REFERENCE_CACHE
-    cached = read_reference_cache(cache_path, key)
-    if cached is None:
-        ref_started = time.time()
-        reference = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
-        reference.to(device).eval()
-        tc, tr = reference_logprobs(reference, train_set, pad_id, config.eval_batch_size)
-        vc, vr = reference_logprobs(reference, val_set, pad_id, config.eval_batch_size)
-        del reference
-        cached = {"train_chosen": tc, "train_rejected": tr, "val_chosen": vc, "val_rejected": vr}
-        ckpt_root.mkdir(parents=True, exist_ok=True)
-        storage.atomic_write_text(cache_path, json.dumps(_cache_json(key, cached)))
-        log.info(
-            "dpo: reference log-probs of %d pairs in %.0fs, cached in %s",
-            len(train_set) + len(val_set), time.time() - ref_started, cache_path,
-        )  # fmt: skip
-    else:
-        log.info("dpo: reusing the reference log-probs cached in %s", cache_path)
-    if len(cached["train_chosen"]) != len(train_set) or len(cached["val_chosen"]) != len(val_set):
-        raise ValueError(f"{cache_path}: cache does not match the data's pair counts")
+    cached = cached_reference_logprobs(
+        "dpo", key, ckpt_root / REFERENCE_CACHE, inputs.sft_model,
+        train_set, val_set, pad_id, config, device,
+    )  # fmt: skip
     ref = {k: v.to(device) for k, v in cached.items()}
 
     policy = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
@@ -297,7 +214,7 @@ def run(
             "metrics": metrics,
         },
         tracker,
-        extra_files={REFERENCE_CACHE: _cache_json(key, cached)},
+        extra_files={REFERENCE_CACHE: cache_json(key, cached)},
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )
@@ -310,7 +227,3 @@ def run(
         metrics.get("rewards_margin", float("nan")),
     )  # fmt: skip
     return metrics
-
-
-def _cache_json(key: str, logprobs: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return {"key": key, "logprobs": {k: v.tolist() for k, v in logprobs.items()}}

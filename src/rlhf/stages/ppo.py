@@ -53,10 +53,10 @@ from rlhf.stages.on_policy import (
     warmup_factor,
 )
 from rlhf.stages.publish import publish_model
-from rlhf.stages.sft import collate
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
+from rlhf.training.batching import collate
 from rlhf.training.errors import NonFiniteLossError
 
 log = logging.getLogger("rlhf.ppo")

@@ -40,8 +40,10 @@ def publish_model(
     extra_files: dict[str, Any] | None = None,
     log_artifacts: bool = True,
     publish_to: str | None = None,
+    extra_models: dict[str, PreTrainedModel] | None = None,
 ) -> Path:
-    """Write model + tokenizer (+ small JSON ``extra_files``) to ``out``; the folder appears
+    """Write model + tokenizer (+ small JSON ``extra_files``, + ``extra_models`` in subfolders
+    of those names, weights and config only) to ``out``; the folder appears
     complete, with ``manifest.json`` last, or not at all. Then copy it to ``publish_to`` (if
     set) and into the tracker's run; the manifest records both (the run id lets the model
     registry point a version at the logged copy)."""
@@ -54,6 +56,8 @@ def publish_model(
         models.save_pretrained(model, tokenizer, tmp)
         for name, content in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
+        for name, extra in (extra_models or {}).items():
+            extra.save_pretrained(tmp / name, safe_serialization=True)
         storage.write_manifest(tmp, fields)
     publish_copy(out, publish_to, tracker, "model")
     if log_artifacts:

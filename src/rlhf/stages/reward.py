@@ -1,9 +1,13 @@
 """Stage 2: the reward model.
 
-A causal LM (the SFT model by default) with a scalar head that reads the last non-pad token,
-trained on preference pairs with -log sigmoid(s_w - s_l [- margin]). Validation reports the
-share of pairs ranked like the labels, the mean score gap, and (when a programmatic gold reward
-is configured, as on the demo task) the share ranked like the noise-free gold order.
+Started from a causal LM (the SFT model by default) and trained on preference pairs with
+-log sigmoid(r_w - r_l [- margin]). The reward r of an answer comes from one of two heads
+(``RewardConfig.head``): ``log_ratio``, beta * (log pi(y|x) - log ref(y|x)) with the model's own
+LM head against the frozen starting model (whose log-probs are computed once and cached, as in
+DPO), or ``scalar``, a linear head on the hidden states pooled over the answer. Validation
+reports the share of pairs ranked like the labels, the mean score gap, and (when a
+programmatic gold reward is configured, as on the demo task) the share ranked like the
+noise-free gold order.
 """
 
 from __future__ import annotations
@@ -22,7 +26,20 @@ from rlhf.config import RewardConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded
 from rlhf.gold import load_reward_function
-from rlhf.reward_scoring import POOLINGS, SETTINGS_FILE, encode_for_reward, reward_scores
+from rlhf.preference_logprobs import (
+    REFERENCE_CACHE,
+    cached_reference_logprobs,
+    pair_logprobs,
+    reference_key,
+)
+from rlhf.reward_scoring import (
+    HEADS,
+    POOLINGS,
+    REFERENCE_DIR,
+    SETTINGS_FILE,
+    encode_for_reward,
+    reward_scores,
+)
 from rlhf.stages.publish import publish_model
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
@@ -49,6 +66,9 @@ class Pair:
     rejected: Encoded
     margin: float
     gold_order: int  # +1 gold prefers chosen, -1 rejected, 0 tie or no gold reward
+    # log_ratio head: the frozen reference's summed answer log-probs
+    ref_chosen: float = 0.0
+    ref_rejected: float = 0.0
 
     def __len__(self) -> int:
         return max(len(self.chosen), len(self.rejected))
@@ -60,16 +80,24 @@ def run(
     outputs: RewardOutputs,
     tracker: Tracker | None = None,
 ) -> dict[str, float]:
+    if config.head not in HEADS:
+        raise ValueError(f"reward: head must be one of {HEADS}, got {config.head!r}")
     if config.pooling not in POOLINGS:
         raise ValueError(f"reward: pooling must be one of {POOLINGS}, got {config.pooling!r}")
+    if config.head == "log_ratio" and config.beta <= 0:
+        raise ValueError(f"reward: beta must be > 0, got {config.beta}")
+    log_ratio = config.head == "log_ratio"
     tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(
         "reward", config, inputs, outputs.model, tracker
     )
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
 
     tokenizer = models.load_tokenizer(inputs.base_model, config.trust_remote_code)
-    model = models.load_reward_model(inputs.base_model, config.dtype, config.trust_remote_code)
-    model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
+    if log_ratio:
+        model = models.load_causal_lm(inputs.base_model, config.dtype, config.trust_remote_code)
+    else:
+        model = models.load_reward_model(inputs.base_model, config.dtype, config.trust_remote_code)
+        model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
     model.to(device)
 
     def encode(rows: Any) -> list[Pair]:
@@ -88,7 +116,7 @@ def run(
                     answer,
                     config.max_length,
                     config.chat_template,
-                    config.score_at_eos,
+                    config.score_at_eos or log_ratio,  # stopping is part of the answer
                 )
                 for answer in (r["chosen"], r["rejected"])
             )
@@ -107,8 +135,24 @@ def run(
     if not train_set:
         raise ValueError(f"{inputs.preferences}: the train split is empty")
     pad_id = tokenizer.pad_token_id
+    key = None
+    if log_ratio:
+        key = reference_key(inputs.preferences, inputs.base_model, config)
+        ref = cached_reference_logprobs(
+            "reward", key, ckpt_root / REFERENCE_CACHE, inputs.base_model,
+            train_set, val_set, pad_id, config, device,
+        )  # fmt: skip
+        for split, pairs in (("train", train_set), ("val", val_set)):
+            chosen, rejected = ref[f"{split}_chosen"].tolist(), ref[f"{split}_rejected"].tolist()
+            for p, c, r in zip(pairs, chosen, rejected, strict=True):
+                p.ref_chosen, p.ref_rejected = c, r
 
     def scores(batch: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        if log_ratio:
+            chosen, rejected = pair_logprobs(model, batch, pad_id, device)
+            ref_c = torch.tensor([p.ref_chosen for p in batch], device=device)
+            ref_r = torch.tensor([p.ref_rejected for p in batch], device=device)
+            return config.beta * (chosen - ref_c), config.beta * (rejected - ref_r)
         # One forward pass over chosen and rejected together.
         s = reward_scores(
             model,
@@ -173,26 +217,37 @@ def run(
         train_pairs=float(len(train_set)),
         seconds=time.time() - started,
     )
+    settings: dict[str, Any] = {
+        "head": config.head,
+        "max_length": config.max_length,
+        "chat_template": config.chat_template,
+        "score_at_eos": config.score_at_eos or log_ratio,
+        "pooling": config.pooling,
+    }
+    extra_models = {}
+    if log_ratio:
+        settings["beta"] = config.beta
+        # The scorer needs the frozen reference too: saved inside, so the folder stands alone.
+        extra_models[REFERENCE_DIR] = models.load_causal_lm(
+            inputs.base_model, config.dtype, config.trust_remote_code
+        )
+        model.config.use_cache = True
     publish_model(
         model,
         tokenizer,
         outputs.model,
         {
             "artifact": "reward_model",
+            "head": config.head,
             "base_model": inputs.base_model,
             "data": str(inputs.preferences),
             "data_sha256": manifest_checksum(inputs.preferences),
+            **({"reference_logprobs_key": key} if key else {}),
             "metrics": metrics,
         },
         tracker,
-        extra_files={
-            SETTINGS_FILE: {
-                "max_length": config.max_length,
-                "chat_template": config.chat_template,
-                "score_at_eos": config.score_at_eos,
-                "pooling": config.pooling,
-            }
-        },
+        extra_files={SETTINGS_FILE: settings},
+        extra_models=extra_models,
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )

@@ -26,7 +26,7 @@ from rlhf.stages.publish import publish_model
 from rlhf.stages.training_start import start_training
 from rlhf.tokenizer import train_bpe_tokenizer
 from rlhf.tracking import Tracker
-from rlhf.training.batching import length_grouped_batches, pad_right
+from rlhf.training.batching import collate, length_grouped_batches
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.sft")
@@ -50,14 +50,6 @@ def _tokenizer(cfg: SFTConfig, train_rows: Any):
         log.info("training a %d-token byte-level BPE on the SFT text", cfg.vocab_size)
         return train_bpe_tokenizer(texts, cfg.vocab_size)
     return models.load_tokenizer(cfg.base_model, cfg.trust_remote_code)
-
-
-def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its own longest sequence."""
-    ids = pad_right([e.input_ids for e in examples], pad_id)
-    attention = pad_right([[1] * len(e) for e in examples], 0)
-    loss_mask = pad_right([e.loss_mask for e in examples], 0)
-    return {"input_ids": ids, "attention_mask": attention, "loss_mask": loss_mask}
 
 
 @torch.no_grad()

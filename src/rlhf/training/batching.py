@@ -1,11 +1,13 @@
-"""Length-grouped batches: similar lengths share a batch, so padding stays small without
-padding everything to a global maximum."""
+"""Batching: length-grouped batches (similar lengths share a batch, so padding stays small
+without padding everything to a global maximum) and right-padding them into tensors."""
 
 from __future__ import annotations
 
 import random
 
 import torch
+
+from rlhf.encoding import Encoded
 
 
 def length_grouped_batches(
@@ -40,3 +42,11 @@ def pad_left(seqs: list[list[int]], value: int) -> torch.Tensor:
     together, so every new token is appended at the same position."""
     width = max(len(s) for s in seqs)
     return torch.tensor([[value] * (width - len(s)) + s for s in seqs], dtype=torch.long)
+
+
+def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its own longest sequence."""
+    ids = pad_right([e.input_ids for e in examples], pad_id)
+    attention = pad_right([[1] * len(e) for e in examples], 0)
+    loss_mask = pad_right([e.loss_mask for e in examples], 0)
+    return {"input_ids": ids, "attention_mask": attention, "loss_mask": loss_mask}

@@ -1,10 +1,13 @@
-"""Reward pooling: how the head's per-token outputs become one score, checked by hand."""
+"""Reward heads, checked by hand: how the scalar head's per-token outputs become one score
+(pooling), and the log_ratio head's beta * sum log(pi / ref)."""
+
+import math
 
 import pytest
 import torch
 
 from rlhf.encoding import Encoded
-from rlhf.reward_scoring import reward_scores
+from rlhf.reward_scoring import log_ratio_scores, reward_scores
 
 
 class _TokenIdModel(torch.nn.Module):
@@ -46,3 +49,28 @@ def test_pooling_by_hand(pooling, expected):
 def test_unknown_pooling_is_refused():
     with pytest.raises(ValueError, match="pooling must be one of"):
         reward_scores(_TokenIdModel(0), EXAMPLES, 0, torch.device("cpu"), pooling="max")
+
+
+class _FixedLM(torch.nn.Module):
+    """Stand-in causal LM over a 2-token vocabulary that predicts token 1 with probability
+    ``p1`` at every position, whatever came before."""
+
+    def __init__(self, p1: float) -> None:
+        super().__init__()
+        self.logits = torch.log(torch.tensor([1.0 - p1, p1]))
+
+    def forward(self, input_ids, attention_mask, position_ids, use_cache):
+        return type("Out", (), {"logits": self.logits.expand(*input_ids.shape, 2)})
+
+
+def test_log_ratio_by_hand():
+    # Answers "1 1" and "0" (the first token is the prompt). Model p(1) = 3/4, reference 1/2:
+    # beta * sum_t log(pi / ref) = 0.5 * 2 * log(0.75 / 0.5) = log 1.5 and 0.5 * log(0.25 / 0.5).
+    examples = [Encoded([0, 1, 1], [0, 1, 1]), Encoded([1, 0], [0, 1])]
+    scores = log_ratio_scores(
+        _FixedLM(0.75), _FixedLM(0.5), examples, pad_id=0, device=torch.device("cpu"), beta=0.5
+    )
+    assert scores.tolist() == pytest.approx([math.log(1.5), 0.5 * math.log(0.5)], abs=1e-6)
+    # A model scored against itself gives exactly 0: the reward starts from nothing.
+    same = _FixedLM(0.75)
+    assert log_ratio_scores(same, same, examples, 0, torch.device("cpu"), 0.5).tolist() == [0, 0]

@@ -1,0 +1,142 @@
+"""Summed answer log-probs of preference pairs, and the frozen reference's, computed once.
+
+DPO and the reward model's ``log_ratio`` head both score an answer by
+beta * (log pi(y|x) - log ref(y|x)). The reference never changes, so its log-probs are
+computed once per data set and cached as JSON: beside the checkpoints while training (a
+resumed or rerun stage reuses them) and in the output folder. The cache is keyed by a checksum
+of the data, the reference weights and the encoding settings, so a stale one is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from transformers import PreTrainedModel
+
+from rlhf import models, storage
+from rlhf.config import TrainConfig
+from rlhf.data.artifacts import manifest_checksum
+from rlhf.encoding import Encoded
+from rlhf.forward import sequence_logprob_sums
+from rlhf.training.batching import collate
+
+log = logging.getLogger("rlhf.reference")
+
+REFERENCE_CACHE = "reference_logprobs.json"  # in the checkpoint folder and the output model
+
+
+class EncodedPair(Protocol):
+    chosen: Encoded
+    rejected: Encoded
+
+
+def reference_key(preferences: str, reference_model: str, config: TrainConfig) -> str:
+    """Checksum of what the reference log-probs depend on: the data's content checksum, the
+    reference model's weight files, and how pairs are encoded."""
+    folder = Path(models.resolve(reference_model))
+    try:
+        weights = [f for f in storage.read_manifest(folder)["files"] if "model" in f["path"]]
+    except (FileNotFoundError, KeyError):
+        weights = [
+            {"path": p.name, "sha256": storage.sha256_file(p)}
+            for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+        ]
+    if not weights:
+        raise ValueError(f"{reference_model}: no model weights found to key the reference cache on")
+    parts = {
+        "data": manifest_checksum(preferences),
+        "weights": sorted((w["path"], w["sha256"]) for w in weights),
+        "max_length": config.max_length,
+        "chat_template": config.chat_template,
+        "dtype": config.dtype,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def read_reference_cache(path: Path, key: str) -> dict[str, torch.Tensor] | None:
+    """The cached log-probs when ``path`` holds ones for ``key``; None otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("ignoring unreadable reference cache %s: %s", path, err)
+        return None
+    if data.get("key") != key:
+        log.info("%s is for other data or another reference model; recomputing", path)
+        return None
+    return {k: torch.tensor(v, dtype=torch.float32) for k, v in data["logprobs"].items()}
+
+
+def cache_json(key: str, logprobs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return {"key": key, "logprobs": {k: v.tolist() for k, v in logprobs.items()}}
+
+
+def pair_logprobs(
+    model: PreTrainedModel, pairs: list[EncodedPair], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) summed answer log-probs of the chosen and of the rejected answers: one forward
+    pass over both halves."""
+    batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    sums = sequence_logprob_sums(model, **{k: v.to(device) for k, v in batch.items()})
+    return sums[: len(pairs)], sums[len(pairs) :]
+
+
+@torch.no_grad()
+def reference_logprobs(
+    model: PreTrainedModel, pairs: list[EncodedPair], pad_id: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected log-probs of every pair (CPU, float32), in batches of
+    ``batch_size`` in data order: the batches validation uses, so that before the first step
+    (model = reference) every validation margin is exactly 0, not padding-dependent noise."""
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    for start in range(0, len(pairs), batch_size):
+        c, r = pair_logprobs(model, pairs[start : start + batch_size], pad_id, device)
+        chosen.append(c.float().cpu())
+        rejected.append(r.float().cpu())
+    if not chosen:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def cached_reference_logprobs(
+    stage: str,
+    key: str,
+    cache_path: Path,
+    reference_model: str,
+    train_set: list[EncodedPair],
+    val_set: list[EncodedPair],
+    pad_id: int,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """{"train_chosen", "train_rejected", "val_chosen", "val_rejected"} (CPU) of the frozen
+    reference: read from ``cache_path`` when it holds them for ``key``, else computed and
+    written there."""
+    cached = read_reference_cache(cache_path, key)
+    if cached is None:
+        started = time.time()
+        reference = models.load_causal_lm(reference_model, config.dtype, config.trust_remote_code)
+        reference.to(device).eval()
+        tc, tr = reference_logprobs(reference, train_set, pad_id, config.eval_batch_size)
+        vc, vr = reference_logprobs(reference, val_set, pad_id, config.eval_batch_size)
+        del reference
+        cached = {"train_chosen": tc, "train_rejected": tr, "val_chosen": vc, "val_rejected": vr}
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        storage.atomic_write_text(cache_path, json.dumps(cache_json(key, cached)))
+        log.info(
+            "%s: reference log-probs of %d pairs in %.0fs, cached in %s",
+            stage, len(train_set) + len(val_set), time.time() - started, cache_path,
+        )  # fmt: skip
+    else:
+        log.info("%s: reusing the reference log-probs cached in %s", stage, cache_path)
+    if len(cached["train_chosen"]) != len(train_set) or len(cached["val_chosen"]) != len(val_set):
+        raise ValueError(f"{cache_path}: cache does not match the data's pair counts")
+    return cached
