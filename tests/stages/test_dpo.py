@@ -4,7 +4,7 @@ and never reused for other data, a killed run resumes exactly."""
 import json
 
 import pytest
-from killed_run import assert_same_weights, kill_after_checkpoint
+from killed_run import assert_resumes_with_cached_reference
 
 from rlhf import preference_logprobs, storage
 from rlhf.config import DPOConfig, to_dict
@@ -96,20 +96,11 @@ def test_dpo_resumes_after_kill_and_matches_an_unbroken_run(
     the cached reference log-probs are reused, not recomputed."""
     cfg = DPOConfig(epochs=1, max_steps=8, checkpoint_every=2, loss_type="ipo", beta=0.5, **FAST)
     inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
-    out = tmp_path / "killed" / "policy"
-    argv = [inputs.preferences, inputs.sft_model, str(out)]
-    ckpts = tmp_path / "killed" / "policy.checkpoints"
-    kill_after_checkpoint(RUN_DPO, [json.dumps(to_dict(cfg)), *argv], ckpts, step=4)
-    assert not out.exists()
-
-    def no_recompute(*args):
-        raise AssertionError("the cached reference log-probs should have been reused")
-
-    tracker = Tracker()
-    with monkeypatch.context() as m:
-        m.setattr(preference_logprobs, "reference_logprobs", no_recompute)
-        dpo.run(cfg, inputs, dpo.DPOOutputs(str(out)), tracker)
-    assert int(tracker.tags["resumed_from_step"]) >= 4
-    clean = tmp_path / "clean" / "policy"
-    dpo.run(cfg, inputs, dpo.DPOOutputs(str(clean)))
-    assert_same_weights(out, clean)
+    assert_resumes_with_cached_reference(
+        RUN_DPO,
+        json.dumps(to_dict(cfg)),
+        [inputs.preferences, inputs.sft_model],
+        lambda out, tracker: dpo.run(cfg, inputs, dpo.DPOOutputs(out), tracker),
+        tmp_path,
+        monkeypatch,
+    )

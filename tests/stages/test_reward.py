@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from killed_run import assert_same_weights
+from killed_run import assert_resumes_with_cached_reference, assert_same_weights
 
 from rlhf import models
-from rlhf.config import RewardConfig, SFTConfig
+from rlhf.config import RewardConfig, SFTConfig, to_dict
 from rlhf.data.demo_task import gold_reward
 from rlhf.encoding import encode_prompt_answer
 from rlhf.forward import sequence_logprob_sums
@@ -122,6 +122,10 @@ def test_log_ratio_head_scores_against_the_saved_reference(prepared, sft_model, 
     assert expected != 0.0  # three steps moved the model
     assert scorer.score([prompt], [answer]).item() == pytest.approx(expected, abs=1e-5)
 
+    (out / "rlhf_reward.json").write_text(json.dumps({**settings, "head": "linear"}))
+    with pytest.raises(ValueError, match=r"rlhf_reward.json: head must be one of"):
+        RewardScorer.load(str(out))
+
 
 def test_unknown_head_stops_before_training(prepared, sft_model, tmp_path):
     with pytest.raises(ValueError, match="head must be one of"):
@@ -131,3 +135,27 @@ def test_unknown_head_stops_before_training(prepared, sft_model, tmp_path):
             reward.RewardOutputs(str(tmp_path / "rm")),
         )
     assert not (tmp_path / "rm").exists()
+
+
+RUN_REWARD = """
+import json, sys
+from rlhf.config import RewardConfig
+from rlhf.stages import reward
+cfg = RewardConfig(**json.loads(sys.argv[1]))
+reward.run(cfg, reward.RewardInputs(sys.argv[2], sys.argv[3]), reward.RewardOutputs(sys.argv[4]))
+"""
+
+
+def test_log_ratio_reward_resumes_after_kill(prepared, micro_models, tmp_path, monkeypatch):
+    """Killed after its 4th step, rerun: it resumes there, reuses the cached reference
+    log-probs, and publishes the same weights as a run never killed."""
+    cfg = RewardConfig(epochs=1, max_steps=8, checkpoint_every=2, batch_size=8, eval_every=0)
+    inputs = reward.RewardInputs(prepared["preferences"], micro_models["sft"])
+    assert_resumes_with_cached_reference(
+        RUN_REWARD,
+        json.dumps(to_dict(cfg)),
+        [inputs.preferences, inputs.base_model],
+        lambda out, tracker: reward.run(cfg, inputs, reward.RewardOutputs(out), tracker),
+        tmp_path,
+        monkeypatch,
+    )
