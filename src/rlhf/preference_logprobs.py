@@ -108,18 +108,21 @@ def reference_logprobs(
 
 def cached_reference_logprobs(
     stage: str,
-    key: str,
-    cache_path: Path,
+    preferences: str,
     reference_model: str,
+    checkpoint_root: Path,
     train_set: list[EncodedPair],
     val_set: list[EncodedPair],
     pad_id: int,
     config: TrainConfig,
     device: torch.device,
-) -> dict[str, torch.Tensor]:
-    """{"train_chosen", "train_rejected", "val_chosen", "val_rejected"} (CPU) of the frozen
-    reference: read from ``cache_path`` when it holds them for ``key``, else computed and
+) -> tuple[str, dict[str, torch.Tensor]]:
+    """The cache key (``reference_key``) and {"train_chosen", "train_rejected", "val_chosen",
+    "val_rejected"} (CPU) of the frozen reference on the pairs of ``preferences``: read from
+    ``checkpoint_root / REFERENCE_CACHE`` when it holds them for that key, else computed and
     written there."""
+    key = reference_key(preferences, reference_model, config)
+    cache_path = checkpoint_root / REFERENCE_CACHE
     cached = read_reference_cache(cache_path, key)
     if cached is None:
         started = time.time()
@@ -139,4 +142,4 @@ def cached_reference_logprobs(
         log.info("%s: reusing the reference log-probs cached in %s", stage, cache_path)
     if len(cached["train_chosen"]) != len(train_set) or len(cached["val_chosen"]) != len(val_set):
         raise ValueError(f"{cache_path}: cache does not match the data's pair counts")
-    return cached
+    return key, cached

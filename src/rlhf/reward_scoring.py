@@ -121,8 +121,7 @@ class RewardScorer:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.chat_template = chat_template
-        # The log_ratio head scores the closing EOS too: stopping is part of the answer.
-        self.score_at_eos = score_at_eos or reference is not None
+        self.score_at_eos = score_at_eos
         self.pooling = pooling
         self.beta = beta
 

@@ -35,7 +35,6 @@ from rlhf.preference_logprobs import (
     cache_json,
     cached_reference_logprobs,
     pair_logprobs,
-    reference_key,
 )
 from rlhf.reward_scoring import as_messages
 from rlhf.stages.publish import publish_model
@@ -117,9 +116,8 @@ def run(
         raise ValueError(f"{inputs.preferences}: the train split is empty")
 
     # --- reference log-probs, once per data set ----------------------------------------
-    key = reference_key(inputs.preferences, inputs.sft_model, config)
-    cached = cached_reference_logprobs(
-        "dpo", key, ckpt_root / REFERENCE_CACHE, inputs.sft_model,
+    key, cached = cached_reference_logprobs(
+        "dpo", inputs.preferences, inputs.sft_model, ckpt_root,
         train_set, val_set, pad_id, config, device,
     )  # fmt: skip
     ref = {k: v.to(device) for k, v in cached.items()}

@@ -26,12 +26,7 @@ from rlhf.config import RewardConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded
 from rlhf.gold import load_reward_function
-from rlhf.preference_logprobs import (
-    REFERENCE_CACHE,
-    cached_reference_logprobs,
-    pair_logprobs,
-    reference_key,
-)
+from rlhf.preference_logprobs import cached_reference_logprobs, pair_logprobs
 from rlhf.reward_scoring import (
     HEADS,
     POOLINGS,
@@ -84,9 +79,12 @@ def run(
         raise ValueError(f"reward: head must be one of {HEADS}, got {config.head!r}")
     if config.pooling not in POOLINGS:
         raise ValueError(f"reward: pooling must be one of {POOLINGS}, got {config.pooling!r}")
-    if config.head == "log_ratio" and config.beta <= 0:
-        raise ValueError(f"reward: beta must be > 0, got {config.beta}")
     log_ratio = config.head == "log_ratio"
+    if log_ratio and config.beta <= 0:
+        raise ValueError(f"reward: beta must be > 0, got {config.beta}")
+    # log_ratio scores the closing EOS too: stopping is part of the answer. Saved in the
+    # settings, so the scorer encodes answers the same way.
+    score_at_eos = config.score_at_eos or log_ratio
     tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(
         "reward", config, inputs, outputs.model, tracker
     )
@@ -116,7 +114,7 @@ def run(
                     answer,
                     config.max_length,
                     config.chat_template,
-                    config.score_at_eos or log_ratio,  # stopping is part of the answer
+                    score_at_eos,
                 )
                 for answer in (r["chosen"], r["rejected"])
             )
@@ -137,9 +135,8 @@ def run(
     pad_id = tokenizer.pad_token_id
     key = None
     if log_ratio:
-        key = reference_key(inputs.preferences, inputs.base_model, config)
-        ref = cached_reference_logprobs(
-            "reward", key, ckpt_root / REFERENCE_CACHE, inputs.base_model,
+        key, ref = cached_reference_logprobs(
+            "reward", inputs.preferences, inputs.base_model, ckpt_root,
             train_set, val_set, pad_id, config, device,
         )  # fmt: skip
         for split, pairs in (("train", train_set), ("val", val_set)):
@@ -221,7 +218,7 @@ def run(
         "head": config.head,
         "max_length": config.max_length,
         "chat_template": config.chat_template,
-        "score_at_eos": config.score_at_eos or log_ratio,
+        "score_at_eos": score_at_eos,
         "pooling": config.pooling,
     }
     extra_models = {}
@@ -231,7 +228,6 @@ def run(
         extra_models[REFERENCE_DIR] = models.load_causal_lm(
             inputs.base_model, config.dtype, config.trust_remote_code
         )
-        model.config.use_cache = True
     publish_model(
         model,
         tokenizer,
