@@ -9,8 +9,11 @@ BIN    := $(VENV)/bin
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+# Every install takes the exact versions the results were measured with (docs/installation.md):
+# constraints.txt pins each package the project pulls in; `make lock` refreshes it.
+LOCK := constraints.txt
 
-.PHONY: demo test test-images lint format compile install install-dev clean images push-images
+.PHONY: demo test test-images lint format compile install install-dev clean images push-images lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +22,12 @@ $(VENV)/.torch: | $(BIN)/python
 	$(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PIP) install -e .
+$(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.torch
+	$(PIP) install -c $(LOCK) -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(PIP) install -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml $(LOCK) $(VENV)/.installed
+	$(PIP) install -c $(LOCK) -e '.[dev]'
 	$(BIN)/python -m pip check
 	touch $@
 
@@ -67,6 +70,25 @@ images:
 push-images:
 	$(DOCKER) push $(IMAGE)-cpu
 	$(DOCKER) push $(IMAGE)-cuda
+
+# Re-resolve every dependency in a fresh venv (today's newest versions within pyproject.toml's
+# ranges, the deepspeed extra included) and write them to constraints.txt. Rerun the demo and
+# the results after a refresh: new versions move the numbers (docs/results.md).
+LOCK_VENV ?= .lock-venv
+lock:
+	rm -rf $(LOCK_VENV) build
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip -q install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(LOCK_VENV)/bin/python -m pip -q install '.[dev]'
+	# DeepSpeed builds against the installed torch (its build would otherwise fetch another).
+	$(LOCK_VENV)/bin/python -m pip -q install --no-build-isolation '.[deepspeed]'
+	$(LOCK_VENV)/bin/python -m pip check
+	{ echo "# Exact versions tested (Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())'), $$(date -u +%Y-%m-%d)), written by make lock."; \
+	  echo "# Every install reads it with pip -c. torch is not here: it comes first, from a CPU or CUDA index."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --all \
+	    | grep -v -i -E '^(torch|rlhf|pip|setuptools|wheel)( |=|@)' | LC_ALL=C sort -f; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV) build
 
 clean:
 	rm -rf demo_outputs local_outputs mlflow.db mlruns .pytest_cache

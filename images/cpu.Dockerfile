@@ -21,9 +21,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # satisfied and pip never pulls the CUDA wheels.
 RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 
-COPY pyproject.toml README.md /tmp/rlhf-src/
+# constraints.txt: the exact versions the project was tested with (`make lock`).
+COPY pyproject.toml README.md constraints.txt /tmp/rlhf-src/
 COPY src/rlhf /tmp/rlhf-src/src/rlhf
-RUN pip install /tmp/rlhf-src \
+RUN pip install -c /tmp/rlhf-src/constraints.txt /tmp/rlhf-src \
     && rm -rf /tmp/rlhf-src \
     && python -m pip check \
     && python -c "import rlhf, torch, kfp, kfp.kubernetes; print('rlhf', rlhf.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)"

@@ -23,9 +23,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN python3 -c "import torch, sys; v = torch.__version__.split('+')[0]; \
 sys.exit(0 if v == '2.13.0' else f'base image has torch {torch.__version__}, need 2.13.0')"
 
-COPY pyproject.toml README.md /tmp/rlhf-src/
+# constraints.txt: the exact versions the project was tested with (`make lock`), DeepSpeed's too.
+COPY pyproject.toml README.md constraints.txt /tmp/rlhf-src/
 COPY src/rlhf /tmp/rlhf-src/src/rlhf
-RUN python3 -m pip install "/tmp/rlhf-src[deepspeed]" \
+RUN python3 -m pip install -c /tmp/rlhf-src/constraints.txt "/tmp/rlhf-src[deepspeed]" \
     && rm -rf /tmp/rlhf-src \
     && python3 -m pip show deepspeed > /dev/null \
     && python3 -c "import rlhf, torch, kfp, kfp.kubernetes; print('rlhf', rlhf.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)"

@@ -60,9 +60,16 @@ def test_dockerfile_runs_as_non_root_without_secrets(name):
         if word in ("COPY", "ADD"):
             sources = rest.split()[:-1]
             # The package sources only: no .env, kubeconfig, model weights or data.
-            assert set(sources) <= {"pyproject.toml", "README.md", "src/rlhf"}, rest
+            assert set(sources) <= {"pyproject.toml", "README.md", "constraints.txt", "src/rlhf"}
+            assert "constraints.txt" in sources or sources == ["src/rlhf"], rest
     run = " ".join(r for w, r in steps if w == "RUN")
     assert "import rlhf, torch, kfp, kfp.kubernetes" in run
+    # Every install takes the locked versions (constraints.txt), as make test and make demo do.
+    assert all(
+        f"-c {CONTEXT_DIR}/constraints.txt" in r
+        for w, r in steps
+        if w == "RUN" and "pip install" in r and "TORCH" not in r
+    ), run
     if name == "cpu":  # (the CUDA base image's conda packages are not pip's to check)
         assert "pip check" in run
 
@@ -72,7 +79,7 @@ def test_cuda_dockerfile_has_deepspeed_on_the_pinned_torch():
     base = _args(steps)["BASE_IMAGE"]
     assert base.startswith("pytorch/pytorch:2.13.0-cuda") and base.endswith("-runtime")
     run = " ".join(r for w, r in steps if w == "RUN")
-    assert f'pip install "{CONTEXT_DIR}[deepspeed]"' in run
+    assert f'pip install -c {CONTEXT_DIR}/constraints.txt "{CONTEXT_DIR}[deepspeed]"' in run
     assert "2.13.0" in run  # the check that the base image's torch is the pinned one
 
 
