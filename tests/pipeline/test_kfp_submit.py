@@ -16,8 +16,8 @@ from rlhf.cli import main
 from rlhf.pipeline.cluster import ClusterConfig
 from rlhf.pipeline.compile import compile_package, version_name
 from rlhf.pipeline.k8s_manifests import RUN_CONFIG_MAP
-from rlhf.pipeline.local_run import NAMED_PARAMETERS, STAGE_CONFIGS
 from rlhf.pipeline.pipelines import PIPELINES, stage_sections
+from rlhf.pipeline.run_config import NAMED_PARAMETERS, STAGE_CONFIGS
 from rlhf.pipeline.schedule import CronError, parse_interval, validate_cron
 from rlhf.pipeline.submit import Connection, connect
 
@@ -310,8 +310,11 @@ EXPECTED_PARAMETERS = {
     "ppo": {**_COMMON, **_REWARD, "kl_coef": 0.1, "ppo_overrides": {"critic_lr": 3e-5}},
     "dpo": {**_COMMON, "dpo_beta": 0.5, "dpo_overrides": {"label_smoothing": 0.1}},
     "grpo": {
-        **_COMMON, **_REWARD, "grpo_group_size": 4, "grpo_overrides": {"scale_advantages": True},
-    },  # fmt: skip
+        **_COMMON,
+        **_REWARD,
+        "grpo_group_size": 4,
+        "grpo_overrides": {"scale_advantages": True},
+    },
 }
 
 
