@@ -357,6 +357,7 @@ def _check_parameters(pipeline: str, params: dict) -> None:
     foreign = {f"{s}_overrides" for s in others}
     foreign |= {name for (s, _), name in NAMED_PARAMETERS.items() if s in others}
     assert not foreign & set(params), f"{pipeline}: another pipeline's parameters"
+    assert pipeline in EXPECTED_PARAMETERS, f"EXPECTED_PARAMETERS needs an entry for {pipeline}"
     assert params == EXPECTED_PARAMETERS[pipeline]
 
 
