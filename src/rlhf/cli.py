@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +79,37 @@ def _add_cluster_config_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_submission_flags(p: argparse.ArgumentParser) -> None:
-    _add_kfp_flags(p)
+class _PipelineNames:
+    """The ``choices`` of ``--pipeline``: the names in ``PIPELINES``, read only when argparse
+    checks a given name or prints help. Importing the pipelines imports kfp (about a second),
+    which ``rlhf --help`` and the stage commands do without."""
+
+    @staticmethod
+    def _names() -> list[str]:
+        from rlhf.pipeline.pipelines import PIPELINES
+
+        return sorted(PIPELINES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+def _add_pipeline_flag(p: argparse.ArgumentParser, verb: str) -> None:
+    # Default None: main() fills in PIPELINE_NAME (imported only by the commands that use it).
     p.add_argument(
         "--pipeline",
-        default="ppo",
-        choices=["ppo", "dpo", "grpo"],
-        help="which algorithm's pipeline to submit (default: ppo)",
+        choices=_PipelineNames(),
+        metavar="NAME",
+        help=f"which algorithm's pipeline to {verb}: %(choices)s (default: ppo)",
     )
+
+
+def _add_submission_flags(p: argparse.ArgumentParser) -> None:
+    _add_kfp_flags(p)
+    _add_pipeline_flag(p, "submit")
     p.add_argument(
         "--config", help="run config: the YAML of `rlhf run` (sections data, pipeline, sft, ...)"
     )
@@ -302,10 +325,11 @@ def _upload(args: argparse.Namespace) -> tuple[Any, Any]:
     """Check the run config and cluster config, then connect, upload (or reuse) the pipeline
     version and find the experiment: (client, Prepared)."""
     from rlhf.pipeline.cluster import load_cluster_config
-    from rlhf.pipeline.submit import prepare, run_parameters
+    from rlhf.pipeline.run_config import pipeline_parameters
+    from rlhf.pipeline.submit import prepare
 
     config, cluster_config = _run_config(args), load_cluster_config(args.cluster_config)
-    run_parameters(args.pipeline, config)  # a mistake stops here, before any request
+    pipeline_parameters(config, args.pipeline)  # a mistake stops here, before any request
     client = _kfp(args)
     prepared = prepare(
         client, args.pipeline, config, cluster_config, args.experiment, args.namespace,
@@ -464,12 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML with sections data, pipeline, prepare, demo, sft, reward, ppo, dpo, grpo, eval",
     )
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
-    p.add_argument(
-        "--pipeline",
-        default="ppo",
-        choices=["ppo", "dpo", "grpo"],
-        help="which algorithm's pipeline to run (default: ppo)",
-    )
+    _add_pipeline_flag(p, "run")
     p.add_argument("--output-root", default="local_outputs", help="where task outputs go")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(fn=cmd_run)
@@ -587,6 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log_setup.configure(args.verbose)
+    if getattr(args, "pipeline", "") is None:  # rlhf run, submit, schedule create
+        from rlhf.pipeline.pipelines import PIPELINE_NAME
+
+        args.pipeline = PIPELINE_NAME
     from rlhf.data.errors import DataError
     from rlhf.pipeline.local_run import PipelineFailed
     from rlhf.redaction import redact

@@ -17,7 +17,7 @@ from rlhf import storage, tracking
 from rlhf.cli import main
 from rlhf.config import DemoConfig
 from rlhf.pipeline.compile import compile_all
-from rlhf.pipeline.local_run import pipeline_arguments
+from rlhf.pipeline.run_config import pipeline_arguments
 
 STAGE_FOLDERS = (
     "data/sft", "data/preferences", "data/prompts", "data/eval_prompts",
@@ -148,7 +148,7 @@ def test_pipeline_reads_and_publishes_s3_tracks_on_server_and_never_leaks_creden
     for model in (name, f"{name}-rm"):
         for v in client.search_model_versions(f"name = '{model}'"):
             sources[f"version {v.name}/{v.version}"] = json.dumps([v.tags, v.source]).encode()
-    sources["pipeline arguments"] = json.dumps(pipeline_arguments(config)).encode()
+    sources["pipeline arguments"] = json.dumps(pipeline_arguments(config, "ppo")).encode()
     for compiled in compile_all(tmp_path / "compiled"):
         sources[str(compiled)] = compiled.read_bytes()
     assert len(sources) > 50

@@ -1,10 +1,18 @@
 """The command line: exit codes and messages a person sees, and the files it writes."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import datasets
+import pytest
 
 from rlhf.cli import main
+from rlhf.pipeline.pipelines import PIPELINE_NAME, PIPELINES
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_data_then_prepare(tmp_path, capsys):
@@ -73,3 +81,29 @@ def test_stage_config_file_without_its_section_is_an_error(tmp_path, capsys):
     )
     assert code == 2
     assert "no 'sft:' section" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["run"], ["submit"], ["schedule", "create"]])
+def test_pipeline_flag_offers_every_pipeline(command, capsys):
+    """--pipeline takes the names of PIPELINES (read when needed, not at start-up); its help
+    names each of them and the default pipeline."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"{', '.join(sorted(PIPELINES))} (default: {PIPELINE_NAME})" in help_text
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--pipeline", "nope"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_building_the_parser_does_not_import_kfp():
+    """Why --pipeline's names are read lazily: the stage commands and --help start without kfp."""
+    script = (
+        "import sys; from rlhf.cli import build_parser; build_parser(); print('kfp' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"

@@ -1,14 +1,27 @@
 """`rlhf submit` and `rlhf schedule` through the real kfp.Client, against a recording stand-in
 of the KFP REST API on 127.0.0.1: the requests a cluster would receive."""
 
+import inspect
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 from kfp_api_server import KfpApiServer
 
 from rlhf.cli import main
-from rlhf.pipeline.compile import version_name
+from rlhf.pipeline.cluster import ClusterConfig
+from rlhf.pipeline.compile import compile_package, version_name
+from rlhf.pipeline.k8s_manifests import RUN_CONFIG_MAP
+from rlhf.pipeline.pipelines import PIPELINES, stage_sections
+from rlhf.pipeline.run_config import NAMED_PARAMETERS, STAGE_CONFIGS
 from rlhf.pipeline.schedule import CronError, parse_interval, validate_cron
 from rlhf.pipeline.submit import Connection, connect
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -264,3 +277,188 @@ def test_intervals():
     for bad in ("0", "-5", "1w", "h"):
         with pytest.raises(ValueError, match="interval"):
             parse_interval(bad)
+
+
+# A run config with a section for every stage: each pipeline must take the sections of its own
+# stages and leave the others out (one file serves every pipeline, as for `rlhf run`).
+EVERY_SECTION = {
+    "data": {"sft": "s3://bucket/sft.jsonl", "preferences": "s3://bucket/prefs"},
+    "pipeline": {"mlflow_experiment": "retrain", "seed": 7},
+    "sft": {"epochs": 2, "warmup_ratio": 0.05},
+    "reward": {"lr": "5e-4", "head": "scalar"},  # "5e-4": YAML reads a string; sent as a float
+    "ppo": {"kl_coef": 0.1, "critic_lr": 3e-5},
+    "dpo": {"beta": 0.5, "label_smoothing": 0.1},
+    "grpo": {"group_size": 4, "scale_advantages": True},
+    "eval": {"samples_per_prompt": 2, "max_prompts": 50},
+}
+_COMMON = {
+    "sft_data": "s3://bucket/sft.jsonl",
+    "preference_data": "s3://bucket/prefs",
+    "mlflow_experiment": "retrain",
+    "seed": 7,
+    "prepare_overrides": {},
+    "demo_overrides": {},
+    "sft_epochs": 2,
+    "sft_overrides": {"warmup_ratio": 0.05},
+    "eval_samples_per_prompt": 2,
+    "eval_overrides": {"max_prompts": 50},
+}
+_REWARD = {"reward_lr": 5e-4, "reward_overrides": {"head": "scalar"}}
+# The parameters each pipeline's run must carry for EVERY_SECTION, worked out by hand from the
+# named parameters (docs/cli.md) and the pipelines' signatures. A new pipeline needs its entry.
+EXPECTED_PARAMETERS = {
+    "ppo": {**_COMMON, **_REWARD, "kl_coef": 0.1, "ppo_overrides": {"critic_lr": 3e-5}},
+    "dpo": {**_COMMON, "dpo_beta": 0.5, "dpo_overrides": {"label_smoothing": 0.1}},
+    "grpo": {
+        **_COMMON,
+        **_REWARD,
+        "grpo_group_size": 4,
+        "grpo_overrides": {"scale_advantages": True},
+    },
+}
+
+
+@pytest.fixture
+def every_section_config(tmp_path):
+    path = tmp_path / "every-section.yaml"
+    path.write_text(yaml.safe_dump(EVERY_SECTION))
+    return path
+
+
+@pytest.fixture(scope="module")
+def compiled_packages(tmp_path_factory):
+    """Each pipeline compiled with the default cluster config: what its upload must hold."""
+    folder = tmp_path_factory.mktemp("packages")
+    return {
+        name: compile_package(name, folder / f"{name}.yaml", ClusterConfig()).read_text("utf-8")
+        for name in PIPELINES
+    }
+
+
+def _check_upload(state, pipeline: str, package: str) -> str:
+    """One pipeline named ``pipeline`` holding one version whose package is ``package``;
+    returns the version's id."""
+    (created,) = state.sent("POST", "/pipelines")
+    assert created.body == {"display_name": pipeline}
+    (pipeline_id,) = state.pipelines
+    (upload,) = state.sent("POST", "/pipelines/upload_version")
+    assert upload.query["pipelineid"] == pipeline_id
+    assert upload.body["uploadfile"] == package
+    assert upload.query["name"] == version_name(pipeline, package)
+    assert yaml.safe_load(package.split("\n---\n")[0])["pipelineInfo"]["name"] == f"rlhf-{pipeline}"
+    (version_id,) = state.versions
+    assert state.versions[version_id]["pipeline_id"] == pipeline_id
+    return version_id
+
+
+def _check_parameters(pipeline: str, params: dict) -> None:
+    assert set(params) <= set(inspect.signature(PIPELINES[pipeline].pipeline_func).parameters)
+    others = set(STAGE_CONFIGS) - set(stage_sections(pipeline))  # e.g. reward, ppo, grpo for dpo
+    foreign = {f"{s}_overrides" for s in others}
+    foreign |= {name for (s, _), name in NAMED_PARAMETERS.items() if s in others}
+    assert not foreign & set(params), f"{pipeline}: another pipeline's parameters"
+    assert pipeline in EXPECTED_PARAMETERS, f"EXPECTED_PARAMETERS needs an entry for {pipeline}"
+    assert params == EXPECTED_PARAMETERS[pipeline]
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+def test_submit_sends_the_asked_pipeline_and_its_parameters(
+    kfp_api, every_section_config, compiled_packages, pipeline, capsys
+):
+    code = main(["submit", "--host", kfp_api.url, "--pipeline", pipeline,
+                 "--config", str(every_section_config), "--experiment", "nightly"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    s = kfp_api.state
+    version_id = _check_upload(s, pipeline, compiled_packages[pipeline])
+    (run,) = s.sent("POST", "/runs")
+    assert run.body["display_name"].startswith(f"{pipeline}-")
+    assert run.body["pipeline_version_reference"]["pipeline_version_id"] == version_id
+    _check_parameters(pipeline, run.body["runtime_config"]["parameters"])
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+def test_schedule_sends_the_asked_pipeline_and_its_parameters(
+    kfp_api, every_section_config, compiled_packages, pipeline, capsys
+):
+    code = main(["schedule", "create", "--host", kfp_api.url, "--pipeline", pipeline,
+                 "--config", str(every_section_config), "--cron", "@daily"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    s = kfp_api.state
+    version_id = _check_upload(s, pipeline, compiled_packages[pipeline])
+    (recurring,) = s.sent("POST", "/recurringruns")
+    assert recurring.body["display_name"] == f"{pipeline}-retraining"
+    assert recurring.body["pipeline_version_reference"]["pipeline_version_id"] == version_id
+    _check_parameters(pipeline, recurring.body["runtime_config"]["parameters"])
+
+
+def test_rlhf_command_submits_and_schedules_the_dpo_pipeline(kfp_api, every_section_config):
+    """The `rlhf` entry point in a process of its own: a DPO run, then a DPO schedule that
+    reuses the version the run uploaded."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *sys.path])}
+
+    def rlhf(*argv: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "rlhf.cli", *argv, "--host", kfp_api.url, "--pipeline", "dpo",
+             "--config", str(every_section_config)],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = rlhf("submit", "--run-name", "dpo-1")
+    assert "pipeline dpo: version dpo-" in out and "run: " in out
+    out = rlhf("schedule", "create", "--interval", "7d", "--name", "weekly-dpo")
+    assert "(reused;" in out and "schedule: " in out and "every 604800 s" in out
+    s = kfp_api.state
+    (pipeline_id,) = s.pipelines
+    assert s.pipelines[pipeline_id]["display_name"] == "dpo"
+    (version_id,) = s.versions
+    (run,) = s.sent("POST", "/runs")
+    (recurring,) = s.sent("POST", "/recurringruns")
+    for body in (run.body, recurring.body):
+        assert body["pipeline_version_reference"]["pipeline_version_id"] == version_id
+        assert body["runtime_config"]["parameters"] == EXPECTED_PARAMETERS["dpo"]
+
+
+def _kubelet_argv(container: dict, config_map: dict[str, str], folder: Path) -> list[str]:
+    """The container's command as the kubelet runs it: ``$(VAR)`` replaced from the container's
+    env (literal values, or keys of the ConfigMap), the ConfigMap's mount moved to ``folder``."""
+    env = {}
+    for var in container["env"]:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["configMapKeyRef"]
+            assert ref["name"] == RUN_CONFIG_MAP and not ref.get("optional")
+            env[var["name"]] = config_map[ref["key"]]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "run-config"]
+    for key, text in config_map.items():
+        (folder / key).write_text(text)
+    return [
+        re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg).replace(
+            mount["mountPath"], str(folder)
+        )
+        for arg in container["command"]
+    ]
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINES))
+def test_the_submit_job_submits_the_pipeline_its_config_map_names(
+    kfp_api, tmp_path, compiled_packages, pipeline, capsys
+):
+    """pipelines/k8s/submit-run.yaml, run with a ConfigMap holding run.yaml, cluster.yaml and
+    the pipeline's name: one Job for every pipeline."""
+    docs = list(yaml.safe_load_all((ROOT / "pipelines/k8s/submit-run.yaml").read_text()))
+    pod = docs[-1]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["volumes"][0]["configMap"]["name"] == RUN_CONFIG_MAP
+    config_map = {
+        "run.yaml": yaml.safe_dump(EVERY_SECTION), "cluster.yaml": "{}\n", "pipeline": pipeline
+    }  # fmt: skip
+    argv = _kubelet_argv(container, config_map, tmp_path)
+    assert argv[:2] == ["rlhf", "submit"]
+    assert main([*argv[1:], "--host", kfp_api.url]) == 0, capsys.readouterr().err
+    version_id = _check_upload(kfp_api.state, pipeline, compiled_packages[pipeline])
+    (run,) = kfp_api.state.sent("POST", "/runs")
+    assert run.body["pipeline_version_reference"]["pipeline_version_id"] == version_id
+    _check_parameters(pipeline, run.body["runtime_config"]["parameters"])

@@ -6,7 +6,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rlhf import tracking
-from rlhf.pipeline.local_run import pipeline_arguments, run_local
+from rlhf.pipeline.local_run import run_local
+from rlhf.pipeline.run_config import pipeline_arguments
 
 TINY = {
     "demo": {"sft_rows": 120, "preference_rows": 120, "prompt_rows": 20, "eval_prompt_rows": 10},
@@ -88,16 +89,17 @@ def test_run_config_maps_named_parameters_and_overrides():
             "data": {"sft": ["a.jsonl", "s3://b/c.jsonl"]},
             "sft": {"epochs": 2, "warmup_ratio": 0.1},
             "pipeline": {"gold_reward": ""},
-        }
+        },
+        "ppo",
     )
     assert args["sft_data"] == "a.jsonl,s3://b/c.jsonl"
     assert args["sft_epochs"] == 2
     assert args["sft_overrides"] == {"warmup_ratio": 0.1}
     assert args["gold_reward"] == ""
     with pytest.raises(ValueError, match="pipeline.gold_reward"):
-        pipeline_arguments({"ppo": {"gold_reward": "x:y"}})
+        pipeline_arguments({"ppo": {"gold_reward": "x:y"}}, "ppo")
     with pytest.raises(ValueError, match="unknown field"):
-        pipeline_arguments({"ppo": {"kl_coeff": 0.1}})
+        pipeline_arguments({"ppo": {"kl_coeff": 0.1}}, "ppo")
     # Each pipeline takes the sections of its own stages; the others are checked, not passed.
     dpo = pipeline_arguments(TINY_ALL, "dpo")
     assert dpo["dpo_overrides"] == {"max_steps": 2, "batch_size": 8, "eval_batch_size": 32}
@@ -110,8 +112,8 @@ def test_run_config_maps_named_parameters_and_overrides():
 
 
 def test_run_config_mistakes_are_clear_errors():
-    from rlhf.pipeline.local_run import _typed_parameters
     from rlhf.pipeline.pipelines import get_pipeline
+    from rlhf.pipeline.run_config import _typed_parameters
 
     with pytest.raises(ValueError, match="unknown pipeline 'nope'"):
         get_pipeline("nope")
@@ -121,4 +123,4 @@ def test_run_config_mistakes_are_clear_errors():
     typed = _typed_parameters(fn, {"sft_lr": "1e-5", "sft_epochs": 2.0, "gold_reward": None})
     assert typed == {"sft_lr": 1e-5, "sft_epochs": 2, "gold_reward": ""}
     with pytest.raises(ValueError, match="stage's own section"):
-        pipeline_arguments({"pipeline": {"sft_overrides": {"lr": 1}}})
+        pipeline_arguments({"pipeline": {"sft_overrides": {"lr": 1}}}, "ppo")

@@ -104,7 +104,8 @@ def compile_all(
         written.append(_write(out_dir / f"{name}.yaml", text))
         manifest = _k8s_manifest(name, version_name(name, text), config)
         written.append(_write(out_dir / "k8s" / f"{name}.yaml", manifest))
-    job = k8s_manifests.submit_job_manifest(config.image("cpu"), default_pipeline=PIPELINE_NAME)
+    names = sorted(PIPELINES, key=lambda name: (name != PIPELINE_NAME, name))  # default first
+    job = k8s_manifests.submit_job_manifest(config.image("cpu"), names)
     written.append(_write(out_dir / "k8s" / "submit-run.yaml", job))
     if components_dir is not None:
         written += compile_components(components_dir)

@@ -21,8 +21,7 @@ from typing import Any
 
 from rlhf.pipeline import cluster
 from rlhf.pipeline.compile import compile_package, version_name
-from rlhf.pipeline.local_run import _typed_parameters, pipeline_arguments
-from rlhf.pipeline.pipelines import get_pipeline
+from rlhf.pipeline.run_config import pipeline_parameters
 
 log = logging.getLogger("rlhf.submit")
 
@@ -105,15 +104,6 @@ def upload(client: Any, pipeline: str, package: Path, namespace: str | None = No
     return Uploaded(pipeline_id, created_version.pipeline_version_id, version, False)
 
 
-def run_parameters(pipeline: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Pipeline parameters from a run config (the format of ``rlhf run --config``), checked and
-    typed against the pipeline's signature. Unset parameters keep the compiled defaults."""
-    args = pipeline_arguments(config)
-    run_key = args.pop("pipeline_run", None)  # default: KFP's run id, filled in by KFP
-    typed = _typed_parameters(get_pipeline(pipeline), args)
-    return {**typed, "pipeline_run": str(run_key)} if run_key else typed
-
-
 @dataclass
 class Prepared:
     """A pipeline uploaded and an experiment ready: what a run or a schedule starts from."""
@@ -133,7 +123,7 @@ def prepare(
     package: str | Path | None = None,
 ) -> Prepared:
     """Compile (unless ``package`` names a compiled one), upload or reuse, find the experiment."""
-    parameters = run_parameters(pipeline, config)
+    parameters = pipeline_parameters(config, pipeline)  # unset: the compiled defaults
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(package) if package else Path(tmp) / f"{pipeline}.yaml"
         if not package:
