@@ -38,8 +38,8 @@ demo: install
 	$(BIN)/rlhf run --output-root demo_outputs
 
 test: install-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/python -m pytest -q
 
 # The package installed the way images/cpu.Dockerfile installs it (a fresh venv; minutes).
@@ -47,11 +47,11 @@ test-images: install-dev
 	$(BIN)/python -m pytest -q -m image
 
 lint: install-dev
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests scripts
 
 format: install-dev
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts
 
 compile: install
 	$(BIN)/rlhf compile --out pipelines --components-out components

@@ -248,8 +248,12 @@ class OnPolicyConfig:
     seed: int = 0
     iterations: int = 80  # rollout + update cycles
     minibatch_size: int = 16  # rollouts per gradient step
-    lr: float = 2e-5  # policy learning rate (AdamW, constant after warmup)
+    lr: float = 2e-5  # peak policy learning rate (AdamW), after warmup as lr_schedule says
     warmup_iterations: int = 2  # LR warms up linearly over these iterations
+    # After warmup: "constant", or "linear" decay to 0 at the last iteration (CleanRL's
+    # anneal_lr): the last updates are small, so the final policy does not depend on where in
+    # the batch-to-batch noise of the updates the run happens to stop.
+    lr_schedule: str = "constant"
     max_grad_norm: float = 1.0  # clipping, per model
     clip_eps: float = 0.2  # PPO-Clip ratio range [1 - eps, 1 + eps]
     # Sampling
@@ -281,6 +285,12 @@ class OnPolicyConfig:
     # Also publish the output to this s3:// prefix (or folder): objects first, manifest.json
     # last. None: the output stays where the stage wrote it.
     publish_to: str | None = None
+
+    def __post_init__(self) -> None:  # fail before any model loads
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError(
+                f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}"
+            )
 
 
 @dataclasses.dataclass

@@ -7,13 +7,23 @@ import torch
 
 from rlhf.training import checkpoint as ckpt
 from rlhf.training.batching import length_grouped_batches, pad_left, pad_right
-from rlhf.training.schedule import warmup_cosine
+from rlhf.training.schedule import warmup_cosine, warmup_then
 
 
 def test_warmup_cosine_by_hand():
     f = [warmup_cosine(s, total=10, warmup=2, min_ratio=0.1) for s in (0, 1, 2, 6, 10)]
     # warmup 1/2, 2/2; then 0.1 + 0.9 * (1 + cos(pi * progress)) / 2
     assert f == pytest.approx([0.5, 1.0, 1.0, 0.55, 0.1])
+
+
+def test_on_policy_schedules_by_hand():
+    constant = [warmup_then(i, total=4, warmup=2, decay="constant") for i in range(4)]
+    assert constant == pytest.approx([0.5, 1.0, 1.0, 1.0])
+    # warmup 1/2, 2/2, then times 1 - i/4
+    linear = [warmup_then(i, total=4, warmup=2, decay="linear") for i in range(4)]
+    assert linear == pytest.approx([0.5 * 1.0, 1.0 * 0.75, 0.5, 0.25])
+    with pytest.raises(ValueError, match="'constant' or 'linear'"):
+        warmup_then(0, total=4, warmup=2, decay="cosine")
 
 
 def test_length_grouped_batches_cover_everything_once_and_cut_padding():

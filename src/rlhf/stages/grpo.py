@@ -38,13 +38,13 @@ from rlhf.stages.on_policy import (
     load_prompts,
     log_iteration,
     result_metrics,
-    warmup_factor,
 )
 from rlhf.stages.publish import publish_model
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
+from rlhf.training.schedule import warmup_then
 
 log = logging.getLogger("rlhf.grpo")
 
@@ -105,7 +105,9 @@ def run(
 
     for iteration in range(start_iteration, config.iterations):
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * warmup_factor(iteration, config.warmup_iterations)
+            group["lr"] = config.lr * warmup_then(
+                iteration, config.iterations, config.warmup_iterations, config.lr_schedule
+            )
         rows = batch_indices(len(prompt_ids), config.prompts_per_iteration, config.seed, iteration)
         rows = [i for i in rows for _ in range(G)]  # group-major: G copies of each prompt
 

@@ -191,7 +191,3 @@ def result_metrics(history: list[dict[str, float]], started: float) -> dict[str,
         metrics["gold_mean"] = last["gold/mean"]
         metrics["gold_start"] = history[0]["gold/mean"]
     return metrics
-
-
-def warmup_factor(iteration: int, warmup: int) -> float:
-    return min(1.0, (iteration + 1) / warmup) if warmup > 0 else 1.0

@@ -50,7 +50,6 @@ from rlhf.stages.on_policy import (
     load_prompts,
     log_iteration,
     result_metrics,
-    warmup_factor,
 )
 from rlhf.stages.publish import publish_model
 from rlhf.stages.training_start import start_training
@@ -58,6 +57,7 @@ from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
 from rlhf.training.batching import collate
 from rlhf.training.errors import NonFiniteLossError
+from rlhf.training.schedule import warmup_then
 
 log = logging.getLogger("rlhf.ppo")
 
@@ -303,7 +303,9 @@ def run(
 
     # --- the loop -----------------------------------------------------------------------
     for iteration in range(start_iteration, config.iterations):
-        factor = warmup_factor(iteration, config.warmup_iterations)
+        factor = warmup_then(
+            iteration, config.iterations, config.warmup_iterations, config.lr_schedule
+        )
         for opt, lr in ((policy_opt, config.lr), (critic_opt, config.critic_lr)):
             for group in opt.param_groups:
                 group["lr"] = lr * factor
