@@ -272,7 +272,10 @@ def test_skip_invalid_drops_counts_and_lists_bad_rows(tmp_path):
         (str(prefs), 4, None),
         (str(prefs), 5, "margin"),
     ]
-    assert rejects[0]["error"] == f"{prefs}: line 2: field 'rejected': is identical to 'chosen'"
+    assert rejects[0]["error"] == (
+        f"{prefs}: line 2: field 'rejected': is identical to 'chosen'; a preference needs two "
+        "different answers"
+    )
     assert metrics["preferences/rejected"] == 4 == metrics["total/rejected"]
     assert metrics["preferences/input_rows"] == 6
     assert len(all_rows(load(outputs, "preferences"))) == 2
