@@ -226,6 +226,21 @@ def test_unreadable_or_unknown_input_names_file_and_line(tmp_path, content, expe
     assert_nothing_written(tmp_path)
 
 
+def test_csv_missing_a_column_names_file_line_and_the_columns_it_has(tmp_path):
+    path = tmp_path / "prefs.csv"
+    path.write_text("prompt,chosen\np,a\n")
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, preferences=[str(path)])
+    assert str(info.value).startswith(
+        f"{path}: line 2: unknown format: keys seen ['chosen', 'prompt']; preferences accepts "
+        "preference {prompt, chosen, rejected, margin?}"
+    )
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, PrepareConfig(format="preference"), preferences=[str(path)])
+    assert str(info.value) == f"{path}: line 2: field 'rejected': is missing"
+    assert_nothing_written(tmp_path)
+
+
 def test_failure_keeps_previous_outputs_and_leaves_no_partial_folder(tmp_path):
     _, outputs = prepare(tmp_path, sft=[write_jsonl(tmp_path / "a.jsonl", numbered_sft(2))])
     before = storage.read_manifest(outputs.sft)["content_sha256"]
