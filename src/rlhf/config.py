@@ -35,6 +35,9 @@ class PrepareConfig:
     tokenizer: str | None = None
     # Also publish the four artifacts to <publish_to>/<artifact> (an s3:// prefix or a folder).
     publish_to: str | None = None
+    # Accept an input with no rows (an empty file, a CSV header alone, ...) or whose rows are all
+    # rejected or dropped, writing an empty artifact; by default that is an error.
+    allow_empty: bool = False
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:

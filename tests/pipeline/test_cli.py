@@ -9,10 +9,13 @@ from pathlib import Path
 import datasets
 import pytest
 
+import rlhf
 from rlhf.cli import main
 from rlhf.pipeline.pipelines import PIPELINE_NAME, PIPELINES
 
 ROOT = Path(__file__).resolve().parents[2]
+
+SRC = str(Path(rlhf.__file__).resolve().parents[1])  # this checkout's sources, for subprocesses
 
 
 def test_demo_data_then_prepare(tmp_path, capsys):
@@ -53,6 +56,81 @@ def test_bad_row_exits_2_naming_file_line_and_field(tmp_path, capsys):
     assert code == 0
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["row"], r["field"]) for r in rejects] == [(2, "rejected")]
+
+
+def msg(role, text):
+    return {"role": role, "content": text}
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "expected"),
+    [
+        (
+            "empty.jsonl",
+            [],
+            "is empty (0 bytes): there is nothing to prepare from it (set allow_empty=true to "
+            "accept an empty input)",
+        ),
+        (
+            "mixed.jsonl",
+            [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": "x y", "rejected": "x z"}],
+            "line 2: looks like format implicit_preference {chosen, rejected} while the file was "
+            "detected as format preference",
+        ),
+        (
+            "chat.jsonl",
+            [
+                {
+                    "chosen": [msg("user", "q"), msg("assistant", "a")],
+                    "rejected": [msg("user", "q"), msg("assistant", "b"), msg("user", "ok")],
+                }
+            ],
+            "line 1: field 'rejected': the rejected conversation ends with a 'user' turn; it "
+            "must end with the assistant's answer",
+        ),
+        ("bad.jsonl", ['{"prompt": "p", "chosen": "a",'], "line 1: invalid JSON: Expecting"),
+    ],
+)
+def test_bad_preferences_exit_2_with_one_line_naming_file_line_and_problem(
+    tmp_path, capsys, name, rows, expected
+):
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    out = tmp_path / "out"
+    code = main(["prepare", "--no-track", "--preferences", str(path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("rlhf prepare:")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"rlhf prepare: invalid data: {path}: {expected}")
+    assert not out.exists()
+
+
+def test_the_rlhf_command_reports_bad_data_in_one_line_without_a_traceback(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": 7}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "rlhf.cli", "prepare", "--no-track", "--preferences", str(path),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": SRC},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"rlhf prepare: invalid data: {path}: line 2: field 'chosen': must be a non-empty "
+        "string, got number"
+    )
+    assert done.stdout == "" and not out.exists()
+
+
+def test_allow_empty_from_the_command_line(tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    code = main(["prepare", "--no-track", "--preferences", str(tmp_path / "empty.jsonl"),
+                 "--out", str(tmp_path / "out"), "--set", "allow_empty=true"])  # fmt: skip
+    assert code == 0
+    assert datasets.load_from_disk(str(tmp_path / "out" / "preferences"))["train"].num_rows == 0
 
 
 def test_unknown_config_field_is_a_clear_error(tmp_path, capsys):

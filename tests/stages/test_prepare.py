@@ -226,6 +226,21 @@ def test_unreadable_or_unknown_input_names_file_and_line(tmp_path, content, expe
     assert_nothing_written(tmp_path)
 
 
+def test_csv_missing_a_column_names_file_line_and_the_columns_it_has(tmp_path):
+    path = tmp_path / "prefs.csv"
+    path.write_text("prompt,chosen\np,a\n")
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, preferences=[str(path)])
+    assert str(info.value).startswith(
+        f"{path}: line 2: unknown format: keys seen ['chosen', 'prompt']; preferences accepts "
+        "preference {prompt, chosen, rejected, margin?}"
+    )
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, PrepareConfig(format="preference"), preferences=[str(path)])
+    assert str(info.value) == f"{path}: line 2: field 'rejected': is missing"
+    assert_nothing_written(tmp_path)
+
+
 def test_failure_keeps_previous_outputs_and_leaves_no_partial_folder(tmp_path):
     _, outputs = prepare(tmp_path, sft=[write_jsonl(tmp_path / "a.jsonl", numbered_sft(2))])
     before = storage.read_manifest(outputs.sft)["content_sha256"]
@@ -246,6 +261,153 @@ def test_config_errors_are_caught_before_reading(tmp_path):
         with pytest.raises(ValueError):
             prepare(tmp_path, config)
     assert_nothing_written(tmp_path)
+
+
+# --- empty inputs and inputs that leave no row ------------------------------------------------
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its bytes (None when it does not exist)."""
+    if not folder.exists():
+        return None
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def empty_input(tmp_path, kind):
+    path = tmp_path / kind
+    if kind == "zero.jsonl":
+        path.write_bytes(b"")
+    elif kind == "blank.jsonl":
+        path.write_bytes(b"\n\n")
+    elif kind == "header.csv":
+        path.write_bytes(b"prompt,response\n")
+    elif kind == "zero.parquet":
+        pd.DataFrame({"prompt": pd.Series([], dtype=str)}).to_parquet(path)
+    elif kind == "zero_ds":
+        datasets.Dataset.from_dict({"prompt": []}).save_to_disk(str(path))
+    else:
+        path.mkdir()
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "holds"),
+    [
+        ("zero.jsonl", "0 bytes"),
+        ("blank.jsonl", "only blank lines"),
+        ("header.csv", "a header line but no rows"),
+        ("zero.parquet", "columns prompt but 0 rows"),
+        ("zero_ds", "a saved dataset with 0 rows"),
+        ("empty_folder", "a folder with nothing in it"),
+    ],
+)
+def test_an_empty_input_is_an_error_naming_it_and_writes_nothing(tmp_path, kind, holds):
+    source = empty_input(tmp_path, kind)
+    good = write_jsonl(tmp_path / "good.jsonl", numbered_sft(3))
+    # skip_invalid skips bad rows, not an empty file.
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, PrepareConfig(skip_invalid=True), sft=[good], prompts=[source])
+    assert str(info.value) == (
+        f"{source}: is empty ({holds}): there is nothing to prepare from it (set "
+        "allow_empty=true to accept an empty input)"
+    )
+    assert_nothing_written(tmp_path)
+
+
+def test_allow_empty_accepts_an_empty_input(tmp_path, caplog):
+    source = empty_input(tmp_path, "zero.jsonl")
+    good = write_jsonl(tmp_path / "good.jsonl", numbered_sft(3))
+    config = PrepareConfig(allow_empty=True)
+    metrics, outputs = prepare(tmp_path, config, sft=[good], prompts=[source])
+    assert metrics["prompts/input_rows"] == 0 and metrics["sft/input_rows"] == 3
+    assert all_rows(load(outputs, "prompts")) == []
+    assert storage.read_manifest(outputs.prompts)["formats"] == {source: None}
+    assert f"{source} is empty (0 bytes); allow_empty is set" in caplog.text
+
+
+PREFS = [
+    {"prompt": "p", "chosen": "a", "rejected": "a"},  # line 1: identical answers
+    {"prompt": "q", "chosen": "b"},  # line 2: no rejected
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "rows", "why"),
+    [
+        (
+            PrepareConfig(skip_invalid=True),
+            PREFS,
+            "no preferences row is left of the 2 read: 2 rejected as invalid (skip_invalid); the "
+            "first: {src}: line 1: field 'rejected': is identical to 'chosen'; a preference "
+            "needs two different answers (allow_empty=true would write it empty)",
+        ),
+        (
+            PrepareConfig(max_tokens=3),
+            [{"prompt": "p", "chosen": "long", "rejected": "b"}] * 2,
+            "no preferences row is left of the 2 read: 1 dropped as duplicates (dedupe); 1 "
+            "dropped as over the budget of max_tokens=3 UTF-8 bytes (raise max_tokens or set "
+            "over_budget=truncate) (allow_empty=true would write it empty)",
+        ),
+        (
+            PrepareConfig(),
+            [{"prompt": "p", "responses": ["a", "b"], "scores": [1, 1]}],
+            "no preferences row is left of the 1 read: 1 valid ranking(s) gave no pair (all "
+            "their responses tie) (allow_empty=true would write it empty)",
+        ),
+    ],
+)
+def test_inputs_that_leave_no_row_are_an_error_saying_why(tmp_path, config, rows, why):
+    src = write_jsonl(tmp_path / "prefs.jsonl", rows)
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, config, preferences=[src])
+    assert str(info.value) == f"{src}: " + why.format(src=src)
+    assert_nothing_written(tmp_path)
+
+
+def test_no_row_left_with_allow_empty_writes_an_empty_artifact(tmp_path, caplog):
+    src = write_jsonl(tmp_path / "prefs.jsonl", PREFS)
+    metrics, outputs = prepare(
+        tmp_path, PrepareConfig(skip_invalid=True, allow_empty=True), preferences=[src]
+    )
+    assert metrics["preferences/rejected"] == 2 and all_rows(load(outputs, "preferences")) == []
+    assert "no preferences row is left of the 2 read" in caplog.text
+
+
+def test_empty_input_keeps_earlier_outputs_and_published_copies(tmp_path):
+    published = tmp_path / "published"
+    config = PrepareConfig(publish_to=str(published), skip_invalid=True)
+    prepare(tmp_path, config, sft=[write_jsonl(tmp_path / "a.jsonl", numbered_sft(2))])
+    before = snapshot(tmp_path / "out"), snapshot(published)
+    assert before[0] and before[1]
+    for sources in (
+        [empty_input(tmp_path, "zero.jsonl")],
+        [write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p"}])],  # every row rejected
+    ):
+        with pytest.raises(DataError):
+            prepare(tmp_path, config, sft=sources)
+        assert (snapshot(tmp_path / "out"), snapshot(published)) == before
+    # A first run that fails publishes nothing either.
+    with pytest.raises(DataError):
+        prepare(tmp_path / "fresh", PrepareConfig(publish_to=str(tmp_path / "p2")), sft=sources)
+    assert snapshot(tmp_path / "fresh" / "out") is None and snapshot(tmp_path / "p2") is None
+
+
+def test_a_row_of_another_format_says_so_end_to_end(tmp_path):
+    src = write_jsonl(
+        tmp_path / "prefs.jsonl",
+        [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": "x y", "rejected": "x z"}],
+    )
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, preferences=[src])
+    assert str(info.value).startswith(
+        f"{src}: line 2: looks like format implicit_preference {{chosen, rejected}} while the "
+        "file was detected as format preference {prompt, chosen, rejected, margin?} from its "
+        "first row (line 1); they differ in 'prompt' (absent here, a string on line 1)"
+    )
+    # A forced format is the user's word: the row just breaks it.
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, PrepareConfig(format="preference"), preferences=[src])
+    assert str(info.value) == f"{src}: line 2: field 'prompt': is missing"
 
 
 # --- skip_invalid ------------------------------------------------------------------------------
@@ -272,7 +434,10 @@ def test_skip_invalid_drops_counts_and_lists_bad_rows(tmp_path):
         (str(prefs), 4, None),
         (str(prefs), 5, "margin"),
     ]
-    assert rejects[0]["error"] == f"{prefs}: line 2: field 'rejected': is identical to 'chosen'"
+    assert rejects[0]["error"] == (
+        f"{prefs}: line 2: field 'rejected': is identical to 'chosen'; a preference needs two "
+        "different answers"
+    )
     assert metrics["preferences/rejected"] == 4 == metrics["total/rejected"]
     assert metrics["preferences/input_rows"] == 6
     assert len(all_rows(load(outputs, "preferences"))) == 2

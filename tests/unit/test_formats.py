@@ -166,13 +166,64 @@ def test_conversational_preference_full_conversations_and_trl_form():
     assert normalise("conversational_preference", trl) == [pref([user("joke?")], "good", "no")]
 
 
-def test_conversational_preference_histories_must_match():
-    row = {
-        "chosen": [user("hi"), assistant("a")],
-        "rejected": [user("hello"), assistant("b")],
-    }
-    with pytest.raises(DataError, match="field 'rejected': must hold the same messages"):
-        normalise("conversational_preference", row)
+@pytest.mark.parametrize(
+    ("chosen", "rejected", "field", "reason"),
+    [
+        (
+            [user("q"), assistant("a"), user("thanks")],
+            [user("q"), assistant("b")],
+            "chosen",
+            "the chosen conversation ends with a 'user' turn; it must end with the assistant's "
+            "answer",
+        ),
+        (
+            [user("q"), assistant("a")],
+            [user("q")],
+            "rejected",
+            "the rejected conversation ends with a 'user' turn; it must end with the "
+            "assistant's answer",
+        ),
+        (
+            [user("hi"), assistant("a")],
+            [user("hello"), assistant("b")],
+            "rejected",
+            "message 0 differs from chosen's in its content; the two conversations must be the "
+            "same except for their final answer",
+        ),
+        (
+            [user("hi"), assistant("a")],
+            [{"role": "system", "content": "hi"}, assistant("b")],
+            "rejected",
+            "message 0 differs from chosen's in its role",
+        ),
+        (
+            [user("hi"), assistant("a")],
+            [assistant("b")],
+            "rejected",
+            "has 0 messages before its final answer and 'chosen' has 1",
+        ),
+        (
+            [user("hi"), assistant("x"), assistant("a")],
+            [user("hi"), assistant("x"), assistant("b")],
+            "chosen",
+            "the chosen conversation before its final answer ends with an 'assistant' turn; it "
+            "must end with the user's message",
+        ),
+        (
+            [assistant("a")],
+            [assistant("b")],
+            "prompt",
+            "is missing: 'chosen' and 'rejected' hold only the final answer, so the conversation "
+            "before it must be given in 'prompt'",
+        ),
+    ],
+)
+def test_conversational_preference_errors_say_which_conversation_and_why(
+    chosen, rejected, field, reason
+):
+    with pytest.raises(DataError) as info:
+        normalise("conversational_preference", {"chosen": chosen, "rejected": rejected})
+    assert str(info.value).startswith(f"{FILE}: line 7: field {field!r}: {reason}")
 
 
 # --- ranking -----------------------------------------------------------------------------------
@@ -247,7 +298,13 @@ RANK = {"prompt": "p", "responses": ["a", "b", "c"]}
             "prompt_response",
             {**PROMPT_RESPONSE, "prompt": [assistant("x")]},
             "prompt",
-            "last message must have role 'user'",
+            "the prompt ends with an 'assistant' turn; it must end with the user's message",
+        ),
+        (
+            "prompt_completion",
+            {"prompt": "p", "completion": [assistant("a"), user("b")]},
+            "completion",
+            "the completion ends with a 'user' turn; it must end with the assistant's answer",
         ),
         (
             "messages",
@@ -260,7 +317,25 @@ RANK = {"prompt": "p", "responses": ["a", "b", "c"]}
             "messages",
             {"messages": [user("hi")]},
             "messages",
-            "last message must have role 'assistant'",
+            "the conversation ends with a 'user' turn; it must end with the assistant's answer",
+        ),
+        (
+            "messages",
+            {"messages": [{"content": "x"}, assistant("y")]},
+            "messages[0].role",
+            "is missing (one of system, user, assistant)",
+        ),
+        (
+            "messages",
+            {"messages": [{"role": 1, "content": "x"}, assistant("y")]},
+            "messages[0].role",
+            "must be one of system, user, assistant, got number",
+        ),
+        (
+            "messages",
+            {"messages": [user("hi"), {"role": "assistant", "content": 42}]},
+            "messages[1].content",
+            "must be a non-empty string, got number",
         ),
         (
             "messages",
@@ -272,11 +347,23 @@ RANK = {"prompt": "p", "responses": ["a", "b", "c"]}
             "messages",
             {"messages": [user("hi"), {"role": "assistant"}]},
             "messages[1].content",
-            "must be a non-empty string, got null",
+            "is missing",
         ),
         ("messages", {"messages": ["hi", assistant("y")]}, "messages[0]", "must be an object"),
         ("messages", {"messages": [assistant("y")]}, "messages", "needs at least one user message"),
-        ("preference", {**PREF, "rejected": "a"}, "rejected", "is identical to 'chosen'"),
+        (
+            "preference",
+            {**PREF, "rejected": "a"},
+            "rejected",
+            "is identical to 'chosen'; a preference needs two different answers",
+        ),
+        ("preference", {**PREF, "chosen": 3}, "chosen", "must be a non-empty string, got number"),
+        (
+            "preference",
+            {**PREF, "prompt": 3},
+            "prompt",
+            "must be a string or a list of messages, got number",
+        ),
         ("preference", {**PREF, "rejected": "a  "}, "rejected", "is identical to 'chosen'"),
         ("preference", {**PREF, "chosen": ["a"]}, "chosen", "must be a non-empty string, got list"),
         ("preference", {**PREF, "margin": "big"}, "margin", "must be a number, got string"),
@@ -295,6 +382,8 @@ RANK = {"prompt": "p", "responses": ["a", "b", "c"]}
             "responses",
             "at least 2 strings, got a list of 1",
         ),
+        ("ranking", {**RANK, "responses": "a"}, "responses", "at least 2 strings, got string"),
+        ("ranking", {**RANK, "responses": ["a", 2]}, "responses[1]", "got number"),
         ("ranking", {**RANK, "responses": ["a", ""]}, "responses[1]", "must be a non-empty string"),
         (
             "ranking",
@@ -315,6 +404,62 @@ def test_each_broken_rule_names_file_line_and_field(fmt, row, field, reason):
     assert str(info.value).startswith(f"data/in.jsonl: line 7: field {field!r}: ")
     assert reason in str(info.value)
     assert (info.value.file, info.value.row, info.value.field) == (FILE, 7, field)
+
+
+# --- a file whose rows are in different formats ------------------------------------------------
+
+FIRST = Location(1, "line")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "first", "row", "expected"),
+    [
+        (
+            "preference",
+            PREF,
+            {"chosen": "x y", "rejected": "x z"},
+            "looks like format implicit_preference {chosen, rejected} while the file was "
+            "detected as format preference {prompt, chosen, rejected, margin?} from its first "
+            "row (line 1); they differ in 'prompt' (absent here, a string on line 1); as "
+            "preference: field 'prompt': is missing. The rows of one file must share one format",
+        ),
+        (
+            "conversational_preference",
+            {"chosen": [user("q"), assistant("a")], "rejected": [user("q"), assistant("b")]},
+            PREF,
+            "looks like format preference {prompt, chosen, rejected, margin?} while the file was "
+            "detected as format conversational_preference {chosen: [messages], rejected: "
+            "[messages], prompt?} from its first row (line 1); they differ in 'chosen' (a string "
+            "here, a list on line 1), 'prompt' (a string here, absent on line 1), 'rejected' (a "
+            "string here, a list on line 1); as conversational_preference: field 'chosen': must "
+            "be a list of {role, content} messages, got string.",
+        ),
+        (
+            "prompt_response",
+            PROMPT_RESPONSE,
+            {"messages": [user("q"), assistant("a")], "id": 4},
+            "looks like format messages {messages} while the file was detected as format "
+            "prompt_response {prompt, response} from its first row (line 1); they differ in "
+            "'id' (a number here, absent on line 1), 'messages' (a list here, absent on line 1), "
+            "'prompt' (absent here, a string on line 1), 'response' (absent here, a string on "
+            "line 1); as prompt_response: field 'prompt': is missing.",
+        ),
+    ],
+)
+def test_a_row_of_another_format_names_both_formats_and_the_differing_fields(
+    fmt, first, row, expected
+):
+    with pytest.raises(DataError) as info:
+        normalise_row(fmt, row, file=FILE, location=LINE, detected_from=(FIRST, first))
+    assert str(info.value).startswith(f"{FILE}: line 7: {expected}")
+    assert (info.value.file, info.value.row, info.value.field) == (FILE, 7, None)
+
+
+def test_a_bad_row_of_the_same_or_of_no_format_keeps_its_field_error():
+    for row, field in (({**PREF, "chosen": ""}, "chosen"), ({"question": "q"}, "prompt")):
+        with pytest.raises(DataError) as info:
+            normalise_row("preference", row, file=FILE, location=LINE, detected_from=(FIRST, PREF))
+        assert info.value.field == field
 
 
 def test_every_format_is_registered_for_one_artifact():

@@ -9,7 +9,7 @@ import datasets
 import pandas as pd
 import pytest
 
-from rlhf.data.errors import DataError, Location
+from rlhf.data.errors import DataError, EmptyInput, Location
 from rlhf.data.readers import read_rows
 
 
@@ -61,6 +61,16 @@ def test_jsonl_whole_file_array_gets_a_hint(tmp_path):
     path = write_lines(tmp_path / "a.jsonl", '[{"prompt": "p"},', '{"prompt": "q"}]')
     with pytest.raises(DataError, match="line 1: .*one JSON object per line"):
         rows_of(path)
+
+
+def test_jsonl_pretty_printed_object_gets_a_hint(tmp_path):
+    path = write_lines(tmp_path / "a.json", "{", '  "prompt": "p"', "}")
+    with pytest.raises(DataError) as info:
+        rows_of(path)
+    assert str(info.value) == (
+        f"{path}: line 1: invalid JSON: Expecting property name enclosed in double quotes at "
+        "column 2 (an object spread over several lines is not JSONL: write one object per line)"
+    )
 
 
 def test_jsonl_non_utf8_names_file_and_line(tmp_path):
@@ -143,6 +153,31 @@ def test_csv_non_utf8_and_extra_cells(tmp_path):
         rows_of(path)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"prompt,response,prompt\na,b,c\n", "line 1: the header repeats column 'prompt'"),
+        (
+            b"prompt;response\na;b\n",
+            "line 1: the header has one column 'prompt;response': CSV files must be "
+            "comma-separated",
+        ),
+        (b"\n\nprompt\tresponse\n", "line 3: the header has one column"),
+    ],
+)
+def test_csv_header_that_would_lose_or_merge_columns(tmp_path, content, message):
+    path = tmp_path / "x.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        rows_of(path, on_error=lambda e: None)  # a bad header is never one row to skip
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_csv_blank_lines_before_the_header_are_skipped(tmp_path):
+    path = write_lines(tmp_path / "x.csv", "", "prompt", "a")
+    assert rows_of(path) == [(Location(3, "line"), {"prompt": "a"})]
+
+
 def test_csv_on_error_skips_undecodable_line_and_keeps_numbering(tmp_path):
     path = tmp_path / "a.csv"
     path.write_bytes(b"prompt\n\xff\nok\n")
@@ -191,8 +226,65 @@ def test_file_level_problems_always_raise(tmp_path):
     with pytest.raises(DataError, match=r"a\.txt: unsupported file type '\.txt'"):
         read_rows(str(tmp_path / "a.txt"))
     (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="not a datasets.save_to_disk folder"):
         read_rows(str(tmp_path / "folder"))
+    (tmp_path / "data.jsonl.gz").write_bytes(b'{"prompt": "a"}\n')  # named .gz, not gzip
+    with pytest.raises(DataError) as info:
+        rows_of(tmp_path / "data.jsonl.gz", on_error=lambda e: None)
+    assert str(info.value).startswith(f"{tmp_path / 'data.jsonl.gz'}: cannot read it as gzip: ")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "state.json").write_text("{}")
+    with pytest.raises(DataError) as info:
+        rows_of(tmp_path / "broken")
+    assert str(info.value).startswith(f"{tmp_path / 'broken'}: cannot load the saved dataset: ")
+
+
+# --- inputs with no rows -----------------------------------------------------------------------
+
+
+def empty_inputs(tmp_path):
+    """Each kind of input with no row, and what the error says it holds."""
+    (tmp_path / "zero.jsonl").write_bytes(b"")
+    (tmp_path / "blank.jsonl").write_bytes(b"\n  \n\n")
+    (tmp_path / "zero.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_bytes(b"prompt,response\n\n")
+    with gzip.open(tmp_path / "zero.jsonl.gz", "wb"):
+        pass
+    pd.DataFrame({"prompt": pd.Series([], dtype=str)}).to_parquet(tmp_path / "zero.parquet")
+    # Saved with default sharding an empty Dataset has no shard file at all.
+    datasets.Dataset.from_dict({"prompt": []}).save_to_disk(str(tmp_path / "zero_ds"))
+    datasets.DatasetDict(
+        train=datasets.Dataset.from_dict({"prompt": []}),
+        test=datasets.Dataset.from_dict({"prompt": []}),
+    ).save_to_disk(str(tmp_path / "zero_dict"), num_shards={"train": 1, "test": 1})
+    (tmp_path / "nothing").mkdir()
+    return {
+        "zero.jsonl": "is empty (0 bytes)",
+        "blank.jsonl": "is empty (only blank lines)",
+        "zero.csv": "is empty (0 bytes)",
+        "header.csv": "is empty (a header line but no rows)",
+        "zero.jsonl.gz": "is empty (0 bytes)",
+        "zero.parquet": "is empty (columns prompt but 0 rows)",
+        "zero_ds": "is empty (a saved dataset with 0 rows)",
+        "zero_dict": "is empty (a saved dataset with 0 rows)",
+        "nothing": "is empty (a folder with nothing in it)",
+    }
+
+
+def test_an_input_with_no_rows_raises_empty_input_naming_it(tmp_path):
+    for name, message in empty_inputs(tmp_path).items():
+        with pytest.raises(EmptyInput) as info:
+            rows_of(tmp_path / name)
+        assert str(info.value) == f"{tmp_path / name}: {message}"
+
+
+def test_rows_that_cannot_be_read_are_not_an_empty_input(tmp_path):
+    # Every row is bad, but there are rows: the caller hears about each one, not "empty".
+    path = write_lines(tmp_path / "bad.jsonl", "{oops", "[1]")
+    errors: list[DataError] = []
+    assert rows_of(path, on_error=errors.append) == []
+    assert [e.row for e in errors] == [1, 2]
 
 
 def test_s3_uri_is_read_through_the_cache_and_named_in_errors(tmp_path, monkeypatch):

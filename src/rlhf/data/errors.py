@@ -53,6 +53,11 @@ class DataError(ValueError):
         return (type(self), (self.file, self.reason, self.location, self.field))
 
 
+class EmptyInput(DataError):
+    """An input file or folder that holds no rows at all (not even unreadable ones); the reason
+    says what it holds instead, e.g. ``is empty (0 bytes)``."""
+
+
 def json_type_name(value: Any) -> str:
     """How an error message names the type of a parsed value: null, boolean, number, string,
     list or object, the same words for every input file type."""

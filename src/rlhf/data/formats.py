@@ -64,9 +64,9 @@ class _Invalid(Exception):
 # --- field checks ------------------------------------------------------------------------------
 
 
-def _required(row: Mapping[str, Any], key: str) -> Any:
+def _required(row: Mapping[str, Any], key: str, field: str | None = None) -> Any:
     if row.get(key) is None:
-        raise _Invalid(key, "is missing")
+        raise _Invalid(field or key, "is missing")
     return row[key]
 
 
@@ -91,7 +91,13 @@ def _number(value: Any, field: str) -> float:
     return float(value)
 
 
-def _messages(value: Any, field: str, last_role: str) -> list[Message]:
+# What a message list must end with, as an error message says it.
+_ENDINGS = {"user": "the user's message", "assistant": "the assistant's answer"}
+
+
+def _messages(value: Any, field: str, last_role: str | None, what: str) -> list[Message]:
+    """A non-empty list of ``{role, content}`` messages whose last role is ``last_role`` (None:
+    the caller checks); ``what`` names the list in messages (``the prompt``)."""
     if not isinstance(value, list):
         raise _Invalid(
             field, f"must be a list of {{role, content}} messages, got {json_type_name(value)}"
@@ -106,13 +112,25 @@ def _messages(value: Any, field: str, last_role: str) -> list[Message]:
                 where, f"must be an object with role and content, got {json_type_name(message)}"
             )
         role = message.get("role")
-        if not isinstance(role, str) or role not in ROLES:
-            raise _Invalid(f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
-        content = _text(message.get("content"), f"{where}.content")
-        out.append({"role": role, "content": content})
-    if out[-1]["role"] != last_role:
-        raise _Invalid(field, f"last message must have role {last_role!r}, got {out[-1]['role']!r}")
+        if role is None:
+            raise _Invalid(f"{where}.role", f"is missing (one of {', '.join(ROLES)})")
+        if role not in ROLES:
+            got = repr(role) if isinstance(role, str) else json_type_name(role)
+            raise _Invalid(f"{where}.role", f"must be one of {', '.join(ROLES)}, got {got}")
+        content = _required(message, "content", f"{where}.content")
+        out.append({"role": role, "content": _text(content, f"{where}.content")})
+    if last_role is not None:
+        _ends_with(out, last_role, field, what)
     return out
+
+
+def _ends_with(messages: list[Message], role: str, field: str, what: str) -> None:
+    last = messages[-1]["role"]
+    if last != role:
+        article = "an" if last == "assistant" else "a"
+        raise _Invalid(
+            field, f"{what} ends with {article} {last!r} turn; it must end with {_ENDINGS[role]}"
+        )
 
 
 def _prompt(value: Any, field: str = "prompt") -> list[Message]:
@@ -120,14 +138,16 @@ def _prompt(value: Any, field: str = "prompt") -> list[Message]:
     if isinstance(value, str):
         return [{"role": "user", "content": _text(value, field)}]
     if isinstance(value, list):
-        return _messages(value, field, last_role="user")
+        return _messages(value, field, last_role="user", what="the prompt")
     raise _Invalid(field, f"must be a string or a list of messages, got {json_type_name(value)}")
 
 
 def _distinct(chosen: str, rejected: str) -> None:
     # Whitespace-only differences teach a reward model nothing.
     if chosen.strip() == rejected.strip():
-        raise _Invalid("rejected", "is identical to 'chosen'")
+        raise _Invalid(
+            "rejected", "is identical to 'chosen'; a preference needs two different answers"
+        )
 
 
 def _preference(prompt: list[Message], chosen: str, rejected: str, margin: float | None) -> Row:
@@ -156,7 +176,7 @@ def _prompt_answer(row: Mapping[str, Any], answer_key: str) -> Row:
     prompt = _prompt(_required(row, "prompt"))
     answer = _required(row, answer_key)
     if isinstance(answer, list):
-        answer_messages = _messages(answer, answer_key, last_role="assistant")
+        answer_messages = _messages(answer, answer_key, "assistant", f"the {answer_key}")
     else:
         answer_messages = [{"role": "assistant", "content": _text(answer, answer_key)}]
     return {"messages": prompt + answer_messages}
@@ -164,7 +184,7 @@ def _prompt_answer(row: Mapping[str, Any], answer_key: str) -> Row:
 
 def normalise_messages(row: Mapping[str, Any]) -> list[Row]:
     """``{messages: [...]}`` ending with the assistant message to learn."""
-    messages = _messages(_required(row, "messages"), "messages", last_role="assistant")
+    messages = _messages(_required(row, "messages"), "messages", "assistant", "the conversation")
     if not any(m["role"] == "user" for m in messages):
         raise _Invalid("messages", "needs at least one user message")
     return [{"messages": messages}]
@@ -243,18 +263,40 @@ def normalise_conversational_preference(row: Mapping[str, Any]) -> list[Row]:
     message, which is the answer; the shared messages are the prompt. In TRL's form the
     conversations hold only the answer and ``prompt`` (string or messages) holds the rest. When
     the conversations carry the prompt themselves, a ``prompt`` key is ignored."""
-    chosen = _messages(_required(row, "chosen"), "chosen", last_role="assistant")
-    rejected = _messages(_required(row, "rejected"), "rejected", last_role="assistant")
+    chosen, rejected = (
+        _messages(_required(row, side), side, "assistant", f"the {side} conversation")
+        for side in ("chosen", "rejected")
+    )
     history = chosen[:-1]
     if rejected[:-1] != history:
-        raise _Invalid("rejected", "must hold the same messages as 'chosen' except the last one")
+        raise _Invalid("rejected", _first_difference(history, rejected[:-1]))
     if history:
-        if history[-1]["role"] != "user":
-            raise _Invalid("chosen", "the message before the final answer must have role 'user'")
+        _ends_with(history, "user", "chosen", "the chosen conversation before its final answer")
         prompt = history
+    elif row.get("prompt") is None:
+        raise _Invalid(
+            "prompt",
+            "is missing: 'chosen' and 'rejected' hold only the final answer, so the conversation "
+            "before it must be given in 'prompt'",
+        )
     else:
-        prompt = _prompt(_required(row, "prompt"))
+        prompt = _prompt(row["prompt"])
     return [_preference(prompt, chosen[-1]["content"], rejected[-1]["content"], _margin(row))]
+
+
+def _first_difference(chosen: list[Message], rejected: list[Message]) -> str:
+    """Where two conversations' histories (all but the final answer) part."""
+    for i, (a, b) in enumerate(zip(chosen, rejected, strict=False)):
+        if a != b:
+            what = "role" if a["role"] != b["role"] else "content"
+            return (
+                f"message {i} differs from chosen's in its {what}; the two conversations must "
+                "be the same except for their final answer"
+            )
+    return (
+        f"has {len(rejected)} messages before its final answer and 'chosen' has {len(chosen)}; "
+        "the two conversations must be the same except for their final answer"
+    )
 
 
 def normalise_ranking(row: Mapping[str, Any]) -> list[Row]:
@@ -391,9 +433,48 @@ def resolve_format(row: Mapping[str, Any], artifact: str, *, file: str, location
     return found
 
 
-def normalise_row(fmt: str, row: Mapping[str, Any], *, file: str, location: Location) -> list[Row]:
-    """Check ``row`` against format ``fmt`` and return its normalised rows."""
+def normalise_row(
+    fmt: str,
+    row: Mapping[str, Any],
+    *,
+    file: str,
+    location: Location,
+    detected_from: tuple[Location, Mapping[str, Any]] | None = None,
+) -> list[Row]:
+    """Check ``row`` against format ``fmt`` and return its normalised rows.
+
+    ``detected_from`` is the row (and its place) that ``fmt`` was detected from: a row that
+    breaks ``fmt`` but looks like another format is then reported as a file of mixed formats,
+    which says more than the field ``fmt`` misses."""
     try:
         return FORMATS[fmt].normalise(row)
     except _Invalid as e:
+        problem = f"field {e.field!r}: {e.reason}" if e.field else e.reason
+        other = detect_format(row, FORMATS[fmt].artifact)
+        if detected_from is not None and other not in (None, fmt):
+            first_location, first = detected_from
+            raise DataError(
+                file,
+                f"looks like format {other} {{{FORMATS[other].keys}}} while the file was detected "
+                f"as format {fmt} {{{FORMATS[fmt].keys}}} from its first row ({first_location})"
+                f"{_differences(row, first, first_location)}; as {fmt}: {problem}. The rows of "
+                "one file must share one format (give each format its own file)",
+                location,
+            ) from None
         raise DataError(file, e.reason, location, e.field) from None
+
+
+def _differences(row: Mapping[str, Any], first: Mapping[str, Any], where: Location) -> str:
+    """``; they differ in 'prompt' (absent here, a string on line 1)``: the keys whose presence
+    or type differs between two rows (null counts as absent)."""
+
+    def kind(value: Any) -> str:
+        return "absent" if value is None else f"a {json_type_name(value)}"
+
+    keys = sorted({k for k, v in [*row.items(), *first.items()] if v is not None}, key=str)
+    found = [
+        f"{k!r} ({kind(row.get(k))} here, {kind(first.get(k))} on {where})"
+        for k in keys
+        if kind(row.get(k)) != kind(first.get(k))
+    ]
+    return f"; they differ in {', '.join(found)}" if found else ""

@@ -25,7 +25,7 @@ from typing import Any
 
 from rlhf import storage
 from rlhf.config import PrepareConfig, to_dict
-from rlhf.data.errors import DataError
+from rlhf.data.errors import DataError, EmptyInput
 from rlhf.data.formats import ARTIFACT_FORMATS, FORMATS, SCHEMAS, normalise_row, resolve_format
 from rlhf.data.readers import read_rows
 from rlhf.tracking import Tracker
@@ -73,7 +73,9 @@ class _Artifact:
     rows: list[Row] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)  # per row, once the budget is applied
     valid_rows: int = 0  # input rows that passed validation (a ranking row gives several pairs)
+    normalised_rows: int = 0  # the rows valid_rows gave, before dedupe and the token budget
     rejected: int = 0
+    first_rejection: str | None = None  # the first rejected row's error, to say why none is left
     duplicates_dropped: int = 0
     over_budget_dropped: int = 0
     over_budget_truncated: int = 0
@@ -100,6 +102,7 @@ def run(
         if config.dedupe:
             _dedupe(art)
         _apply_budget(art, config.max_tokens, config.over_budget, counter)
+        _check_rows_left(art, config)
     for name in TRAIN_SPLITS:
         _split(artifacts[name], config.validation_fraction, config.seed)
     _eval_split(artifacts["eval_prompts"], artifacts["prompts"], derived=not inputs.eval_prompts)
@@ -161,6 +164,7 @@ def _read_artifact(
         if not config.skip_invalid:
             raise error
         art.rejected += 1
+        art.first_rejection = art.first_rejection or str(error)
         rejects.append(
             {"file": error.file, "row": error.row, "field": error.field, "error": str(error)}
         )
@@ -168,18 +172,34 @@ def _read_artifact(
     on_error = reject if config.skip_invalid else None
     for uri in art.sources:
         fmt = forced
-        for location, raw in read_rows(uri, on_error=on_error):
-            try:
-                if fmt is None:
-                    fmt = resolve_format(raw, name, file=uri, location=location)
-                    log.info("%s: detected format %s", uri, fmt)
-                normalised = normalise_row(fmt, raw, file=uri, location=location)
-            except DataError as error:
-                reject(error)
-                continue
-            art.valid_rows += 1
-            art.rows.extend({c: row[c] for c in columns} for row in normalised)
+        detected_from = None  # the row the file's format was detected from
+        try:
+            for location, raw in read_rows(uri, on_error=on_error):
+                try:
+                    if fmt is None:
+                        fmt = resolve_format(raw, name, file=uri, location=location)
+                        detected_from = location, raw
+                        log.info("%s: detected format %s", uri, fmt)
+                    normalised = normalise_row(
+                        fmt, raw, file=uri, location=location, detected_from=detected_from
+                    )
+                except DataError as error:
+                    reject(error)
+                    continue
+                art.valid_rows += 1
+                art.rows.extend({c: row[c] for c in columns} for row in normalised)
+        except EmptyInput as empty:
+            if not config.allow_empty:
+                raise DataError(
+                    empty.file,
+                    f"{empty.reason}: there is nothing to prepare from it (set allow_empty=true "
+                    "to accept an empty input)",
+                ) from None
+            log.warning(
+                "%s %s; allow_empty is set, so it gives no %s rows", uri, empty.reason, name
+            )
         art.formats[uri] = fmt
+    art.normalised_rows = len(art.rows)
     return art
 
 
@@ -293,6 +313,38 @@ def _apply_budget(art: _Artifact, max_tokens: int, mode: str, counter: _TokenCou
         kept.append(_with_answers(art.name, row, fitted))
         tokens.append(prompt_tokens + max(counter.count(a) for a in fitted))
     art.rows, art.tokens = kept, tokens
+
+
+def _check_rows_left(art: _Artifact, config: PrepareConfig) -> None:
+    """Inputs that had rows but left none (all rejected, tied, duplicates or over budget) would
+    make an empty artifact no one asked for: an error saying where the rows went, or with
+    ``allow_empty`` a warning."""
+    read = art.valid_rows + art.rejected
+    if art.rows or read == 0:  # read == 0: no inputs, or empty ones that allow_empty accepted
+        return
+    causes = []
+    if art.rejected:
+        causes.append(
+            f"{art.rejected} rejected as invalid (skip_invalid); the first: {art.first_rejection}"
+        )
+    if art.valid_rows and not art.normalised_rows:
+        causes.append(f"{art.valid_rows} valid ranking(s) gave no pair (all their responses tie)")
+    if art.duplicates_dropped:
+        causes.append(f"{art.duplicates_dropped} dropped as duplicates (dedupe)")
+    if art.over_budget_dropped:
+        unit = "tokens" if config.tokenizer else "UTF-8 bytes"
+        fix = "raise max_tokens" + (" or set over_budget=truncate" * (config.over_budget == "drop"))
+        causes.append(
+            f"{art.over_budget_dropped} dropped as over the budget of max_tokens="
+            f"{config.max_tokens} {unit} ({fix})"
+        )
+    reason = f"no {art.name} row is left of the {read} read: {'; '.join(causes)}"
+    if config.allow_empty:
+        log.warning(
+            "%s: %s; allow_empty is set, so %s is written empty", art.sources, reason, art.name
+        )
+        return
+    raise DataError(", ".join(art.sources), f"{reason} (allow_empty=true would write it empty)")
 
 
 # --- split -------------------------------------------------------------------------------------
