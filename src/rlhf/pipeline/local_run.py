@@ -27,6 +27,8 @@ from rlhf.config import (
     SFTConfig,
     from_dict,
 )
+from rlhf.console.kfp_output import local_run_console
+from rlhf.console.stage_report import StageRecord
 from rlhf.pipeline.cluster import LOCAL, build
 from rlhf.pipeline.pipelines import get_pipeline, stage_sections
 
@@ -82,6 +84,8 @@ class LocalRun:
     run_dir: Path  # where the task outputs are
     mlflow_parent_run_id: str | None
     experiment: str
+    stages: list[StageRecord]  # in the order they finished, with their time and metrics
+    seconds: float  # wall time of the whole run
 
 
 class PipelineFailed(RuntimeError):
@@ -149,7 +153,12 @@ def pipeline_arguments(config: dict[str, Any], pipeline: str = "ppo") -> dict[st
     return args
 
 
-def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "ppo") -> LocalRun:
+def run_local(
+    config: dict[str, Any], output_root: str | Path, pipeline: str = "ppo", verbose: bool = False
+) -> LocalRun:
+    """Run ``pipeline`` with kfp.local. Its tasks print their start and summary lines and
+    progress; kfp's own output (the executor input JSON, per-task banners) only when
+    ``verbose`` (``rlhf.console.kfp_output``)."""
     from kfp import local
 
     output_root = Path(output_root).resolve()
@@ -168,10 +177,12 @@ def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "
     experiment = args.get("mlflow_experiment", "rlhf")
     track = args.get("track", True)
     before = set(output_root.iterdir())
+    started = time.time()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_root))
     try:
-        # Cluster settings (retries with backoff, timeouts, Secrets) are for pods, not here.
-        build(fn, LOCAL)(**args, pipeline_run=pipeline_run)
+        with local_run_console(verbose) as console:
+            # Cluster settings (retries with backoff, timeouts, Secrets) are for pods, not here.
+            build(fn, LOCAL)(**args, pipeline_run=pipeline_run)
     except RuntimeError as e:
         if track:
             tracking.finish_pipeline_run(
@@ -183,4 +194,7 @@ def run_local(config: dict[str, Any], output_root: str | Path, pipeline: str = "
     if track:
         parent = tracking.start_pipeline_run(pipeline_run, experiment)
         tracking.finish_pipeline_run(parent)
-    return LocalRun(pipeline_run, new[-1] if new else output_root, parent, experiment)
+    return LocalRun(
+        pipeline_run, new[-1] if new else output_root, parent, experiment, console.records,
+        time.time() - started,
+    )  # fmt: skip
