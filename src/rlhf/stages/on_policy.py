@@ -153,8 +153,8 @@ def log_iteration(
     samples: tuple[list[str], list[str], list[float]],
 ) -> None:
     """Metrics every ``log_every`` iterations (and the last), a one-line debug log (the
-    progress bar shows the iterations), and a table of
-    (prompt, response, score) samples every ``sample_every`` iterations (and the first)."""
+    progress bar shows the iterations), and a table of (prompt, response, score) samples every
+    ``sample_every`` iterations (and the first)."""
     if step % config.log_every == 0 or step == config.iterations:
         tracker.log_metrics(stats, step=step)
         logging.getLogger(f"rlhf.{stage}").debug(
