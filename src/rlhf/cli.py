@@ -39,6 +39,16 @@ def _add_config_flags(p: argparse.ArgumentParser, section: str) -> None:
     )
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.add_argument("--experiment", default="rlhf", help="MLflow experiment (default: rlhf)")
+    _add_verbose_flag(p)
+
+
+def _add_verbose_flag(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: without the flag here, the global `rlhf -v` still counts.
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+        help="debug logs, library logs and (rlhf run) KFP's own output: executor input and "
+        "output, per-task banners",
+    )  # fmt: skip
 
 
 KFP_EPILOG = """\
@@ -133,12 +143,17 @@ def _run_stage(
     label: str,
     output: str | Path,
 ) -> int:
-    """Run a stage (``run(tracker)``) in its own MLflow run unless --no-track, print its
-    metrics, then ``label: <absolute output path>``."""
+    """Run a stage (``run(tracker)``) in its own MLflow run unless --no-track, between its
+    start and summary lines (stderr), then print its metrics and ``label: <absolute output
+    path>``."""
     from rlhf import tracking
+    from rlhf.console.stage_report import reporting
 
-    with tracking.stage_run(name, None, args.experiment, not args.no_track) as tracker:
-        metrics = run(tracker)
+    with (
+        reporting(name) as record,
+        tracking.stage_run(name, None, args.experiment, not args.no_track) as tracker,
+    ):
+        metrics = record.metrics = run(tracker)
     _print_metrics(metrics)
     print(f"{label}: {Path(output).resolve()}")
     return 0
@@ -274,26 +289,50 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+# The task folders of a local run that hold a model, and what each is.
+MODEL_TASKS = (
+    ("supervised-finetune", "SFT model"),
+    ("train-reward-model", "reward model"),
+    ("ppo-train", "policy"),
+    ("dpo-train", "policy"),
+    ("grpo-train", "policy"),
+)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rlhf import tracking
+    from rlhf.console.progress import format_duration
+    from rlhf.console.stage_report import summary_table
     from rlhf.pipeline.local_run import run_local
 
     config = _run_config(args)
     if args.no_track:
         config.setdefault("pipeline", {})["track"] = False
-    result = run_local(config, args.output_root, args.pipeline)
+    result = run_local(config, args.output_root, args.pipeline, verbose=args.verbose)
+    run_dir = result.run_dir
     print()
-    print(f"pipeline run: {result.pipeline_run}")
-    print(f"outputs:      {result.run_dir}")
-    for task in sorted(p for p in result.run_dir.iterdir() if p.is_dir()):
-        for artifact in sorted(p for p in task.iterdir() if p.name != "executor_output.json"):
-            print(f"  {task.name}/{artifact.name}")
+    print(
+        f"pipeline {args.pipeline}, run {result.pipeline_run}: "
+        f"finished in {format_duration(result.seconds)}"
+    )
+    print()
+    print(summary_table(result.stages))
+    print()
+    for task, what in MODEL_TASKS:
+        if (run_dir / task / "model").is_dir():
+            print(f"{what + ':':<14}{run_dir / task / 'model'}")
+    if (run_dir / "evaluate-policy" / "report").is_file():
+        print(f"{'report:':<14}{run_dir / 'evaluate-policy' / 'report'} (HTML)")
+    print(f"{'all outputs:':<14}{run_dir}")
     publish_to = (config.get("pipeline") or {}).get("publish_to")
     if publish_to:
-        print(f"published:    {publish_to.rstrip('/')}/{result.pipeline_run}/")
+        print(f"{'published:':<14}{publish_to.rstrip('/')}/{result.pipeline_run}/")
     if result.mlflow_parent_run_id:
-        print(f"MLflow:       {tracking.describe_location()}")
-        print(f"  parent run: {result.mlflow_parent_run_id} (experiment '{result.experiment}')")
+        print(f"{'MLflow:':<14}{tracking.describe_location()}")
+        print(
+            f"{'':<14}parent run {result.mlflow_parent_run_id} "
+            f"(experiment '{result.experiment}'), one nested run per stage"
+        )
     return 0
 
 
@@ -491,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_flag(p, "run")
     p.add_argument("--output-root", default="local_outputs", help="where task outputs go")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    _add_verbose_flag(p)
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser(

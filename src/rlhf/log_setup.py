@@ -1,13 +1,37 @@
-"""Console logging for the CLI and the pipeline components: our messages at INFO, the
-libraries' progress bars and load reports off."""
+"""Console logging for the CLI and the pipeline components: our messages at INFO (DEBUG when
+verbose), the libraries' progress bars, info logs and deprecation warnings off.
+
+Real warnings stay: our own (``rlhf.*`` loggers at WARNING, such as the RL guards' entropy
+collapse), and any library's logged warning or error."""
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
+
+VERBOSE_ENV = "RLHF_VERBOSE"  # "1": verbose (set by `rlhf run --verbose` for its tasks)
+# Libraries whose FutureWarnings and DeprecationWarnings are for their callers' developers.
+QUIET_WARNING_MODULES = r"(transformers|torch|datasets|huggingface_hub|tokenizers|mlflow|kfp|" \
+    r"google|pydantic|sqlalchemy|alembic|peft|deepspeed|accelerate)(\..*)?$"  # fmt: skip
 
 
-def configure(verbose: bool = False) -> None:
+class _BarAwareHandler(logging.StreamHandler):
+    """Writes records above a live tqdm bar on the same stream instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+def configure(verbose: bool | None = None) -> None:
+    """``verbose`` None: from ``RLHF_VERBOSE`` (a pipeline task inherits it from ``rlhf run``)."""
+    if verbose is None:
+        verbose = os.environ.get(VERBOSE_ENV) == "1"
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -16,7 +40,7 @@ def configure(verbose: bool = False) -> None:
     ours = logging.getLogger("rlhf")
     ours.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not ours.handlers:
-        handler = logging.StreamHandler()
+        handler = _BarAwareHandler()
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
         )
@@ -30,3 +54,13 @@ def configure(verbose: bool = False) -> None:
     transformers.utils.logging.disable_progress_bar()
     for noisy in ("alembic", "mlflow", "urllib3", "botocore", "boto3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if verbose:
+        return
+    # MLflow resets its loggers' level from this variable when it is imported (its sqlite
+    # store's "Creating initial MLflow database tables..." is INFO).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # In a KFP task the executor's root handler prints every library's INFO records
+    # ("Wrote executor output file", matplotlib's font cache): warnings and errors only.
+    logging.getLogger().setLevel(logging.WARNING)
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=QUIET_WARNING_MODULES)

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 
 from rlhf import models, storage
 from rlhf.config import TrainConfig
+from rlhf.console.progress import Progress
 from rlhf.data.artifacts import manifest_checksum
 from rlhf.encoding import Encoded
 from rlhf.forward import sequence_logprob_sums
@@ -90,17 +91,25 @@ def pair_logprobs(
 
 @torch.no_grad()
 def reference_logprobs(
-    model: PreTrainedModel, pairs: list[EncodedPair], pad_id: int, batch_size: int
+    model: PreTrainedModel,
+    pairs: list[EncodedPair],
+    pad_id: int,
+    batch_size: int,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chosen and rejected log-probs of every pair (CPU, float32), in batches of
     ``batch_size`` in data order: the batches validation uses, so that before the first step
-    (model = reference) every validation margin is exactly 0, not padding-dependent noise."""
+    (model = reference) every validation margin is exactly 0, not padding-dependent noise.
+    ``progress`` counts the pairs."""
     device = next(model.parameters()).device
     chosen, rejected = [], []
     for start in range(0, len(pairs), batch_size):
-        c, r = pair_logprobs(model, pairs[start : start + batch_size], pad_id, device)
+        batch = pairs[start : start + batch_size]
+        c, r = pair_logprobs(model, batch, pad_id, device)
         chosen.append(c.float().cpu())
         rejected.append(r.float().cpu())
+        if progress is not None:
+            progress.update(len(batch))
     if not chosen:
         return torch.zeros(0), torch.zeros(0)
     return torch.cat(chosen), torch.cat(rejected)
@@ -128,13 +137,17 @@ def cached_reference_logprobs(
         started = time.time()
         reference = models.load_causal_lm(reference_model, config.dtype, config.trust_remote_code)
         reference.to(device).eval()
-        tc, tr = reference_logprobs(reference, train_set, pad_id, config.eval_batch_size)
-        vc, vr = reference_logprobs(reference, val_set, pad_id, config.eval_batch_size)
+        with Progress(
+            f"{stage} reference log-probs", len(train_set) + len(val_set), "pair"
+        ) as progress:
+            batch_size = config.eval_batch_size
+            tc, tr = reference_logprobs(reference, train_set, pad_id, batch_size, progress)
+            vc, vr = reference_logprobs(reference, val_set, pad_id, batch_size, progress)
         del reference
         cached = {"train_chosen": tc, "train_rejected": tr, "val_chosen": vc, "val_rejected": vr}
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         storage.atomic_write_text(cache_path, json.dumps(cache_json(key, cached)))
-        log.info(
+        log.debug(
             "%s: reference log-probs of %d pairs in %.0fs, cached in %s",
             stage, len(train_set) + len(val_set), time.time() - started, cache_path,
         )  # fmt: skip

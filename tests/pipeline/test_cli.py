@@ -33,7 +33,12 @@ def test_demo_data_then_prepare(tmp_path, capsys):
     assert code == 0
     prefs = datasets.load_from_disk(str(tmp_path / "out" / "preferences"))
     assert len(prefs["train"]) + len(prefs["validation"]) == 40
-    assert '"preferences/train_rows"' in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert '"preferences/train_rows"' in printed.out  # the metrics, as JSON on stdout
+    # A stage command's console lines go to stderr: its start, then its summary.
+    start = printed.err.index("==> prepare: validate, deduplicate and split the data\n")
+    assert printed.err.index("<== prepare done in ", start)
+    assert "preference pairs 36, prompts 18, eval prompts 10, rejected 0" in printed.err
 
 
 def test_bad_row_exits_2_naming_file_line_and_field(tmp_path, capsys):

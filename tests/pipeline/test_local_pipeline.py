@@ -1,11 +1,15 @@
-"""The whole pipeline through kfp.local, tracked in a real MLflow store, on a tiny config."""
+"""The whole pipeline through kfp.local, tracked in a real MLflow store, on a tiny config, and
+what `rlhf run` shows while it runs."""
 
 import json
+import re
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from rlhf import tracking
+from rlhf.cli import main
 from rlhf.pipeline.local_run import run_local
 from rlhf.pipeline.run_config import pipeline_arguments
 
@@ -26,23 +30,46 @@ TINY_ALL = {
 }  # fmt: skip
 
 
-def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path):
-    result = run_local(TINY, tmp_path / "outputs")
-    tasks = {p.name for p in result.run_dir.iterdir() if p.is_dir()}
+def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    assert main(["run", "--config", str(config), "--output-root", str(tmp_path / "outputs")]) == 0
+    out = capsys.readouterr().out
+    (run_dir,) = (tmp_path / "outputs").iterdir()
+
+    # The console: a start line and a summary line per stage, plain progress lines (the
+    # captured output is no terminal), the table; none of kfp's executor JSON or banners.
+    lines = out.splitlines()
+    assert len(lines) < 60, out
+    for stage in ("prepare", "sft", "reward", "ppo", "evaluate"):
+        assert sum(line.startswith(f"==> {stage}: ") for line in lines) == 1, out
+        assert sum(line.startswith(f"<== {stage} done in ") for line in lines) == 1, out
+    assert re.search(r"^sft training: 7/7 steps \(100%\), .*, took \d+s, loss \d", out, re.M)
+    assert re.search(r"^ppo training: 2/2 iterations \(100%\)", out, re.M)
+    for noise in ("executor_input", "parameterValues", "KFP Executor", "Executing task", "-" * 40):
+        assert noise not in out
+    table = out[out.index("stage ") :]
+    for stage, result in (("prepare", "sft rows 108"), ("sft", "val loss "),
+                          ("reward", "val accuracy "), ("ppo", "RM score "),
+                          ("evaluate", "gold win rate ")):  # fmt: skip
+        assert re.search(rf"^{stage} +\d+(m \d\d)?s  {result}", table, re.M), table
+    assert f"policy:       {run_dir / 'ppo-train' / 'model'}" in out
+    assert f"report:       {run_dir / 'evaluate-policy' / 'report'} (HTML)" in out
+    parent_id = re.search(r"parent run (\w+) \(experiment 'rlhf'\)", out).group(1)
+
+    tasks = {p.name for p in run_dir.iterdir() if p.is_dir()}
     assert {"prepare-data", "supervised-finetune", "train-reward-model", "ppo-train"} <= tasks
-    assert (result.run_dir / "evaluate-policy" / "report").read_text().startswith("<!DOCTYPE")
+    assert (run_dir / "evaluate-policy" / "report").read_text().startswith("<!DOCTYPE")
     for model in ("supervised-finetune/model", "train-reward-model/model", "ppo-train/model"):
-        folder = result.run_dir / model
+        folder = run_dir / model
         assert (folder / "manifest.json").exists()
         assert (folder / "model.safetensors").exists()
-    rm_manifest = json.loads(
-        (result.run_dir / "train-reward-model/model/manifest.json").read_text()
-    )
+    rm_manifest = json.loads((run_dir / "train-reward-model/model/manifest.json").read_text())
     assert "gold_accuracy" in rm_manifest["metrics"]  # "auto" picked the demo's gold reward
 
     client = MlflowClient(tracking.tracking_uri())
-    parent = client.get_run(result.mlflow_parent_run_id)
-    assert parent.data.tags[tracking.PIPELINE_RUN_TAG] == result.pipeline_run
+    parent = client.get_run(parent_id)
+    assert re.search(rf"run {parent.data.tags[tracking.PIPELINE_RUN_TAG]}: finished in ", out)
     assert parent.info.status == "FINISHED"
     exp = parent.info.experiment_id
     children = client.search_runs(
@@ -60,11 +87,18 @@ def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path):
 
 
 @pytest.mark.parametrize("pipeline", ["dpo", "grpo"])
-def test_dpo_and_grpo_pipelines_run_end_to_end(pipeline, tmp_path):
+def test_dpo_and_grpo_pipelines_run_end_to_end(pipeline, tmp_path, capsys):
     """prepare -> SFT -> [reward model ->] DPO / GRPO -> evaluate, untracked to stay cheap; the
-    DPO pipeline has no reward model, and its evaluation still reports gold win rate and KL."""
+    DPO pipeline has no reward model, and its evaluation still reports gold win rate and KL.
+    The DPO run is verbose: KFP's executor input JSON and banners are back."""
     config = {**TINY_ALL, "pipeline": {"track": False}}
-    result = run_local(config, tmp_path / "outputs", pipeline=pipeline)
+    verbose = pipeline == "dpo"
+    result = run_local(config, tmp_path / "outputs", pipeline=pipeline, verbose=verbose)
+    out = capsys.readouterr().out
+    for noise in ('"parameterValues": {', "Got executor_input:", "Executing task 'dpo-train'"):
+        assert (noise in out.replace("\x1b[96m", "").replace("\x1b[0m", "")) == verbose, noise
+    assert [r.stage for r in result.stages] == ["prepare", "sft", *(
+        ["dpo"] if pipeline == "dpo" else ["reward", "grpo"]), "evaluate"]  # fmt: skip
     tasks = {p.name for p in result.run_dir.iterdir() if p.is_dir()}
     train_task = f"{pipeline}-train"
     assert {"prepare-data", "supervised-finetune", train_task, "evaluate-policy"} <= tasks

@@ -123,7 +123,7 @@ def run(
 
     metrics = _metrics(artifacts)
     for art in artifacts.values():
-        log.info("%s: %s", art.name, {s: len(rows) for s, rows in art.splits.items()})
+        log.debug("%s: %s", art.name, {s: len(rows) for s, rows in art.splits.items()})
     if tracker is not None:
         params = {**to_dict(config)}
         params.update({f"inputs.{n}": ",".join(map(str, getattr(inputs, n))) for n in ARTIFACTS})

@@ -25,6 +25,7 @@ from rlhf.config import (
     SFTConfig,
     from_dict,
 )
+from rlhf.console.stage_report import reporting
 
 log = logging.getLogger("rlhf.pipeline")
 
@@ -76,8 +77,11 @@ def _run_stage(
     pipeline_run, experiment, track, publish_to = context
     fields = {**fields, **publish_destination(publish_to, pipeline_run, stage)}
     config = from_dict(config_cls, {**fields, **overrides}, f"{stage} overrides")
-    with tracking.stage_run(stage, pipeline_run, experiment, track) as tracker:
-        result = call(config, tracker)
+    with (
+        reporting(stage) as record,
+        tracking.stage_run(stage, pipeline_run, experiment, track) as tracker,
+    ):
+        result = record.metrics = call(config, tracker)
     _report(metrics, result)
 
 
@@ -104,32 +108,34 @@ def prepare(
     from rlhf.data import prepare as stage
 
     log_setup.configure()
-    inputs = stage.PrepareInputs(
-        _uris(sft_data), _uris(preference_data), _uris(prompt_data), _uris(eval_prompt_data)
-    )
-    source = "files"
-    if not (inputs.sft or inputs.preferences or inputs.prompts or inputs.eval_prompts):
-        from rlhf.data.demo_task import write_demo_files
-
-        demo_dir = Path(sft.path).parent / "demo_files"
-        files = write_demo_files(demo_dir, from_dict(DemoConfig, demo_overrides, "demo_overrides"))
+    with reporting("prepare") as record:
         inputs = stage.PrepareInputs(
-            [str(files["sft"])],
-            [str(files["preferences"])],
-            [str(files["prompts"])],
-            [str(files["eval_prompts"])],
+            _uris(sft_data), _uris(preference_data), _uris(prompt_data), _uris(eval_prompt_data)
         )
-        source = "demo"
-        log.info("no data given: generated the demo task into %s", demo_dir)
-    destination = publish_destination(publish_to, pipeline_run, "prepare")
-    config = from_dict(PrepareConfig, {**destination, **prepare_overrides}, "prepare_overrides")
-    outputs = stage.PrepareOutputs(
-        sft.path, preferences.path, prompts.path, eval_prompts.path, rejects.path
-    )
-    with tracking.stage_run("prepare", pipeline_run, mlflow_experiment, track) as tracker:
-        tracker.set_tags({"data_source": source})
-        result = stage.run(config, inputs, outputs, tracker)
-    _report(metrics, result)
+        source = "files"
+        if not (inputs.sft or inputs.preferences or inputs.prompts or inputs.eval_prompts):
+            from rlhf.data.demo_task import write_demo_files
+
+            demo_dir = Path(sft.path).parent / "demo_files"
+            demo = from_dict(DemoConfig, demo_overrides, "demo_overrides")
+            files = write_demo_files(demo_dir, demo)
+            inputs = stage.PrepareInputs(
+                [str(files["sft"])],
+                [str(files["preferences"])],
+                [str(files["prompts"])],
+                [str(files["eval_prompts"])],
+            )
+            source = "demo"
+            log.info("no data given: generated the demo task into %s", demo_dir)
+        destination = publish_destination(publish_to, pipeline_run, "prepare")
+        config = from_dict(PrepareConfig, {**destination, **prepare_overrides}, "prepare_overrides")
+        outputs = stage.PrepareOutputs(
+            sft.path, preferences.path, prompts.path, eval_prompts.path, rejects.path
+        )
+        with tracking.stage_run("prepare", pipeline_run, mlflow_experiment, track) as tracker:
+            tracker.set_tags({"data_source": source})
+            record.metrics = stage.run(config, inputs, outputs, tracker)
+    _report(metrics, record.metrics)
     return source
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import tracking
+from rlhf.console.kfp_output import local_run_console
+from rlhf.console.stage_report import StageRecord
 from rlhf.pipeline.cluster import LOCAL, build
 from rlhf.pipeline.pipelines import PIPELINE_NAME, get_pipeline
 from rlhf.pipeline.run_config import pipeline_parameters
@@ -25,6 +27,8 @@ class LocalRun:
     run_dir: Path  # where the task outputs are
     mlflow_parent_run_id: str | None
     experiment: str
+    stages: list[StageRecord]  # in the order they finished, with their time and metrics
+    seconds: float  # wall time of the whole run
 
 
 class PipelineFailed(RuntimeError):
@@ -32,8 +36,14 @@ class PipelineFailed(RuntimeError):
 
 
 def run_local(
-    config: dict[str, Any], output_root: str | Path, pipeline: str = PIPELINE_NAME
+    config: dict[str, Any],
+    output_root: str | Path,
+    pipeline: str = PIPELINE_NAME,
+    verbose: bool = False,
 ) -> LocalRun:
+    """Run ``pipeline`` with kfp.local. Its tasks print their start and summary lines and
+    progress; kfp's own output (the executor input JSON, per-task banners) only when
+    ``verbose`` (``rlhf.console.kfp_output``)."""
     from kfp import local
 
     output_root = Path(output_root).resolve()
@@ -51,10 +61,12 @@ def run_local(
     experiment = args.get("mlflow_experiment", "rlhf")
     track = args.get("track", True)
     before = set(output_root.iterdir())
+    started = time.time()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_root))
     try:
-        # Cluster settings (retries with backoff, timeouts, Secrets) are for pods, not here.
-        build(fn, LOCAL)(**args, pipeline_run=pipeline_run)
+        with local_run_console(verbose) as console:
+            # Cluster settings (retries with backoff, timeouts, Secrets) are for pods, not here.
+            build(fn, LOCAL)(**args, pipeline_run=pipeline_run)
     except RuntimeError as e:
         if track:
             tracking.finish_pipeline_run(
@@ -66,4 +78,7 @@ def run_local(
     if track:
         parent = tracking.start_pipeline_run(pipeline_run, experiment)
         tracking.finish_pipeline_run(parent)
-    return LocalRun(pipeline_run, new[-1] if new else output_root, parent, experiment)
+    return LocalRun(
+        pipeline_run, new[-1] if new else output_root, parent, experiment, console.records,
+        time.time() - started,
+    )  # fmt: skip

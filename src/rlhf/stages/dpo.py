@@ -219,7 +219,7 @@ def run(
     if not config.checkpoint_dir:
         shutil.rmtree(ckpt_root, ignore_errors=True)
     tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
-    log.info(
+    log.debug(
         "dpo: val implicit-reward accuracy %.3f -> %.3f, margin %.3f",
         metrics["accuracy_start"], metrics.get("rewards_accuracy", float("nan")),
         metrics.get("rewards_margin", float("nan")),

@@ -35,6 +35,7 @@ from rlhf import models, storage
 from rlhf.algorithms.kl import kl_penalty, sequence_kl
 from rlhf.algorithms.ranking import ELO_BASE, ELO_K, elo_ratings, round_robin_matches, win_rate
 from rlhf.config import EvalConfig, to_dict
+from rlhf.console.progress import Progress
 from rlhf.data.artifacts import load_split
 from rlhf.encoding import Messages, encode_conversation, encode_prompt
 from rlhf.forward import response_logprobs
@@ -146,19 +147,24 @@ def sample_all(
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[Messages],
     config: EvalConfig,
+    progress: Progress | None = None,
 ) -> list[Rollout]:
     """``samples_per_prompt`` responses to every prompt, in prompt-major batches of
     ``batch_size``, kept on the CPU. Seeds torch (and Python, NumPy) with ``config.seed``
-    first, so a model's samples depend only on the model, the prompts and the config."""
+    first, so a model's samples depend only on the model, the prompts and the config.
+    ``progress`` counts the responses."""
     budget = config.max_length - config.max_new_tokens
     encoded = [encode_prompt(tokenizer, m, config.chat_template)[-budget:] for m in prompts]
     flat = [ids for ids in encoded for _ in range(config.samples_per_prompt)]
     sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
     set_seed(config.seed)
-    return [
-        sample_responses(model, tokenizer, flat[i : i + config.batch_size], sampling).to(_CPU)
-        for i in range(0, len(flat), config.batch_size)
-    ]
+    rollouts = []
+    for i in range(0, len(flat), config.batch_size):
+        batch = flat[i : i + config.batch_size]
+        rollouts.append(sample_responses(model, tokenizer, batch, sampling).to(_CPU))
+        if progress is not None:
+            progress.update(len(batch))
+    return rollouts
 
 
 @torch.no_grad()
@@ -274,12 +280,13 @@ def run(
     cand_tokenizer: PreTrainedTokenizerBase | None = None
     cand_rollouts: list[Rollout] = []
     cand_logprobs: list[torch.Tensor] = []
+    progress = Progress("evaluate sampling", len(names) * len(flat_prompts), "response")
     for name, path in zip(names, paths, strict=True):
-        log.info("evaluate: sampling %d responses from %s (%s)", len(flat_prompts), name, path)
+        log.debug("evaluate: sampling %d responses from %s (%s)", len(flat_prompts), name, path)
         tokenizer = models.load_tokenizer(path, config.trust_remote_code)
         model = models.load_causal_lm(path, config.dtype, config.trust_remote_code)
         model.to(device).eval()
-        rollouts = sample_all(model, tokenizer, prompts, config)
+        rollouts = sample_all(model, tokenizer, prompts, config, progress)
         if name == CANDIDATE:
             cand_tokenizer, cand_rollouts = tokenizer, rollouts
             cand_logprobs = rollout_logprobs(model, rollouts, config.temperature)
@@ -299,6 +306,7 @@ def run(
             [float(gold(p, t)) for p, t in zip(flat_prompts, texts, strict=True)] if gold else None
         )
         results[name] = ModelResult(name, path, texts, lengths, rm, golds, ppl)
+    progress.close()
 
     metrics = compute_metrics(results, n_prompts, config.samples_per_prompt, kl)
     gate = None
@@ -316,7 +324,7 @@ def run(
         _register(registry, gate, config, inputs, metrics, tracker, champion)
     if config.publish_to:
         _publish(config.publish_to, outputs, metrics, gate, tracker)
-    log.info(
+    log.debug(
         "evaluate: win rate (RM) %s%s, KL %s, in %.0fs",
         f"{metrics['win_rate_rm']:.3f}" if "win_rate_rm" in metrics else "n/a (no reward model)",
         f", win rate (gold) {metrics['win_rate_gold']:.3f}" if "win_rate_gold" in metrics else "",

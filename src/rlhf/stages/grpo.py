@@ -26,6 +26,7 @@ from rlhf.algorithms.grpo import group_advantages, grpo_policy_loss
 from rlhf.algorithms.kl import kl_penalty, sequence_kl
 from rlhf.algorithms.masked import masked_mean
 from rlhf.config import GRPOConfig
+from rlhf.console.progress import Progress
 from rlhf.data.artifacts import manifest_checksum
 from rlhf.forward import response_logprobs
 from rlhf.generation import SamplingConfig, decode_responses, sample_responses
@@ -103,6 +104,7 @@ def run(
         log.info("grpo: resuming from %s (iteration %d)", latest, start_iteration)
         tracker.set_tags({"resumed_from_step": start_iteration})
 
+    progress = Progress("grpo training", config.iterations, "iteration", start_iteration)
     for iteration in range(start_iteration, config.iterations):
         for group in optimizer.param_groups:
             group["lr"] = config.lr * warmup_then(
@@ -185,6 +187,7 @@ def run(
         log_iteration(
             tracker, config, "grpo", step, stats, started, (shown, texts, scores.tolist())
         )
+        progress.update(1, score=stats["reward/score_mean"], kl=stats["kl/mean"])
         last_step = step == config.iterations  # the published model supersedes a checkpoint
         if config.checkpoint_every > 0 and step % config.checkpoint_every == 0 and not last_step:
             ckpt.save_checkpoint(
@@ -202,6 +205,7 @@ def run(
                 fingerprint=fingerprint,
             )
 
+    progress.close()
     metrics = result_metrics(history, started)
     publish_model(
         policy,

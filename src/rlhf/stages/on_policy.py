@@ -152,11 +152,12 @@ def log_iteration(
     started: float,
     samples: tuple[list[str], list[str], list[float]],
 ) -> None:
-    """Metrics every ``log_every`` iterations (and the last), a one-line log, and a table of
-    (prompt, response, score) samples every ``sample_every`` iterations (and the first)."""
+    """Metrics every ``log_every`` iterations (and the last), a one-line debug log (the
+    progress bar shows the iterations), and a table of (prompt, response, score) samples every
+    ``sample_every`` iterations (and the first)."""
     if step % config.log_every == 0 or step == config.iterations:
         tracker.log_metrics(stats, step=step)
-        logging.getLogger(f"rlhf.{stage}").info(
+        logging.getLogger(f"rlhf.{stage}").debug(
             "%s %d/%d score %.3f kl %.3f len %.1f%s (%.0fs)",
             stage, step, config.iterations, stats["reward/score_mean"], stats["kl/mean"],
             stats["response/length_mean"],

@@ -37,6 +37,7 @@ from rlhf.algorithms.rewards import RunningMoments, normalize_and_clip_scores, t
 from rlhf.algorithms.sft_loss import response_nll
 from rlhf.algorithms.whiten import masked_whiten
 from rlhf.config import PPOConfig
+from rlhf.console.progress import Progress
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.encoding import Encoded, encode_conversation
 from rlhf.forward import response_logprobs, response_values, sequence_logits
@@ -302,6 +303,7 @@ def run(
         return out
 
     # --- the loop -----------------------------------------------------------------------
+    progress = Progress("ppo training", config.iterations, "iteration", start_iteration)
     for iteration in range(start_iteration, config.iterations):
         factor = warmup_then(
             iteration, config.iterations, config.warmup_iterations, config.lr_schedule
@@ -320,10 +322,12 @@ def run(
         log_iteration(
             tracker, config, "ppo", step, stats, started, (shown, texts, exp.scores.tolist())
         )
+        progress.update(1, score=stats["reward/score_mean"], kl=stats["kl/mean"])
         last_step = step == config.iterations  # the published model supersedes a checkpoint
         if config.checkpoint_every > 0 and step % config.checkpoint_every == 0 and not last_step:
             save(step)
 
+    progress.close()
     metrics = {**result_metrics(history, started), "kl_coef": kl_ctl.value}
     publish_model(
         policy,

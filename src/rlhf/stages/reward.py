@@ -250,5 +250,5 @@ def run(
     if not config.checkpoint_dir:
         shutil.rmtree(ckpt_root, ignore_errors=True)
     tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
-    log.info("reward: val accuracy %.3f", metrics.get("accuracy", float("nan")))
+    log.debug("reward: val accuracy %.3f", metrics.get("accuracy", float("nan")))
     return metrics

@@ -162,5 +162,5 @@ def run(
     if not config.checkpoint_dir:
         shutil.rmtree(ckpt_root, ignore_errors=True)  # the published model supersedes them
     tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
-    log.info("sft: val loss %.3f -> %.3f", metrics["val_loss_start"], metrics["val_loss"])
+    log.debug("sft: val loss %.3f -> %.3f", metrics["val_loss_start"], metrics["val_loss"])
     return metrics

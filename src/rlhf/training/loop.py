@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from rlhf.config import TrainConfig
+from rlhf.console.progress import Progress
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
@@ -118,50 +119,52 @@ def train(
     model.train()
     started = time.time()
     window: dict[str, list[float]] = {}
-    while step < total:
-        batches = batches_for_epoch(epoch)
-        while micro < len(batches) and step < total:
-            group = batches[micro : micro + cfg.grad_accum]
-            for batch in group:
-                loss, metrics = loss_fn(batch)
-                if not torch.isfinite(loss):
-                    last = ckpt.latest_checkpoint(checkpoint_root)
-                    raise NonFiniteLossError(
-                        f"{stage}: loss is {loss.item()} at step {step} (epoch {epoch}); "
-                        f"stopping. Last good checkpoint: {last or 'none yet'}"
-                    )
-                (loss / len(group)).backward()
-                for k, v in {"loss": loss.item(), **metrics}.items():
-                    window.setdefault(k, []).append(v)
-            if cfg.max_grad_norm > 0:
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                window.setdefault("grad_norm", []).append(float(norm))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            micro += len(group)
-            step += 1
+    with Progress(f"{stage} training", total, "step", step) as progress:
+        while step < total:
+            batches = batches_for_epoch(epoch)
+            while micro < len(batches) and step < total:
+                group = batches[micro : micro + cfg.grad_accum]
+                for batch in group:
+                    loss, metrics = loss_fn(batch)
+                    if not torch.isfinite(loss):
+                        last = ckpt.latest_checkpoint(checkpoint_root)
+                        raise NonFiniteLossError(
+                            f"{stage}: loss is {loss.item()} at step {step} (epoch {epoch}); "
+                            f"stopping. Last good checkpoint: {last or 'none yet'}"
+                        )
+                    (loss / len(group)).backward()
+                    for k, v in {"loss": loss.item(), **metrics}.items():
+                        window.setdefault(k, []).append(v)
+                if cfg.max_grad_norm > 0:
+                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    window.setdefault("grad_norm", []).append(float(norm))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                micro += len(group)
+                step += 1
+                progress.update(1, loss=sum(window["loss"]) / len(window["loss"]))
 
-            if step % cfg.log_every == 0 or step == total:
-                logged = {f"train/{k}": sum(v) / len(v) for k, v in window.items()}
-                logged["train/lr"] = scheduler.get_last_lr()[0]
-                logged["train/epoch"] = epoch + micro / max(1, len(batches))
-                tracker.log_metrics(logged, step=step)
-                log.info(
-                    "%s step %d/%d loss %.4f (%.1fs)",
-                    stage,
-                    step,
-                    total,
-                    logged["train/loss"],
-                    time.time() - started,
-                )
-                window = {}
-            if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < total:
-                tracker.log_metrics(_validate(model, evaluate), step=step)
-            if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < total:
-                save()
-        if micro >= len(batches):
-            epoch, micro = epoch + 1, 0
+                if step % cfg.log_every == 0 or step == total:
+                    logged = {f"train/{k}": sum(v) / len(v) for k, v in window.items()}
+                    logged["train/lr"] = scheduler.get_last_lr()[0]
+                    logged["train/epoch"] = epoch + micro / max(1, len(batches))
+                    tracker.log_metrics(logged, step=step)
+                    log.debug(
+                        "%s step %d/%d loss %.4f (%.1fs)",
+                        stage,
+                        step,
+                        total,
+                        logged["train/loss"],
+                        time.time() - started,
+                    )
+                    window = {}
+                if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < total:
+                    tracker.log_metrics(_validate(model, evaluate), step=step)
+                if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 and step < total:
+                    save()
+            if micro >= len(batches):
+                epoch, micro = epoch + 1, 0
 
     final = _validate(model, evaluate)
     tracker.log_metrics(final, step=step)
