@@ -304,6 +304,10 @@ class PPOConfig(OnPolicyConfig):
     rollout_batch_size: int = 64  # prompts sampled per iteration (one response each)
     ppo_epochs: int = 4  # passes over each rollout batch
     critic_lr: float = 1e-4  # value model learning rate
+    # Both rates fall linearly to 0: on the demo the policy stops moving over the last
+    # iterations (its batch KL then varies no more than a frozen policy's) and ends nearer SFT
+    # (KL 0.44-0.45 instead of 0.54-0.61) with a gold win rate as good or better (results.md).
+    lr_schedule: str = "linear"
     # Reward: RM score at the last response token minus kl_coef * KL(policy || reference)
     kl_estimator: str = "k1"  # "k1" (log-ratio), "k3" (Schulman's, always >= 0) or "k2"
     # A fixed, firm beta keeps the policy where the reward model is still right (docs/ppo.md)
