@@ -24,7 +24,7 @@ from pathlib import Path
 # "/" as "."; those a run lacks are left out).
 TASK_METRICS = {
     "supervised-finetune": ("val_loss",),
-    "train-reward-model": ("val.gold_accuracy", "accuracy"),
+    "train-reward-model": ("gold_accuracy", "accuracy"),
     "evaluate": (
         "win_rate_gold",
         "win_rate_rm",
