@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "table":
-        print(table({root.name: run_summary(root) for root in args.roots}))
+        print(table({str(root): run_summary(root) for root in args.roots}))
         return 0
     summaries = {}
     for seed in args.seeds:
