@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
+from typing import TextIO
 
 VERBOSE_ENV = "RLHF_VERBOSE"  # "1": verbose (set by `rlhf run --verbose` for its tasks)
 # Libraries whose FutureWarnings and DeprecationWarnings are for their callers' developers.
@@ -17,7 +19,17 @@ QUIET_WARNING_MODULES = r"(transformers|torch|datasets|huggingface_hub|tokenizer
 
 
 class _BarAwareHandler(logging.StreamHandler):
-    """Writes records above a live tqdm bar on the same stream instead of through it."""
+    """Writes records to the current ``sys.stderr``, above a live tqdm bar on it instead of
+    through it. Looked up at each record, not kept from the first ``configure()``: a caller that
+    swaps stderr (a test capturing it, a wrapper) would otherwise get writes to a closed file."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ assigns one: not kept
+        pass
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

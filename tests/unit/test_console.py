@@ -177,3 +177,20 @@ def test_kfp_output_verbose_keeps_everything_but_the_events():
     text = out.getvalue()
     assert '"parameterValues": {' in text and "Got executor_input:" in text
     assert "::rlhf-console::" not in text and len(task_output.records) == 1
+
+
+def test_log_records_go_to_the_current_stderr(monkeypatch):
+    import io
+    import logging
+    import sys
+
+    from rlhf import log_setup
+
+    log_setup.configure()
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logging.getLogger("rlhf.test").warning("one")
+    first.close()  # a captured stream that has ended, as between two tests
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("rlhf.test").warning("two")
+    assert "two" in second.getvalue() and "one" not in second.getvalue()
