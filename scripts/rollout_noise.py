@@ -17,13 +17,14 @@ import sys
 
 import torch
 
+from rlhf import models
 from rlhf.algorithms.kl import kl_penalty, sequence_kl
 from rlhf.config import PPOConfig
 from rlhf.forward import response_logprobs
 from rlhf.generation import SamplingConfig, decode_responses, sample_responses
 from rlhf.gold import load_reward_function
 from rlhf.prompt_stream import batch_indices
-from rlhf.stages.on_policy import load_policies, load_prompts
+from rlhf.stages.on_policy import load_prompts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,25 +40,27 @@ def main(argv: list[str] | None = None) -> int:
 
     config = PPOConfig(seed=args.seed, device="cpu")
     torch.manual_seed(args.seed)
-    policy = load_policies(args.policy, config, torch.device("cpu"))
-    reference = load_policies(args.reference, config, torch.device("cpu")).reference
-    messages, ids = load_prompts(args.prompts, policy.tokenizer, config)
+    # Two models, each loaded once (load_policies would load a policy and a reference copy
+    # of each folder).
+    tokenizer = models.load_tokenizer(args.policy)
+    policy = models.load_causal_lm(args.policy, config.dtype).eval()
+    policy.config.use_cache = True  # generation reuses the KV cache, as in training
+    reference = models.load_causal_lm(args.reference, config.dtype).eval()
+    messages, ids = load_prompts(args.prompts, tokenizer, config)
     gold = load_reward_function(args.gold) if args.gold else None
     sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
     kls, golds = [], []
     with torch.no_grad():
         for batch in range(args.batches):
             rows = batch_indices(len(ids), args.batch_size, args.seed, batch)
-            rollout = sample_responses(
-                policy.policy, policy.tokenizer, [ids[i] for i in rows], sampling
-            )
+            rollout = sample_responses(policy, tokenizer, [ids[i] for i in rows], sampling)
             inputs = (rollout.input_ids, rollout.attention_mask, rollout.prompt_width)
-            logprobs, _ = response_logprobs(policy.policy, *inputs)
+            logprobs, _ = response_logprobs(policy, *inputs)
             ref_logprobs, _ = response_logprobs(reference, *inputs)
             mask = rollout.response_mask.float()
             kls.append(sequence_kl(kl_penalty(logprobs, ref_logprobs) * mask, mask).mean().item())
             if gold is not None:
-                texts = decode_responses(policy.tokenizer, rollout)
+                texts = decode_responses(tokenizer, rollout)
                 golds.append(
                     statistics.fmean(gold(messages[i], t) for i, t in zip(rows, texts, strict=True))
                 )

@@ -42,10 +42,19 @@ class Headline:
 def _lookup(metrics: dict[str, float], key: str) -> float | None:
     """``key`` as the stage returned it, or with "/" as "." (KFP's Metrics names)."""
     for k in (key, key.replace("/", ".")):
-        value = metrics.get(k)
-        if value is not None and math.isfinite(float(value)):
-            return float(value)
+        value = _finite(metrics.get(k))
+        if value is not None:
+            return value
     return None
+
+
+def _finite(v: Any) -> float | None:
+    """``v`` as a float, or None when it is missing, not a number, NaN or infinite."""
+    try:
+        value = float(v)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 _POLICY = (
@@ -146,15 +155,8 @@ def _send(record: StageRecord) -> None:
     if events_enabled():
         emit_event(
             "stage", stage=record.stage, seconds=record.seconds, failed=record.failed,
-            metrics={k: float(v) for k, v in record.metrics.items() if _finite(v)},
+            metrics={k: f for k, v in record.metrics.items() if (f := _finite(v)) is not None},
         )  # fmt: skip
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def summary_table(records: list[StageRecord]) -> str:
