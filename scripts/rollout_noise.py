@@ -17,14 +17,14 @@ import sys
 
 import torch
 
-from rlhf import models
 from rlhf.algorithms.kl import kl_penalty, sequence_kl
 from rlhf.config import PPOConfig
-from rlhf.forward import response_logprobs
-from rlhf.generation import SamplingConfig, decode_responses, sample_responses
 from rlhf.gold import load_reward_function
-from rlhf.prompt_stream import batch_indices
+from rlhf.modeling import models
+from rlhf.modeling.forward import response_logprobs
+from rlhf.modeling.generation import SamplingConfig, decode_responses, sample_responses
 from rlhf.stages.on_policy import load_prompts
+from rlhf.training.prompt_stream import batch_indices
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def demo_files(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory, demo_files):
     """The small demo task prepared into the four artifacts: {name: folder}."""
-    from rlhf.data import prepare
+    from rlhf.stages import prepare
 
     out = tmp_path_factory.mktemp("prepared")
     outputs = prepare.PrepareOutputs(

@@ -171,7 +171,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from rlhf.config import PrepareConfig
-    from rlhf.data import prepare
+    from rlhf.stages import prepare
 
     config = _config(PrepareConfig, args, "prepare")
     if args.skip_invalid:

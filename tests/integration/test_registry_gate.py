@@ -10,8 +10,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from rlhf import models, storage, tracking
+from rlhf import storage
 from rlhf.config import EvalConfig
+from rlhf.modeling import models, tracking
 from rlhf.stages import evaluate
 
 # The gate's judge here: the share of the response's words found in the prompt. The tiny

@@ -165,8 +165,8 @@ def test_prepare_stage_publishes_through_an_outage_and_fails_cleanly_without_one
     demo_files, bucket, faulty_s3, fresh_cache, tmp_path, monkeypatch
 ):
     from rlhf.config import PrepareConfig
-    from rlhf.data import prepare
     from rlhf.data.artifacts import load_split
+    from rlhf.stages import prepare
 
     inputs = prepare.PrepareInputs(*([str(demo_files[n])] for n in prepare.ARTIFACTS))
 

@@ -7,8 +7,9 @@ import shutil
 import pytest
 import torch
 
-from rlhf import models, storage
+from rlhf import storage
 from rlhf.config import EvalConfig
+from rlhf.modeling import models
 from rlhf.stages import evaluate
 from rlhf.tracking import Tracker
 

@@ -12,13 +12,9 @@ from rlhf import storage
 from rlhf.config import PrepareConfig
 from rlhf.data.errors import DataError
 from rlhf.data.formats import SCHEMAS
-from rlhf.data.prepare import (
-    PrepareInputs,
-    PrepareOutputs,
-    content_sha256,
-    run,
-    split_indices,
-)
+from rlhf.data.rows import content_sha256
+from rlhf.data.splits import split_indices
+from rlhf.stages.prepare import PrepareInputs, PrepareOutputs, run
 from rlhf.tracking import Tracker
 
 ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")

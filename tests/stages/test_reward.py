@@ -7,12 +7,12 @@ import pytest
 import torch
 from killed_run import assert_resumes_with_cached_reference, assert_same_weights
 
-from rlhf import models
 from rlhf.config import RewardConfig, SFTConfig, to_dict
 from rlhf.data.demo_task import gold_reward
-from rlhf.encoding import encode_prompt_answer
-from rlhf.forward import sequence_logprob_sums
-from rlhf.reward_scoring import RewardScorer, as_messages
+from rlhf.modeling import models
+from rlhf.modeling.encoding import encode_prompt_answer
+from rlhf.modeling.forward import sequence_logprob_sums
+from rlhf.modeling.reward_scoring import RewardScorer, as_messages
 from rlhf.stages import reward, sft
 
 

@@ -2,8 +2,13 @@
 
 import pytest
 
-from rlhf.encoding import encode_conversation, encode_prompt, encode_prompt_answer, render_prompt
-from rlhf.tokenizer import train_bpe_tokenizer
+from rlhf.modeling.encoding import (
+    encode_conversation,
+    encode_prompt,
+    encode_prompt_answer,
+    render_prompt,
+)
+from rlhf.modeling.tokenizer import train_bpe_tokenizer
 
 CORPUS = ["Create a shopping list from this recipe: chop the onion and garlic.", "onion, garlic"]
 

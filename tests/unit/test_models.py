@@ -2,8 +2,8 @@
 
 import pytest
 
-from rlhf import models
-from rlhf.tokenizer import train_bpe_tokenizer
+from rlhf.modeling import models
+from rlhf.modeling.tokenizer import train_bpe_tokenizer
 
 
 def test_preset_builds_saves_and_loads(tmp_path):

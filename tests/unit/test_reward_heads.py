@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from rlhf.encoding import Encoded
-from rlhf.reward_scoring import log_ratio_scores, reward_scores
+from rlhf.modeling.encoding import Encoded
+from rlhf.modeling.reward_scoring import log_ratio_scores, reward_scores
 
 
 class _TokenIdModel(torch.nn.Module):

@@ -5,8 +5,9 @@ import random
 import pytest
 import torch
 
+from rlhf.modeling.padding import pad_left, pad_right
 from rlhf.training import checkpoint as ckpt
-from rlhf.training.batching import length_grouped_batches, pad_left, pad_right
+from rlhf.training.batching import length_grouped_batches
 from rlhf.training.schedule import warmup_cosine, warmup_then
 
 

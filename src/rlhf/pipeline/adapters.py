@@ -105,7 +105,7 @@ def prepare(
 ) -> str:
     """Returns the data source: "demo" when no data was given and the demo task was generated,
     else "files" (later stages use it to pick the demo's gold reward automatically)."""
-    from rlhf.data import prepare as stage
+    from rlhf.stages import prepare as stage
 
     log_setup.configure()
     with reporting("prepare") as record:

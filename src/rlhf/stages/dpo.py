@@ -24,19 +24,19 @@ from typing import Any
 
 import torch
 
-from rlhf import models
 from rlhf.algorithms.dpo_loss import DPOOutput, dpo_loss
 from rlhf.config import DPOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.encoding import Encoded, encode_prompt_answer
 from rlhf.gold import load_reward_function
-from rlhf.preference_logprobs import (
+from rlhf.modeling import models
+from rlhf.modeling.encoding import Encoded, encode_prompt_answer
+from rlhf.modeling.preference_logprobs import (
     REFERENCE_CACHE,
     cache_json,
     cached_reference_logprobs,
     pair_logprobs,
 )
-from rlhf.reward_scoring import as_messages
+from rlhf.modeling.reward_scoring import as_messages
 from rlhf.stages.publish import publish_model
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker

@@ -31,18 +31,19 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
-from rlhf import models, storage
+from rlhf import storage
 from rlhf.algorithms.kl import kl_penalty, sequence_kl
 from rlhf.algorithms.ranking import ELO_BASE, ELO_K, elo_ratings, round_robin_matches, win_rate
 from rlhf.config import EvalConfig, to_dict
 from rlhf.console.progress import Progress
 from rlhf.data.artifacts import load_split
-from rlhf.encoding import Messages, encode_conversation, encode_prompt
-from rlhf.forward import response_logprobs
-from rlhf.generation import Rollout, SamplingConfig, decode_responses, sample_responses
 from rlhf.gold import load_reward_function
+from rlhf.modeling import models
+from rlhf.modeling.encoding import Messages, encode_conversation, encode_prompt
+from rlhf.modeling.forward import response_logprobs
+from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
+from rlhf.modeling.reward_scoring import RewardScorer
 from rlhf.registry import CHAMPION, ModelRegistry, Version
-from rlhf.reward_scoring import RewardScorer
 from rlhf.stages import champion_gate
 from rlhf.stages.champion_gate import GateDecision
 from rlhf.stages.on_policy import HISTORY_FILE

@@ -28,9 +28,8 @@ from rlhf.algorithms.masked import masked_mean
 from rlhf.config import GRPOConfig
 from rlhf.console.progress import Progress
 from rlhf.data.artifacts import manifest_checksum
-from rlhf.forward import response_logprobs
-from rlhf.generation import SamplingConfig, decode_responses, sample_responses
-from rlhf.prompt_stream import batch_indices
+from rlhf.modeling.forward import response_logprobs
+from rlhf.modeling.generation import SamplingConfig, decode_responses, sample_responses
 from rlhf.stages.on_policy import (
     HISTORY_FILE,
     Guards,
@@ -45,6 +44,7 @@ from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
 from rlhf.training.errors import NonFiniteLossError
+from rlhf.training.prompt_stream import batch_indices
 from rlhf.training.schedule import warmup_then
 
 log = logging.getLogger("rlhf.grpo")

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhf import models
 from rlhf.config import OnPolicyConfig
 from rlhf.data.artifacts import load_split
-from rlhf.encoding import Messages, encode_prompt
 from rlhf.gold import load_reward_function
-from rlhf.reward_scoring import RewardScorer
+from rlhf.modeling import models
+from rlhf.modeling.encoding import Messages, encode_prompt
+from rlhf.modeling.reward_scoring import RewardScorer
 from rlhf.tracking import Tracker
 
 HISTORY_FILE = "training_history.json"  # per-iteration metrics, read by the evaluation report

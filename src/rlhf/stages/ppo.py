@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf import models
 from rlhf.algorithms.gae import gae_advantages
 from rlhf.algorithms.kl import kl_penalty, sequence_kl
 from rlhf.algorithms.kl_control import AdaptivePenaltyCoef, make_kl_controller
@@ -39,10 +38,11 @@ from rlhf.algorithms.whiten import masked_whiten
 from rlhf.config import PPOConfig
 from rlhf.console.progress import Progress
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.encoding import Encoded, encode_conversation
-from rlhf.forward import response_logprobs, response_values, sequence_logits
-from rlhf.generation import Rollout, SamplingConfig, decode_responses, sample_responses
-from rlhf.prompt_stream import batch_indices
+from rlhf.modeling import models
+from rlhf.modeling.encoding import Encoded, encode_conversation
+from rlhf.modeling.forward import response_logprobs, response_values, sequence_logits
+from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
+from rlhf.modeling.padding import collate
 from rlhf.stages.on_policy import (
     HISTORY_FILE,
     Guards,
@@ -56,8 +56,8 @@ from rlhf.stages.publish import publish_model
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
-from rlhf.training.batching import collate
 from rlhf.training.errors import NonFiniteLossError
+from rlhf.training.prompt_stream import batch_indices
 from rlhf.training.schedule import warmup_then
 
 log = logging.getLogger("rlhf.ppo")

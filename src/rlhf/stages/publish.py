@@ -11,7 +11,8 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhf import models, storage
+from rlhf import storage
+from rlhf.modeling import models
 from rlhf.registry import MODEL_ARTIFACT_PATH
 from rlhf.tracking import Tracker
 
@@ -63,8 +64,3 @@ def publish_model(
     if log_artifacts:
         tracker.log_artifacts(out, MODEL_ARTIFACT_PATH)
     return Path(out)
-
-
-def checkpoint_root(out: str | os.PathLike, configured: str | None) -> Path:
-    """Checkpoints go where the config says, else beside the output as ``<out>.checkpoints``."""
-    return Path(configured) if configured else Path(f"{os.fspath(out).rstrip('/')}.checkpoints")

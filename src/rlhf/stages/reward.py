@@ -20,14 +20,14 @@ from typing import Any
 
 import torch
 
-from rlhf import models
 from rlhf.algorithms.reward_loss import pairwise_accuracy, pairwise_reward_loss
 from rlhf.config import RewardConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.encoding import Encoded
 from rlhf.gold import load_reward_function
-from rlhf.preference_logprobs import cached_reference_logprobs, pair_logprobs
-from rlhf.reward_scoring import (
+from rlhf.modeling import models
+from rlhf.modeling.encoding import Encoded
+from rlhf.modeling.preference_logprobs import cached_reference_logprobs, pair_logprobs
+from rlhf.modeling.reward_scoring import (
     HEADS,
     POOLINGS,
     REFERENCE_DIR,

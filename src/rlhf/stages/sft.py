@@ -16,17 +16,18 @@ from typing import Any
 
 import torch
 
-from rlhf import models
 from rlhf.algorithms.sft_loss import response_nll
 from rlhf.config import SFTConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.encoding import Encoded, encode_conversation
-from rlhf.forward import sequence_logprob_sums
+from rlhf.modeling import models
+from rlhf.modeling.encoding import Encoded, encode_conversation
+from rlhf.modeling.forward import sequence_logprob_sums
+from rlhf.modeling.padding import collate
+from rlhf.modeling.tokenizer import train_bpe_tokenizer
 from rlhf.stages.publish import publish_model
 from rlhf.stages.training_start import start_training
-from rlhf.tokenizer import train_bpe_tokenizer
 from rlhf.tracking import Tracker
-from rlhf.training.batching import collate, length_grouped_batches
+from rlhf.training.batching import length_grouped_batches
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.sft")

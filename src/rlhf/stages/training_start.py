@@ -11,11 +11,11 @@ from typing import Any, NamedTuple
 import torch
 from transformers import set_seed
 
-from rlhf import models
 from rlhf.config import to_dict
-from rlhf.stages.publish import checkpoint_root
+from rlhf.modeling import models
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
+from rlhf.training.checkpoint import checkpoint_root
 from rlhf.training.fingerprint import run_fingerprint
 
 

@@ -114,3 +114,8 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     # weights_only: tensors, numbers, strings and containers only; no arbitrary objects.
     return torch.load(Path(path) / "state.pt", map_location=map_location, weights_only=True)
+
+
+def checkpoint_root(out: str | os.PathLike, configured: str | None) -> Path:
+    """Checkpoints go where the config says, else beside the output as ``<out>.checkpoints``."""
+    return Path(configured) if configured else Path(f"{os.fspath(out).rstrip('/')}.checkpoints")

@@ -15,10 +15,8 @@ See docs/data-formats.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +26,14 @@ from rlhf.config import PrepareConfig, to_dict
 from rlhf.data.errors import DataError, EmptyInput
 from rlhf.data.formats import ARTIFACT_FORMATS, FORMATS, SCHEMAS, normalise_row, resolve_format
 from rlhf.data.readers import read_rows
+from rlhf.data.rows import Row, content_sha256, dedupe, prompt_key
+from rlhf.data.splits import split_indices
+from rlhf.data.token_budget import TokenCounter, apply_budget
+from rlhf.stages.publish import publish_copy
 from rlhf.tracking import Tracker
 
 log = logging.getLogger("rlhf.prepare")
 
-Row = dict[str, Any]
 ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")
 TRAIN_SPLITS = ("sft", "preferences", "prompts")  # the artifacts split into train/validation
 OVER_BUDGET_MODES = ("drop", "truncate")
@@ -97,11 +98,13 @@ def run(
     artifacts = {
         name: _read_artifact(name, getattr(inputs, name), config, rejects) for name in ARTIFACTS
     }
-    counter = _TokenCounter(config.tokenizer)
+    counter = TokenCounter(config.tokenizer)
     for art in artifacts.values():
         if config.dedupe:
-            _dedupe(art)
-        _apply_budget(art, config.max_tokens, config.over_budget, counter)
+            art.rows, art.duplicates_dropped = dedupe(art.rows)
+        fitted = apply_budget(art.name, art.rows, config.max_tokens, config.over_budget, counter)
+        art.rows, art.tokens = fitted.rows, fitted.tokens
+        art.over_budget_dropped, art.over_budget_truncated = fitted.dropped, fitted.truncated
         _check_rows_left(art, config)
     for name in TRAIN_SPLITS:
         _split(artifacts[name], config.validation_fraction, config.seed)
@@ -114,8 +117,6 @@ def run(
         outputs.rejects, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
     )
     if config.publish_to:
-        from rlhf.stages.publish import publish_copy
-
         root, tags = config.publish_to.rstrip("/"), tracker or Tracker()
         for name in ARTIFACTS:
             publish_copy(getattr(outputs, name), f"{root}/{name}", tags, name)
@@ -203,118 +204,6 @@ def _read_artifact(
     return art
 
 
-# --- dedupe and token budget -------------------------------------------------------------------
-
-
-def canonical_json(value: Any) -> str:
-    """One spelling per value: what dedupe compares and the content checksum hashes."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def _dedupe(art: _Artifact) -> None:
-    seen: set[bytes] = set()
-    kept = []
-    for row in art.rows:
-        key = hashlib.sha256(canonical_json(row).encode("utf-8")).digest()
-        if key in seen:
-            art.duplicates_dropped += 1
-        else:
-            seen.add(key)
-            kept.append(row)
-    art.rows = kept
-
-
-class _TokenCounter:
-    """Counts tokens with a tokenizer, or UTF-8 bytes without one (an upper bound on the token
-    count of any byte-level BPE tokenizer, so a byte budget is never too generous)."""
-
-    def __init__(self, tokenizer: str | None) -> None:
-        self.tokenizer = None
-        if tokenizer:
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(str(storage.local_path(tokenizer)))
-
-    def count(self, text: str) -> int:
-        if self.tokenizer is None:
-            return len(text.encode("utf-8"))
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def count_many(self, texts: list[str], batch: int = 1024) -> list[int]:
-        """``count`` for many texts; a tokenizer encodes them in batches (much faster)."""
-        if self.tokenizer is None:
-            return [len(t.encode("utf-8")) for t in texts]
-        counts: list[int] = []
-        for start in range(0, len(texts), batch):
-            encoded = self.tokenizer(texts[start : start + batch], add_special_tokens=False)
-            counts.extend(len(ids) for ids in encoded["input_ids"])
-        return counts
-
-    def truncate(self, text: str, limit: int) -> str:
-        """The longest start of ``text`` that counts at most ``limit``."""
-        if self.tokenizer is None:
-            return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
-        # Cut the original text at a token boundary rather than decoding ids, which need not
-        # give the text back exactly; re-encoding a cut can merge differently, so re-check.
-        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
-            "offset_mapping"
-        ]
-        for n in range(min(limit, len(offsets)), 0, -1):
-            cut = text[: offsets[n - 1][1]]
-            if self.count(cut) <= limit:
-                return cut
-        return ""
-
-
-def _prompt_and_answers(artifact: str, row: Row) -> tuple[list[dict[str, str]], list[str]]:
-    if artifact == "sft":
-        return row["messages"][:-1], [row["messages"][-1]["content"]]
-    if artifact == "preferences":
-        return row["prompt"], [row["chosen"], row["rejected"]]
-    return row["prompt"], []  # prompts are generated from, not trained on: no answer to count
-
-
-def _with_answers(artifact: str, row: Row, answers: list[str]) -> Row:
-    if artifact == "sft":
-        return {"messages": [*row["messages"][:-1], {"role": "assistant", "content": answers[0]}]}
-    return {**row, "chosen": answers[0], "rejected": answers[1]}
-
-
-def _apply_budget(art: _Artifact, max_tokens: int, mode: str, counter: _TokenCounter) -> None:
-    """Keep rows whose prompt plus longest answer fits ``max_tokens``; with ``truncate``, cut
-    over-long answers to fit unless the prompt alone fills the budget or the cut leaves an
-    empty answer or two equal ones."""
-    kept, tokens = [], []
-    parts = [_prompt_and_answers(art.name, row) for row in art.rows]
-    texts = [t for prompt, answers in parts for t in [*(m["content"] for m in prompt), *answers]]
-    counts = iter(counter.count_many(texts))
-    for row, (prompt, answers) in zip(art.rows, parts, strict=True):
-        prompt_tokens = sum(next(counts) for _ in prompt)
-        answer_tokens = [next(counts) for _ in answers]
-        total = prompt_tokens + max(answer_tokens, default=0)
-        if total <= max_tokens:
-            kept.append(row)
-            tokens.append(total)
-            continue
-        room = max_tokens - prompt_tokens
-        fitted = None
-        if mode == "truncate" and answers and room > 0:
-            fitted = [
-                a if n <= room else counter.truncate(a, room)
-                for a, n in zip(answers, answer_tokens, strict=True)
-            ]
-            empty = any(not a.strip() for a in fitted)
-            if empty or (len(fitted) == 2 and fitted[0].strip() == fitted[1].strip()):
-                fitted = None
-        if fitted is None:
-            art.over_budget_dropped += 1
-            continue
-        art.over_budget_truncated += 1
-        kept.append(_with_answers(art.name, row, fitted))
-        tokens.append(prompt_tokens + max(counter.count(a) for a in fitted))
-    art.rows, art.tokens = kept, tokens
-
-
 def _check_rows_left(art: _Artifact, config: PrepareConfig) -> None:
     """Inputs that had rows but left none (all rejected, tied, duplicates or over budget) would
     make an empty artifact no one asked for: an error saying where the rows went, or with
@@ -347,49 +236,8 @@ def _check_rows_left(art: _Artifact, config: PrepareConfig) -> None:
     raise DataError(", ".join(art.sources), f"{reason} (allow_empty=true would write it empty)")
 
 
-# --- split -------------------------------------------------------------------------------------
-
-
-def _prompt_key(artifact: str, row: Row) -> str:
-    prompt = row["messages"][:-1] if artifact == "sft" else row["prompt"]
-    return canonical_json(prompt)
-
-
-def split_indices(keys: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded train/validation split of rows ``0..len(keys)-1``.
-
-    Rows with the same key (the prompt) land on the same side, so validation measures prompts
-    never trained on (a ranking's pairs all share one prompt). Validation gets about
-    ``fraction`` of the rows, never more than ``round(n * fraction)`` except that it gets at
-    least one row when there are two rows or more and ``fraction > 0``, and train keeps at least
-    one. With a single prompt the rows themselves are split."""
-    n = len(keys)
-    rng = random.Random(seed)
-    if n < 2 or fraction <= 0:
-        train = list(range(n))
-        rng.shuffle(train)
-        return train, []
-    target = min(n - 1, max(1, round(n * fraction)))
-    by_key: dict[str, list[int]] = {}
-    for i, key in enumerate(keys):
-        by_key.setdefault(key, []).append(i)
-    groups = list(by_key.values()) if len(by_key) > 1 else [[i] for i in range(n)]
-    rng.shuffle(groups)
-    validation: list[int] = []
-    for group in groups:
-        if len(validation) + len(group) <= target:
-            validation.extend(group)
-    if not validation:  # every group is bigger than the target: take the smallest
-        validation = list(min(groups, key=len))
-    held_out = set(validation)
-    train = [i for group in groups for i in group if i not in held_out]
-    rng.shuffle(train)
-    rng.shuffle(validation)
-    return train, validation
-
-
 def _split(art: _Artifact, fraction: float, seed: int) -> None:
-    keys = [_prompt_key(art.name, row) for row in art.rows]
+    keys = [prompt_key(art.name, row) for row in art.rows]
     train, validation = split_indices(keys, fraction, seed)
     for split, indices in (("train", train), ("validation", validation)):
         art.splits[split] = [art.rows[i] for i in indices]
@@ -411,16 +259,6 @@ def _eval_split(evals: _Artifact, prompts: _Artifact, derived: bool) -> None:
 
 
 # --- write -------------------------------------------------------------------------------------
-
-
-def content_sha256(splits: dict[str, list[Row]]) -> str:
-    """sha256 over one line per row, in split then row order: the canonical JSON (sorted keys,
-    no spaces, UTF-8) of ``[split, row]`` followed by a newline."""
-    h = hashlib.sha256()
-    for split, rows in splits.items():
-        for row in rows:
-            h.update((canonical_json([split, row]) + "\n").encode("utf-8"))
-    return h.hexdigest()
 
 
 def _write(art: _Artifact, folder: str, config: PrepareConfig) -> None:

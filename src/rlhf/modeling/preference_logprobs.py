@@ -19,13 +19,14 @@ from typing import Any, Protocol
 import torch
 from transformers import PreTrainedModel
 
-from rlhf import models, storage
+from rlhf import storage
 from rlhf.config import TrainConfig
 from rlhf.console.progress import Progress
 from rlhf.data.artifacts import manifest_checksum
-from rlhf.encoding import Encoded
-from rlhf.forward import sequence_logprob_sums
-from rlhf.training.batching import collate
+from rlhf.modeling import models
+from rlhf.modeling.encoding import Encoded
+from rlhf.modeling.forward import sequence_logprob_sums
+from rlhf.modeling.padding import collate
 
 log = logging.getLogger("rlhf.reference")
 

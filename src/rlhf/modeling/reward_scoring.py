@@ -1,6 +1,6 @@
 """Score (prompt, response) pairs with a trained reward model.
 
-    from rlhf.reward_scoring import RewardScorer
+    from rlhf.modeling.reward_scoring import RewardScorer
     scorer = RewardScorer.load("outputs/reward_model")          # folder or s3:// URI
     scorer.score(["Create a shopping list from this recipe: ..."], ["onion, garlic"])
     # -> tensor([1.73])
@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhf import models
-from rlhf.encoding import Encoded, Messages, encode_prompt_answer
-from rlhf.forward import sequence_logprob_sums
-from rlhf.training.batching import collate, pad_right
+from rlhf.modeling import models
+from rlhf.modeling.encoding import Encoded, Messages, encode_prompt_answer
+from rlhf.modeling.forward import sequence_logprob_sums
+from rlhf.modeling.padding import collate, pad_right
 
 SETTINGS_FILE = "rlhf_reward.json"  # how the model encodes inputs, saved beside the weights
 REFERENCE_DIR = "reference"  # log_ratio head: the frozen base model, inside the reward model

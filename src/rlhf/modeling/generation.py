@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhf.training.batching import pad_left
+from rlhf.modeling.padding import pad_left
 
 
 @dataclass
