@@ -23,8 +23,8 @@ from pathlib import Path
 # Each task's metrics reported, by the task's name prefix, in this order (KFP's Metrics write
 # "/" as "."; those a run lacks are left out).
 TASK_METRICS = {
-    "supervised-finetune": ("val_loss",),
-    "train-reward-model": ("gold_accuracy", "accuracy"),
+    "sft": ("val_loss",),
+    "reward": ("gold_accuracy", "accuracy"),
     "evaluate": (
         "win_rate_gold",
         "win_rate_rm",

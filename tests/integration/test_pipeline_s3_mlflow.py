@@ -21,7 +21,7 @@ from rlhf.pipeline.run_config import pipeline_arguments
 
 STAGE_FOLDERS = (
     "data/sft", "data/preferences", "data/prompts", "data/eval_prompts",
-    "sft", "reward_model", "policy", "evaluation",
+    "sft", "reward_model", "policy", "evaluate",
 )  # fmt: skip
 
 
@@ -40,7 +40,7 @@ def tiny_config(bucket: str, run: str, name: str) -> dict:
         "reward": {"epochs": 1, "batch_size": 16, "eval_every": 0},
         "ppo": {"iterations": 2, "rollout_batch_size": 8, "minibatch_size": 4, "ppo_epochs": 1,
                 "max_new_tokens": 8},
-        "eval": {"max_prompts": 4, "samples_per_prompt": 2, "max_new_tokens": 8,
+        "evaluate": {"max_prompts": 4, "samples_per_prompt": 2, "max_new_tokens": 8,
                  "registered_policy": name, "registered_reward_model": f"{name}-rm",
                  "gate_min_samples": 1},
     }  # fmt: skip
@@ -95,7 +95,7 @@ def test_pipeline_reads_and_publishes_s3_tracks_on_server_and_never_leaks_creden
             assert len(objects[f"{prefix}/{entry['path']}"]) == entry["bytes"], entry
     policy = storage.local_path(f"s3://{bucket}/runs/{run_key}/policy")
     assert (policy / "model.safetensors").is_file()
-    gate = json.loads(objects[f"runs/{run_key}/evaluation/gate.json"])
+    gate = json.loads(objects[f"runs/{run_key}/evaluate/gate.json"])
     assert gate["alias"] == "champion" and gate["win_rate"] is None  # the first model
 
     # Every stage is tracked on the server; model folders went to S3 through it.

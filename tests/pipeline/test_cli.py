@@ -8,6 +8,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import yaml
 
 import rlhf
 from rlhf.cli import main
@@ -147,13 +148,15 @@ def test_unknown_config_field_is_a_clear_error(tmp_path, capsys):
 def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     specs = tmp_path / "components"  # never the repository's own components/ (the default)
     assert main(["compile", "--out", str(tmp_path), "--components-out", str(specs)]) == 0
-    assert (specs / "ppo_train.yaml").is_file()
+    assert (specs / "ppo.yaml").is_file()
     assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["dpo.yaml", "grpo.yaml", "ppo.yaml"]
-    text = (tmp_path / "ppo.yaml").read_text()
-    assert "supervised-finetune" in text and "train-reward-model" in text
-    dpo = (tmp_path / "dpo.yaml").read_text()
-    assert "dpo-train" in dpo and "train-reward-model" not in dpo
-    assert "grpo-train" in (tmp_path / "grpo.yaml").read_text()
+    def tasks(name):
+        package = yaml.safe_load((tmp_path / f"{name}.yaml").read_text().split("\n---\n")[0])
+        return set(package["root"]["dag"]["tasks"])
+
+    assert tasks("ppo") == {"prepare", "sft", "reward", "ppo", "evaluate"}
+    assert tasks("dpo") == {"prepare", "sft", "dpo", "evaluate"}
+    assert tasks("grpo") == {"prepare", "sft", "reward", "grpo", "evaluate"}
 
 
 def test_stage_config_file_without_its_section_is_an_error(tmp_path, capsys):

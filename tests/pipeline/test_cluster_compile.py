@@ -152,7 +152,7 @@ def test_a_cluster_config_file_changes_what_is_compiled(tmp_path):
     out = compile_package("ppo", tmp_path / "p.yaml", config)
     _check_package(out, config)
     spec, executors = _package(out)
-    sft = executors["exec-supervised-finetune"]
+    sft = executors["exec-sft"]
     assert sft["imagePullSecret"] == [{"secretName": "regcred", "secretNameParameter":
                                        {"runtimeValue": {"constant": "regcred"}}}]  # fmt: skip
     assert [s["secretName"] for s in sft["secretAsEnv"]] == ["minio-creds"]
@@ -231,13 +231,13 @@ def test_component_specs_load_and_compose_into_another_pipeline(tmp_path):
     loaded = {p.stem: components.load_component_from_file(str(p)) for p in specs}
     for name, component in stage_components().items():
         assert loaded[name].component_spec == component.component_spec, name
-    prepare_data, sft = loaded["prepare_data"], loaded["supervised_finetune"]
+    prepare, sft = loaded["prepare"], loaded["sft"]
 
     @dsl.pipeline(name="reuse-two-stages")
-    def reuse(sft_data: str):
-        prep = prepare_data(
-            sft_data=sft_data, preference_data="", prompt_data="", eval_prompt_data="",
-            prepare_overrides={}, demo_overrides={}, pipeline_run="r", mlflow_experiment="e",
+    def reuse(sft_data: list):
+        prep = prepare(
+            sft_data=sft_data, preferences_data=[], prompts_data=[], eval_prompts_data=[],
+            overrides={}, demo_overrides={}, pipeline_run="r", mlflow_experiment="e",
             track=False,
         )  # fmt: skip
         sft(
@@ -248,7 +248,7 @@ def test_component_specs_load_and_compose_into_another_pipeline(tmp_path):
 
     compiler.Compiler().compile(reuse, str(tmp_path / "reuse.yaml"))
     spec = yaml.safe_load((tmp_path / "reuse.yaml").read_text())
-    assert set(_tasks(spec)) == {"prepare-data", "supervised-finetune"}
+    assert set(_tasks(spec)) == {"prepare", "sft"}
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {cluster.ClusterConfig().image("cpu"), cluster.ClusterConfig().image("cuda")}
 

@@ -17,9 +17,10 @@ from rlhf.pipeline.cluster import ClusterConfig
 from rlhf.pipeline.compile import compile_package, version_name
 from rlhf.pipeline.k8s_manifests import RUN_CONFIG_MAP
 from rlhf.pipeline.pipelines import PIPELINES, stage_sections
-from rlhf.pipeline.run_config import NAMED_PARAMETERS, STAGE_CONFIGS
+from rlhf.pipeline.run_config import stage_configs
 from rlhf.pipeline.schedule import CronError, parse_interval, validate_cron
 from rlhf.pipeline.submit import Connection, connect
+from rlhf.stages.specs import STAGES, pipeline_parameter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,10 +97,10 @@ def test_submit_uploads_the_pipeline_and_creates_a_run(kfp_api, run_config, monk
     assert ref["pipeline_version_id"] in s.versions
     assert s.versions[ref["pipeline_version_id"]]["display_name"] == version.query["name"]
     params = run.body["runtime_config"]["parameters"]
-    assert params["sft_data"] == "s3://bucket/sft.jsonl"
-    assert params["preference_data"] == "s3://bucket/prefs"
+    assert params["sft_data"] == ["s3://bucket/sft.jsonl"]
+    assert params["preferences_data"] == ["s3://bucket/prefs"]
     assert params["sft_epochs"] == 2
-    assert params["kl_coef"] == 0.2
+    assert params["ppo_kl_coef"] == 0.2
     assert params["sft_overrides"] == {"warmup_ratio": 0.05}
     assert params["mlflow_experiment"] == "retrain"
     assert "pipeline_run" not in params  # the compiled default: KFP's run id
@@ -131,7 +132,7 @@ def test_submit_with_another_cluster_config_uploads_a_new_version(kfp_api, tmp_p
         [first.query["name"], second.query["name"]]
     )
     spec = _package(kfp_api, second)
-    sft = spec["deploymentSpec"]["executors"]["exec-supervised-finetune"]["container"]
+    sft = spec["deploymentSpec"]["executors"]["exec-sft"]["container"]
     assert sft["image"] == "registry.example.com/ml/rlhf:0.1.0-cuda"
     assert sft["resources"]["accelerator"]["resourceCount"] == "4"
 
@@ -289,25 +290,25 @@ EVERY_SECTION = {
     "ppo": {"kl_coef": 0.1, "critic_lr": 3e-5},
     "dpo": {"beta": 0.5, "label_smoothing": 0.1},
     "grpo": {"group_size": 4, "scale_advantages": True},
-    "eval": {"samples_per_prompt": 2, "max_prompts": 50},
+    "evaluate": {"samples_per_prompt": 2, "max_prompts": 50},
 }
 _COMMON = {
-    "sft_data": "s3://bucket/sft.jsonl",
-    "preference_data": "s3://bucket/prefs",
+    "sft_data": ["s3://bucket/sft.jsonl"],
+    "preferences_data": ["s3://bucket/prefs"],
     "mlflow_experiment": "retrain",
     "seed": 7,
     "prepare_overrides": {},
     "demo_overrides": {},
     "sft_epochs": 2,
     "sft_overrides": {"warmup_ratio": 0.05},
-    "eval_samples_per_prompt": 2,
-    "eval_overrides": {"max_prompts": 50},
+    "evaluate_samples_per_prompt": 2,
+    "evaluate_overrides": {"max_prompts": 50},
 }
 _REWARD = {"reward_lr": 5e-4, "reward_overrides": {"head": "scalar"}}
 # The parameters each pipeline's run must carry for EVERY_SECTION, worked out by hand from the
 # named parameters (docs/cli.md) and the pipelines' signatures. A new pipeline needs its entry.
 EXPECTED_PARAMETERS = {
-    "ppo": {**_COMMON, **_REWARD, "kl_coef": 0.1, "ppo_overrides": {"critic_lr": 3e-5}},
+    "ppo": {**_COMMON, **_REWARD, "ppo_kl_coef": 0.1, "ppo_overrides": {"critic_lr": 3e-5}},
     "dpo": {**_COMMON, "dpo_beta": 0.5, "dpo_overrides": {"label_smoothing": 0.1}},
     "grpo": {
         **_COMMON,
@@ -353,9 +354,11 @@ def _check_upload(state, pipeline: str, package: str) -> str:
 
 def _check_parameters(pipeline: str, params: dict) -> None:
     assert set(params) <= set(inspect.signature(PIPELINES[pipeline].pipeline_func).parameters)
-    others = set(STAGE_CONFIGS) - set(stage_sections(pipeline))  # e.g. reward, ppo, grpo for dpo
+    others = set(stage_configs()) - set(stage_sections(pipeline))  # e.g. reward, ppo, grpo for dpo
     foreign = {f"{s}_overrides" for s in others}
-    foreign |= {name for (s, _), name in NAMED_PARAMETERS.items() if s in others}
+    foreign |= {
+        pipeline_parameter(s, f) for s in others & set(STAGES) for f in STAGES[s].parameters
+    } - {"seed", "max_length", "gold_reward"}
     assert not foreign & set(params), f"{pipeline}: another pipeline's parameters"
     assert pipeline in EXPECTED_PARAMETERS, f"EXPECTED_PARAMETERS needs an entry for {pipeline}"
     assert params == EXPECTED_PARAMETERS[pipeline]

@@ -19,7 +19,7 @@ TINY = {
     "reward": {"epochs": 1, "batch_size": 16, "eval_every": 0},
     "ppo": {"iterations": 2, "rollout_batch_size": 8, "minibatch_size": 4, "ppo_epochs": 1,
             "max_new_tokens": 8},
-    "eval": {"max_prompts": 4, "samples_per_prompt": 2, "max_new_tokens": 8},
+    "evaluate": {"max_prompts": 4, "samples_per_prompt": 2, "max_new_tokens": 8},
 }  # fmt: skip
 # The same file drives the other pipelines: their sections are added, PPO's is then unused.
 TINY_ALL = {
@@ -53,18 +53,18 @@ def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path, capsys)
                           ("reward", "val accuracy "), ("ppo", "RM score "),
                           ("evaluate", "gold win rate ")):  # fmt: skip
         assert re.search(rf"^{stage} +\d+(m \d\d)?s  {result}", table, re.M), table
-    assert f"policy:       {run_dir / 'ppo-train' / 'model'}" in out
-    assert f"report:       {run_dir / 'evaluate-policy' / 'report'} (HTML)" in out
+    assert f"policy:       {run_dir / 'ppo' / 'model'}" in out
+    assert f"report:       {run_dir / 'evaluate' / 'report'} (HTML)" in out
     parent_id = re.search(r"parent run (\w+) \(experiment 'rlhf'\)", out).group(1)
 
     tasks = {p.name for p in run_dir.iterdir() if p.is_dir()}
-    assert {"prepare-data", "supervised-finetune", "train-reward-model", "ppo-train"} <= tasks
-    assert (run_dir / "evaluate-policy" / "report").read_text().startswith("<!DOCTYPE")
-    for model in ("supervised-finetune/model", "train-reward-model/model", "ppo-train/model"):
+    assert {"prepare", "sft", "reward", "ppo"} <= tasks
+    assert (run_dir / "evaluate" / "report").read_text().startswith("<!DOCTYPE")
+    for model in ("sft/model", "reward/model", "ppo/model"):
         folder = run_dir / model
         assert (folder / "manifest.json").exists()
         assert (folder / "model.safetensors").exists()
-    rm_manifest = json.loads((run_dir / "train-reward-model/model/manifest.json").read_text())
+    rm_manifest = json.loads((run_dir / "reward/model/manifest.json").read_text())
     assert "gold_accuracy" in rm_manifest["metrics"]  # "auto" picked the demo's gold reward
 
     client = MlflowClient(tracking.tracking_uri())
@@ -95,18 +95,18 @@ def test_dpo_and_grpo_pipelines_run_end_to_end(pipeline, tmp_path, capsys):
     verbose = pipeline == "dpo"
     result = run_local(config, tmp_path / "outputs", pipeline=pipeline, verbose=verbose)
     out = capsys.readouterr().out
-    for noise in ('"parameterValues": {', "Got executor_input:", "Executing task 'dpo-train'"):
+    for noise in ('"parameterValues": {', "Got executor_input:", "Executing task 'dpo'"):
         assert (noise in out.replace("\x1b[96m", "").replace("\x1b[0m", "")) == verbose, noise
     assert [r.stage for r in result.stages] == ["prepare", "sft", *(
         ["dpo"] if pipeline == "dpo" else ["reward", "grpo"]), "evaluate"]  # fmt: skip
     tasks = {p.name for p in result.run_dir.iterdir() if p.is_dir()}
     train_task = f"{pipeline}-train"
-    assert {"prepare-data", "supervised-finetune", train_task, "evaluate-policy"} <= tasks
-    assert ("train-reward-model" in tasks) == (pipeline == "grpo")
+    assert {"prepare", "sft", train_task, "evaluate"} <= tasks
+    assert ("reward" in tasks) == (pipeline == "grpo")
     manifest = json.loads((result.run_dir / train_task / "model" / "manifest.json").read_text())
     assert manifest["artifact"] == f"{pipeline}_policy"
-    report = (result.run_dir / "evaluate-policy" / "report").read_text()
-    metrics = json.loads((result.run_dir / "evaluate-policy" / "executor_output.json").read_text())
+    report = (result.run_dir / "evaluate" / "report").read_text()
+    metrics = json.loads((result.run_dir / "evaluate" / "executor_output.json").read_text())
     assert "win_rate_gold" in json.dumps(metrics) and "kl_candidate_reference" in json.dumps(
         metrics
     )

@@ -122,7 +122,7 @@ def test_summary_lines_and_table():
 
 
 EXECUTOR_LOG = """\
-    [KFP Executor 2026-12-03 02:07:34,007 INFO]: Looking for component `supervised_finetune`
+    [KFP Executor 2026-12-03 02:07:34,007 INFO]: Looking for component `sft`
     [KFP Executor 2026-12-03 02:07:34,008 INFO]: Got executor_input:
     {
         "inputs": {

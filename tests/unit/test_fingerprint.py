@@ -30,7 +30,7 @@ def test_differences_name_each_changed_setting_and_input():
     assert fingerprint_differences(before, after) == [
         Difference("config.lr", 2e-3, 1e-4),
         Difference("config.base_model", "preset:tiny-llama", "preset:micro-llama"),
-        Difference("inputs.sft", "s3://bucket/sft-a", "s3://bucket/sft-b"),
+        Difference("inputs.data", "s3://bucket/sft-a", "s3://bucket/sft-b"),
     ]
     assert fingerprint_differences(before, before) == []
     other_stage = run_fingerprint("dpo", SFTConfig(), SFTInputs("s3://bucket/sft-a"))

@@ -29,12 +29,12 @@ def _task(run: Path, name: str, metrics: dict[str, float]) -> Path:
 
 def _run(root: Path, win: float, kls: list[float]) -> Path:
     run = root / "rlhf-ppo-2026-12-03-00-00-00-000000"
-    _task(run, "supervised-finetune", {"val_loss": 0.5, "seconds": 100.0})
-    ppo = _task(run, "ppo-train", {"seconds": 90.0})
+    _task(run, "sft", {"val_loss": 0.5, "seconds": 100.0})
+    ppo = _task(run, "ppo", {"seconds": 90.0})
     (ppo / "model").mkdir()
     history = [{"step": i + 1, "kl/mean": kl, "gold/mean": 0.5} for i, kl in enumerate(kls)]
     (ppo / "model" / "training_history.json").write_text(json.dumps(history))
-    _task(run, "evaluate-policy", {"win_rate_gold": win, "candidate.gold_mean": 0.8})
+    _task(run, "evaluate", {"win_rate_gold": win, "candidate.gold_mean": 0.8})
     return root
 
 
@@ -44,8 +44,8 @@ def test_a_run_summary_reads_the_tasks_metrics_and_the_last_iterations(seeds, tm
     summary = seeds.run_summary(root)
     assert summary["evaluate win_rate_gold"] == 0.6
     assert summary["evaluate candidate.gold_mean"] == 0.8
-    assert summary["supervised-finetune val_loss"] == 0.5
-    assert summary["seconds ppo-train"] == 90.0
+    assert summary["sft val_loss"] == 0.5
+    assert summary["seconds ppo"] == 90.0
     assert summary["last 16 its: batch KL mean"] == pytest.approx(8.5)
     assert (summary["last 16 its: batch KL min"], summary["last 16 its: batch KL max"]) == (1, 16)
     assert summary["last 16 its: batch gold sd"] == 0.0

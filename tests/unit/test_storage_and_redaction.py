@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rlhf import storage
-from rlhf.pipeline.adapters import publish_destination
+from rlhf.pipeline.component_runner import publish_destination
 from rlhf.redaction import redact
 from rlhf.storage import manifest
 

@@ -28,6 +28,7 @@ from kfp.dsl.graph_component import GraphComponent
 from rlhf import __version__
 from rlhf.config import from_dict
 from rlhf.pipeline.images import DEFAULT_REGISTRY, FLAVOURS, image_ref
+from rlhf.stages.specs import STAGES
 
 STAGE_LABEL = "rlhf/stage"
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
@@ -63,10 +64,6 @@ class StageResources:
     caching: bool = False  # reuse an earlier run's outputs when the inputs are the same
 
 
-def _cpu_stage(**changes: Any) -> StageResources:
-    return dataclasses.replace(StageResources(), **changes)
-
-
 def _gpu_stage() -> StageResources:
     """A training stage: one GPU on the CUDA image, shared memory, tolerating GPU taints,
     retried with backoff (it resumes from its last checkpoint), never cached."""
@@ -87,23 +84,12 @@ def _gpu_stage() -> StageResources:
 
 
 def default_stages() -> dict[str, StageResources]:
-    """Every stage a pipeline may name, with its defaults (``dpo`` and ``grpo`` included)."""
+    """Every stage of ``rlhf.stages.specs``: a GPU training pod or a CPU pod, with the
+    settings its spec changes."""
     return {
-        # Caching on: the same data and settings give the same prepared artifacts.
-        "prepare": _cpu_stage(
-            cpu_request="2", memory_request="8Gi", memory_limit="16Gi",
-            timeout_seconds=2 * 3600, retries=1, caching=True,
-        ),
-        "sft": _gpu_stage(),
-        "reward": _gpu_stage(),
-        "ppo": _gpu_stage(),
-        "dpo": _gpu_stage(),
-        "grpo": _gpu_stage(),
-        "evaluate": _cpu_stage(
-            cpu_request="4", memory_request="16Gi", memory_limit="32Gi",
-            shm_size="4Gi", timeout_seconds=6 * 3600,
-        ),
-    }  # fmt: skip
+        name: dataclasses.replace(_gpu_stage() if spec.gpu else StageResources(), **spec.cluster)
+        for name, spec in STAGES.items()
+    }
 
 
 @dataclasses.dataclass
@@ -266,7 +252,7 @@ def configure(task: Any, stage: str) -> Any:
     if stage not in config.stages:
         raise ValueError(
             f"no cluster settings for stage {stage!r}; known: {sorted(config.stages)} "
-            "(add it to default_stages in rlhf/pipeline/cluster.py)"
+            "(declare it in rlhf/stages/specs.py)"
         )
     s = config.stages[stage]
     # The stage on the pod: `kubectl get pods -l rlhf/stage=sft`; tests read it back too.

@@ -1,8 +1,11 @@
-"""KFP lightweight components: thin adapters from typed artifacts to the stages.
+"""KFP lightweight components, one per stage, named as the stage.
 
-Each body imports ``rlhf`` (installed in the image, or in the local venv) and hands its
-arguments to ``rlhf.pipeline.adapters``. ``install_kfp_package=False`` because the image
-already has kfp; locally it saves a pip install per task.
+KFP reads a component's interface from its Python signature, so each is written out here; a
+test checks every signature against the stage's spec (``rlhf.stages.specs``): the named
+parameters with the config's types, ``overrides`` for every other config field, the ports as
+typed artifacts, and the context every task gets. Each body hands its arguments to
+``rlhf.pipeline.component_runner`` (installed in the image, or in the local venv);
+``install_kfp_package=False`` because the image already has kfp.
 
 Each component is declared with its default image: the CPU image for data preparation and
 evaluation, the CUDA image for training. ``rlhf compile`` writes every component here to its own
@@ -18,12 +21,12 @@ from rlhf.pipeline.images import CPU_IMAGE, CUDA_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def prepare_data(
-    sft_data: str,
-    preference_data: str,
-    prompt_data: str,
-    eval_prompt_data: str,
-    prepare_overrides: dict,
+def prepare(
+    sft_data: list,
+    preferences_data: list,
+    prompts_data: list,
+    eval_prompts_data: list,
+    overrides: dict,
     demo_overrides: dict,
     pipeline_run: str,
     mlflow_experiment: str,
@@ -38,13 +41,13 @@ def prepare_data(
 ) -> str:
     """Validate, normalise, dedupe and split the data (or generate the demo task)."""
     arguments = dict(locals())  # before the import below adds a local
-    from rlhf.pipeline import adapters
+    from rlhf.pipeline.component_runner import run_component
 
-    return adapters.prepare(**arguments)
+    return run_component("prepare", arguments)
 
 
 @dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
-def supervised_finetune(
+def sft(
     base_model: str,
     seed: int,
     max_length: int,
@@ -58,17 +61,17 @@ def supervised_finetune(
     data: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
-    publish_to: str = "",  # an s3:// root; "" publishes nothing
+    publish_to: str = "",
 ):
     """Fine-tune the base model on demonstrations (response tokens only)."""
     arguments = dict(locals())
-    from rlhf.pipeline import adapters
+    from rlhf.pipeline.component_runner import run_component
 
-    adapters.sft(**arguments)
+    run_component("sft", arguments)
 
 
 @dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
-def train_reward_model(
+def reward(
     seed: int,
     max_length: int,
     epochs: int,
@@ -84,17 +87,17 @@ def train_reward_model(
     sft_model: Input[Model],
     model: Output[Model],
     metrics: Output[Metrics],
-    publish_to: str = "",  # an s3:// root; "" publishes nothing
+    publish_to: str = "",
 ):
     """Train a scalar reward model on preference pairs, starting from the SFT model."""
     arguments = dict(locals())
-    from rlhf.pipeline import adapters
+    from rlhf.pipeline.component_runner import run_component
 
-    adapters.reward(**arguments)
+    run_component("reward", arguments)
 
 
 @dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
-def ppo_train(
+def ppo(
     seed: int,
     iterations: int,
     lr: float,
@@ -107,22 +110,22 @@ def ppo_train(
     mlflow_experiment: str,
     track: bool,
     prompts: Input[Dataset],
-    sft_data: Input[Dataset],
     sft_model: Input[Model],
     reward_model: Input[Model],
     model: Output[Model],
     metrics: Output[Metrics],
-    publish_to: str = "",  # an s3:// root; "" publishes nothing
+    sft_data: Input[Dataset] | None = None,
+    publish_to: str = "",
 ):
     """Optimise the SFT policy against the reward model with PPO and a KL penalty."""
     arguments = dict(locals())
-    from rlhf.pipeline import adapters
+    from rlhf.pipeline.component_runner import run_component
 
-    adapters.ppo(**arguments)
+    run_component("ppo", arguments)
 
 
 @dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
-def dpo_train(
+def dpo(
     seed: int,
     max_length: int,
     epochs: int,
@@ -139,17 +142,17 @@ def dpo_train(
     sft_model: Input[Model],
     model: Output[Model],
     metrics: Output[Metrics],
-    publish_to: str = "",  # an s3:// root; "" publishes nothing
+    publish_to: str = "",
 ):
     """Optimise the SFT policy directly on preference pairs with DPO (no reward model)."""
     arguments = dict(locals())
-    from rlhf.pipeline import adapters
+    from rlhf.pipeline.component_runner import run_component
 
-    adapters.dpo(**arguments)
+    run_component("dpo", arguments)
 
 
 @dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
-def grpo_train(
+def grpo(
     seed: int,
     iterations: int,
     lr: float,
@@ -163,20 +166,20 @@ def grpo_train(
     track: bool,
     prompts: Input[Dataset],
     sft_model: Input[Model],
-    reward_model: Input[Model],
     model: Output[Model],
     metrics: Output[Metrics],
-    publish_to: str = "",  # an s3:// root; "" publishes nothing
+    reward_model: Input[Model] | None = None,
+    publish_to: str = "",
 ):
     """Optimise the SFT policy against the reward model with GRPO (group-relative, no critic)."""
     arguments = dict(locals())
-    from rlhf.pipeline import adapters
+    from rlhf.pipeline.component_runner import run_component
 
-    adapters.grpo(**arguments)
+    run_component("grpo", arguments)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def evaluate_policy(
+def evaluate(
     seed: int,
     samples_per_prompt: int,
     gold_reward: str,
@@ -186,17 +189,21 @@ def evaluate_policy(
     mlflow_experiment: str,
     track: bool,
     eval_prompts: Input[Dataset],
-    sft_data: Input[Dataset],
     candidate: Input[Model],
     reference: Input[Model],
     report: Output[HTML],
     metrics: Output[Metrics],
     reward_model: Input[Model] | None = None,
-    publish_to: str = "",  # an s3:// root; "" publishes nothing
+    sft_data: Input[Dataset] | None = None,
+    publish_to: str = "",
 ):
     """Compare the candidate policy with the reference on held-out prompts (judged by the
     reward model when one is given, and by the gold reward when there is one)."""
     arguments = dict(locals())
-    from rlhf.pipeline import adapters
+    from rlhf.pipeline.component_runner import run_component
 
-    adapters.evaluate(**arguments)
+    run_component("evaluate", arguments)
+
+
+# Every stage's component, by stage name.
+COMPONENTS = {c.name: c for c in (prepare, sft, reward, ppo, dpo, grpo, evaluate)}

@@ -13,63 +13,31 @@ import inspect
 import logging
 from typing import Any
 
-from rlhf.config import (
-    DemoConfig,
-    DPOConfig,
-    EvalConfig,
-    GRPOConfig,
-    PPOConfig,
-    PrepareConfig,
-    RewardConfig,
-    SFTConfig,
-    from_dict,
-)
+from rlhf.config import DemoConfig, from_dict
 from rlhf.pipeline.pipelines import get_pipeline, stage_sections
+from rlhf.stages.specs import (
+    ARTIFACTS,
+    SHARED_PARAMETERS,
+    STAGES,
+    pipeline_parameter,
+    uris_parameter,
+)
 
 log = logging.getLogger("rlhf.pipeline")
 
-# Config-file fields that are named pipeline parameters; every other stage field travels in
-# that stage's ``*_overrides`` dict.
-NAMED_PARAMETERS = {
-    ("sft", "base_model"): "base_model",
-    ("sft", "epochs"): "sft_epochs",
-    ("sft", "lr"): "sft_lr",
-    ("sft", "batch_size"): "sft_batch_size",
-    ("reward", "epochs"): "reward_epochs",
-    ("reward", "lr"): "reward_lr",
-    ("reward", "batch_size"): "reward_batch_size",
-    ("ppo", "iterations"): "ppo_iterations",
-    ("ppo", "lr"): "ppo_lr",
-    ("ppo", "kl_coef"): "kl_coef",
-    ("ppo", "kl_target"): "kl_target",
-    ("dpo", "epochs"): "dpo_epochs",
-    ("dpo", "lr"): "dpo_lr",
-    ("dpo", "beta"): "dpo_beta",
-    ("dpo", "loss_type"): "dpo_loss_type",
-    ("grpo", "iterations"): "grpo_iterations",
-    ("grpo", "lr"): "grpo_lr",
-    ("grpo", "group_size"): "grpo_group_size",
-    ("grpo", "kl_coef"): "grpo_kl_coef",
-    ("eval", "samples_per_prompt"): "eval_samples_per_prompt",
-}
-# Read by several stages from one pipeline parameter: set once, as pipeline.<name>.
-SHARED_PARAMETERS = ("gold_reward",)
-STAGE_CONFIGS = {
-    "prepare": PrepareConfig,
-    "demo": DemoConfig,
-    "sft": SFTConfig,
-    "reward": RewardConfig,
-    "ppo": PPOConfig,
-    "dpo": DPOConfig,
-    "grpo": GRPOConfig,
-    "eval": EvalConfig,
-}
-DATA_PARAMETERS = {
-    "sft": "sft_data",
-    "preferences": "preference_data",
-    "prompts": "prompt_data",
-    "eval_prompts": "eval_prompt_data",
-}
+
+def stage_configs() -> dict[str, type]:
+    """The config sections: one per stage, read by its dataclass, and the demo task's (read by
+    the prepare stage when no data is given)."""
+    return {**{name: spec.config for name, spec in STAGES.items()}, "demo": DemoConfig}
+
+
+def _pipeline_name(section: str, field: str) -> str | None:
+    """The named pipeline parameter ``section.field`` sets, or None (it goes in overrides)."""
+    spec = STAGES.get(section)
+    if spec is None or field not in spec.parameters or field in SHARED_PARAMETERS:
+        return None
+    return pipeline_parameter(section, field)
 
 
 def _typed_parameters(pipeline: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +53,8 @@ def _typed_parameters(pipeline: Any, args: dict[str, Any]) -> dict[str, Any]:
         kind = type(params[name].default)
         if value is None:
             value = kind()
+        elif kind is list and not isinstance(value, list):
+            value = [value]
         elif kind in (int, float) and not isinstance(value, bool):
             value = kind(float(value)) if kind is int else kind(value)
         elif kind is bool and isinstance(value, str):
@@ -99,20 +69,21 @@ def pipeline_arguments(config: dict[str, Any], pipeline: str) -> dict[str, Any]:
     stages the pipeline does not have (``ppo:`` when running ``dpo``) are checked too, then
     left out: one config file serves every pipeline."""
     sections = stage_sections(pipeline)  # also: a clear error for an unknown pipeline
-    known = {"data", "pipeline", *STAGE_CONFIGS}
+    configs = stage_configs()
+    known = {"data", "pipeline", *configs}
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(known)}")
     args: dict[str, Any] = {}
     for key, uris in (config.get("data") or {}).items():
-        if key not in DATA_PARAMETERS:
-            raise ValueError(f"data: unknown input {key!r}; known: {sorted(DATA_PARAMETERS)}")
-        args[DATA_PARAMETERS[key]] = ",".join([uris] if isinstance(uris, str) else uris)
+        if key not in ARTIFACTS:
+            raise ValueError(f"data: unknown input {key!r}; known: {sorted(ARTIFACTS)}")
+        args[uris_parameter(key)] = [uris] if isinstance(uris, str) else list(uris)
     for key, value in (config.get("pipeline") or {}).items():
         if key.endswith("_overrides"):
             raise ValueError(f"pipeline.{key}: put those fields in the stage's own section")
         args[key] = value
-    for section, cls in STAGE_CONFIGS.items():
+    for section, cls in configs.items():
         fields = dict(config.get(section) or {})
         from_dict(cls, fields, where=section)  # fail here, not in the third task
         if section not in sections:
@@ -123,10 +94,12 @@ def pipeline_arguments(config: dict[str, Any], pipeline: str) -> dict[str, Any]:
             continue
         overrides = {}
         for key, value in fields.items():
-            if key in SHARED_PARAMETERS:
+            # "auto" is resolved per run from the data source: one setting for every stage.
+            if key == "gold_reward":
                 raise ValueError(f"{section}.{key}: set it once for every stage as pipeline.{key}")
-            if (section, key) in NAMED_PARAMETERS:
-                args[NAMED_PARAMETERS[(section, key)]] = value
+            name = _pipeline_name(section, key)
+            if name:
+                args[name] = value
             else:
                 overrides[key] = value
         args[f"{section}_overrides"] = overrides

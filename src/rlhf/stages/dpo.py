@@ -38,23 +38,13 @@ from rlhf.modeling.preference_logprobs import (
 )
 from rlhf.modeling.reward_scoring import as_messages
 from rlhf.stages.publish import publish_model
+from rlhf.stages.specs import DPOInputs, PolicyOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.batching import length_grouped_batches
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.dpo")
-
-
-@dataclass
-class DPOInputs:
-    preferences: str  # prepared preferences artifact
-    sft_model: str  # policy initialisation and frozen reference
-
-
-@dataclass
-class DPOOutputs:
-    model: str  # folder for the trained policy
 
 
 @dataclass
@@ -81,7 +71,7 @@ def _check(config: DPOConfig) -> None:
 
 
 def run(
-    config: DPOConfig, inputs: DPOInputs, outputs: DPOOutputs, tracker: Tracker | None = None
+    config: DPOConfig, inputs: DPOInputs, outputs: PolicyOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     _check(config)
     # Before the reference log-prob cache in the checkpoint folder is read or rewritten.

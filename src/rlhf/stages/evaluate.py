@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from rlhf.stages.champion_gate import GateDecision
 from rlhf.stages.on_policy import HISTORY_FILE
 from rlhf.stages.publish import publish_copy
 from rlhf.stages.sft import heldout_nll
+from rlhf.stages.specs import EvalInputs, EvalOutputs
 from rlhf.tracking import Tracker
 
 log = logging.getLogger("rlhf.evaluate")
@@ -66,24 +67,6 @@ HISTORY_PLOTS = (
 )
 ARTIFACT_PATH = "evaluation"  # where the report goes in the tracker's artifacts
 _CPU = torch.device("cpu")
-
-
-@dataclass
-class EvalInputs:
-    eval_prompts: str  # prepared eval_prompts artifact (its "test" split)
-    candidate: str  # the policy to evaluate (e.g. the PPO model folder)
-    reference: str  # the policy to compare with (the SFT model)
-    reward_model: str | None  # the reward model that judges both; None skips RM metrics
-    sft_data: str | None = None  # prepared sft artifact: perplexity on its validation split
-    # Extra policy folders ranked by Elo alongside candidate and reference; each is named by
-    # its folder's name (made unique, and never "candidate" or "reference").
-    others: list[str] = field(default_factory=list)
-
-
-@dataclass
-class EvalOutputs:
-    report: str  # HTML file (give it a folder of its own: the folder goes to the tracker)
-    metrics: str | None = None  # JSON file of the flat metrics
 
 
 @dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
 
 import torch
 
@@ -40,6 +39,7 @@ from rlhf.stages.on_policy import (
     result_metrics,
 )
 from rlhf.stages.publish import publish_model
+from rlhf.stages.specs import GRPOInputs, PolicyOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
@@ -48,18 +48,6 @@ from rlhf.training.prompt_stream import batch_indices
 from rlhf.training.schedule import warmup_then
 
 log = logging.getLogger("rlhf.grpo")
-
-
-@dataclass
-class GRPOInputs:
-    prompts: str  # prepared prompts artifact
-    sft_model: str  # policy initialisation and frozen reference
-    reward_model: str | None = None  # frozen reward model; None when reward_function is set
-
-
-@dataclass
-class GRPOOutputs:
-    model: str  # folder for the trained policy
 
 
 def _check(config: GRPOConfig) -> None:
@@ -75,7 +63,7 @@ def _check(config: GRPOConfig) -> None:
 
 
 def run(
-    config: GRPOConfig, inputs: GRPOInputs, outputs: GRPOOutputs, tracker: Tracker | None = None
+    config: GRPOConfig, inputs: GRPOInputs, outputs: PolicyOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     _check(config)
     tracker, started, device, ckpt_root, fingerprint, latest = start_training(

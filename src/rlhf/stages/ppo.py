@@ -53,6 +53,7 @@ from rlhf.stages.on_policy import (
     result_metrics,
 )
 from rlhf.stages.publish import publish_model
+from rlhf.stages.specs import PolicyOutputs, PPOInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
@@ -61,19 +62,6 @@ from rlhf.training.prompt_stream import batch_indices
 from rlhf.training.schedule import warmup_then
 
 log = logging.getLogger("rlhf.ppo")
-
-
-@dataclass
-class PPOInputs:
-    prompts: str  # prepared prompts artifact
-    sft_model: str  # policy initialisation and frozen reference
-    reward_model: str  # frozen reward model (and the critic's default initialisation)
-    sft_data: str | None = None  # prepared sft artifact, needed for PPO-ptx only
-
-
-@dataclass
-class PPOOutputs:
-    model: str  # folder for the trained policy
 
 
 @dataclass
@@ -106,7 +94,7 @@ class Experience:
 
 
 def run(
-    config: PPOConfig, inputs: PPOInputs, outputs: PPOOutputs, tracker: Tracker | None = None
+    config: PPOConfig, inputs: PPOInputs, outputs: PolicyOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     # Before loading four models.
     tracker, started, device, ckpt_root, fingerprint, latest = start_training(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rlhf import storage
@@ -30,40 +29,13 @@ from rlhf.data.rows import Row, content_sha256, dedupe, prompt_key
 from rlhf.data.splits import split_indices
 from rlhf.data.token_budget import TokenCounter, apply_budget
 from rlhf.stages.publish import publish_copy
+from rlhf.stages.specs import ARTIFACTS, PrepareInputs, PrepareOutputs
 from rlhf.tracking import Tracker
 
 log = logging.getLogger("rlhf.prepare")
 
-ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")
 TRAIN_SPLITS = ("sft", "preferences", "prompts")  # the artifacts split into train/validation
 OVER_BUDGET_MODES = ("drop", "truncate")
-
-
-@dataclass
-class PrepareInputs:
-    """Input URIs (local paths or s3://) per artifact; each list may hold several files."""
-
-    sft: list[str] = field(default_factory=list)
-    preferences: list[str] = field(default_factory=list)
-    prompts: list[str] = field(default_factory=list)
-    eval_prompts: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PrepareOutputs:
-    """Where the artifacts go: four folders and the rejects file (JSON lines)."""
-
-    sft: str
-    preferences: str
-    prompts: str
-    eval_prompts: str
-    rejects: str
-
-    @classmethod
-    def in_folder(cls, out: str | Path) -> PrepareOutputs:
-        """The standard layout: ``out/sft``, ..., ``out/eval_prompts``, ``out/rejects.jsonl``."""
-        out = Path(out)
-        return cls(*(str(out / name) for name in ARTIFACTS), rejects=str(out / "rejects.jsonl"))
 
 
 @dataclass

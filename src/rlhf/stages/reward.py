@@ -36,23 +36,13 @@ from rlhf.modeling.reward_scoring import (
     reward_scores,
 )
 from rlhf.stages.publish import publish_model
+from rlhf.stages.specs import RewardInputs, RewardOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.batching import length_grouped_batches
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.reward")
-
-
-@dataclass
-class RewardInputs:
-    preferences: str  # prepared preferences artifact
-    base_model: str  # model to start from: the SFT model folder (or any causal LM)
-
-
-@dataclass
-class RewardOutputs:
-    model: str  # folder for the reward model
 
 
 @dataclass
@@ -90,11 +80,11 @@ def run(
     )
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
 
-    tokenizer = models.load_tokenizer(inputs.base_model, config.trust_remote_code)
+    tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
     if log_ratio:
-        model = models.load_causal_lm(inputs.base_model, config.dtype, config.trust_remote_code)
+        model = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
     else:
-        model = models.load_reward_model(inputs.base_model, config.dtype, config.trust_remote_code)
+        model = models.load_reward_model(inputs.sft_model, config.dtype, config.trust_remote_code)
         model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
     model.to(device)
 
@@ -136,7 +126,7 @@ def run(
     key = None
     if log_ratio:
         key, ref = cached_reference_logprobs(
-            "reward", inputs.preferences, inputs.base_model, ckpt_root,
+            "reward", inputs.preferences, inputs.sft_model, ckpt_root,
             train_set, val_set, pad_id, config, device,
         )  # fmt: skip
         for split, pairs in (("train", train_set), ("val", val_set)):
@@ -226,7 +216,7 @@ def run(
         settings["beta"] = config.beta
         # The scorer needs the frozen reference too: saved inside, so the folder stands alone.
         extra_models[REFERENCE_DIR] = models.load_causal_lm(
-            inputs.base_model, config.dtype, config.trust_remote_code
+            inputs.sft_model, config.dtype, config.trust_remote_code
         )
     publish_model(
         model,
@@ -235,7 +225,7 @@ def run(
         {
             "artifact": "reward_model",
             "head": config.head,
-            "base_model": inputs.base_model,
+            "base_model": inputs.sft_model,
             "data": str(inputs.preferences),
             "data_sha256": manifest_checksum(inputs.preferences),
             **({"reference_logprobs_key": key} if key else {}),

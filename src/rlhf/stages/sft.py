@@ -11,7 +11,6 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,22 +24,13 @@ from rlhf.modeling.forward import sequence_logprob_sums
 from rlhf.modeling.padding import collate
 from rlhf.modeling.tokenizer import train_bpe_tokenizer
 from rlhf.stages.publish import publish_model
+from rlhf.stages.specs import SFTInputs, SFTOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.batching import length_grouped_batches
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.sft")
-
-
-@dataclass
-class SFTInputs:
-    sft: str  # prepared sft artifact (folder or s3:// URI)
-
-
-@dataclass
-class SFTOutputs:
-    model: str  # folder for the fine-tuned model and its tokenizer
 
 
 def _tokenizer(cfg: SFTConfig, train_rows: Any):
@@ -80,10 +70,10 @@ def run(
         "sft", config, inputs, outputs.model, tracker
     )
 
-    train_rows = load_split(inputs.sft, "train")
-    val_rows = load_split(inputs.sft, "validation")
+    train_rows = load_split(inputs.data, "train")
+    val_rows = load_split(inputs.data, "validation")
     if len(train_rows) == 0:
-        raise ValueError(f"{inputs.sft}: the train split is empty; nothing to fine-tune on")
+        raise ValueError(f"{inputs.data}: the train split is empty; nothing to fine-tune on")
     saved_tokenizer = ckpt_root / "tokenizer"
     if saved_tokenizer.exists():  # a resumed run must reuse the exact tokenizer it began with
         tokenizer = models.load_tokenizer(str(saved_tokenizer))
@@ -151,8 +141,8 @@ def run(
         {
             "artifact": "sft_model",
             "base_model": config.base_model,
-            "data": str(inputs.sft),
-            "data_sha256": manifest_checksum(inputs.sft),
+            "data": str(inputs.data),
+            "data_sha256": manifest_checksum(inputs.data),
             "metrics": metrics,
             "chat_template": config.chat_template,
         },

@@ -1,0 +1,70 @@
+"""The ``rlhf`` command: one subcommand per stage (``stage_commands.py``, made from the stage
+specs) and per pipeline action (``pipeline_commands.py``); here the parser and the exit
+statuses. Bad input data exits with status 2 and a message naming the file, the row and the
+field; a failed run or request with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rlhf import __version__, log_setup
+from rlhf.cli.pipeline_commands import add_pipeline_commands
+from rlhf.cli.stage_commands import add_stage_commands
+
+log = logging.getLogger("rlhf")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlhf", description="RLHF training: SFT, reward model and more, locally or on KFP."
+    )
+    parser.add_argument("--version", action="version", version=f"rlhf {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    add_stage_commands(sub)
+    add_pipeline_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log_setup.configure(args.verbose)
+    if getattr(args, "pipeline", "") is None:  # rlhf run, submit, schedule create
+        from rlhf.pipeline.pipelines import PIPELINE_NAME
+
+        args.pipeline = PIPELINE_NAME
+    from rlhf.data.errors import DataError
+    from rlhf.pipeline.local_run import PipelineFailed
+    from rlhf.redaction import redact
+    from rlhf.storage import StorageError
+
+    def fail(message: str, status: int) -> int:
+        print(redact(f"rlhf {args.command}: {message}"), file=sys.stderr)
+        return status
+
+    api_errors: tuple[type[BaseException], ...] = ()
+    if args.command in ("submit", "schedule"):
+        from kfp_server_api import ApiException
+
+        api_errors = (ApiException,)
+    try:
+        return args.fn(args)
+    except api_errors as e:
+        reason = getattr(e, "body", None) or getattr(e, "reason", "")
+        return fail(f"the KFP API answered {e.status}: {reason}", 1)
+    except PipelineFailed as e:
+        return fail(f"{e} (the failing task's log is above)", 1)
+    except DataError as e:
+        return fail(f"invalid data: {e}", 2)
+    except (ValueError, FileNotFoundError) as e:
+        return fail(str(e), 2)
+    except StorageError as e:
+        return fail(str(e), 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The one body of every KFP component: read the component's arguments as its stage's spec
+declares them, build the stage's config and ports, run the stage inside its MLflow run and
+copy its metrics into KFP ``Metrics``.
+
+The component functions in ``components.py`` are one-line calls into here, because KFP ships a
+lightweight component's *source* to the pod: keeping logic here keeps it importable, testable
+and versioned with the package in the image.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from rlhf import log_setup, tracking
+from rlhf.config import DemoConfig, from_dict
+from rlhf.console.stage_report import reporting
+from rlhf.stages.specs import ARTIFACTS, StageSpec, get_stage, ports, uris_parameter
+
+log = logging.getLogger("rlhf.pipeline")
+
+DEMO_GOLD_REWARD = "rlhf.data.demo_task:gold_reward"
+# What every component receives besides its stage's parameters and ports.
+CONTEXT = ("pipeline_run", "mlflow_experiment", "track", "publish_to")
+
+
+def publish_destination(publish_to: str, pipeline_run: str, stage: str) -> dict[str, str]:
+    """``{"publish_to": "<root>/<pipeline_run>/<folder>"}`` for a stage's config, or ``{}``
+    when the pipeline publishes nothing (a stage's own ``publish_to`` override wins)."""
+    if not publish_to:
+        return {}
+    folder = get_stage(stage).publish_folder
+    return {"publish_to": f"{publish_to.rstrip('/')}/{pipeline_run}/{folder}"}
+
+
+def resolve_gold(gold_reward: str, data_source: str) -> str | None:
+    """Resolve "auto": the demo task's gold reward on demo data, none otherwise."""
+    if gold_reward == "auto":
+        return DEMO_GOLD_REWARD if data_source == "demo" else None
+    return gold_reward or None
+
+
+def _port_values(cls: type, args: dict[str, Any]) -> Any:
+    """A stage's ``*Inputs``/``*Outputs`` from the component's arguments: an artifact gives
+    its path, a missing optional artifact None, a list of URIs itself."""
+    values = {}
+    for p in ports(cls):
+        if not p.in_pipeline:
+            continue
+        if p.kind == "uris":
+            values[p.name] = list(args.pop(uris_parameter(p.name)))
+        else:
+            value = args.pop(p.name)
+            values[p.name] = None if value is None else value.path
+    return cls(**values)
+
+
+def _demo_inputs(spec: StageSpec, inputs: Any, outputs: Any, demo_overrides: dict) -> Any:
+    """No data given: generate the demo task beside the outputs and prepare it instead."""
+    from rlhf.data.demo_task import write_demo_files
+
+    demo_dir = Path(outputs.sft).parent / "demo_files"
+    files = write_demo_files(demo_dir, from_dict(DemoConfig, demo_overrides, "demo_overrides"))
+    log.info("no data given: generated the demo task into %s", demo_dir)
+    return spec.inputs(**{name: [str(files[name])] for name in ARTIFACTS})
+
+
+def run_component(stage: str, arguments: dict[str, Any]) -> str | None:
+    """Run ``stage`` from a component's ``arguments`` (its ``locals()``). Every argument must
+    be one the spec accounts for, so a component that drifts from its spec fails loudly.
+
+    Returns the prepare stage's data source ("demo" when no data was given and the demo task
+    was generated, else "files"; later stages pick the demo's gold reward from it), else None.
+    """
+    spec = get_stage(stage)
+    log_setup.configure()
+    args = dict(arguments)
+    metrics_artifact = args.pop("metrics")
+    pipeline_run, experiment, track, publish_to = (args.pop(name) for name in CONTEXT)
+    overrides = args.pop("overrides")
+    fields = {name: args.pop(name) for name in spec.parameters}
+    if spec.uses_gold_reward:
+        fields["gold_reward"] = resolve_gold(fields.get("gold_reward", "auto"),
+                                             args.pop("data_source"))  # fmt: skip
+    fields.update(publish_destination(publish_to, pipeline_run, stage))
+    inputs = _port_values(spec.inputs, args)
+    outputs = _port_values(spec.outputs, args)
+    source = None
+    if stage == "prepare":
+        demo_overrides = args.pop("demo_overrides")
+        source = "files"
+        if not any(getattr(inputs, name) for name in ARTIFACTS):
+            inputs, source = _demo_inputs(spec, inputs, outputs, demo_overrides), "demo"
+    if args:
+        raise TypeError(f"component {stage}: arguments its spec does not declare: {sorted(args)}")
+    config = from_dict(spec.config, {**fields, **overrides}, f"{stage} overrides")
+    with (
+        reporting(stage) as record,
+        tracking.stage_run(stage, pipeline_run, experiment, track) as tracker,
+    ):
+        if source:
+            tracker.set_tags({"data_source": source})
+        record.metrics = spec.load_run()(config, inputs, outputs, tracker)
+    for key, value in record.metrics.items():
+        metrics_artifact.log_metric(key.replace("/", "."), float(value))
+    return source
