@@ -100,7 +100,7 @@ def test_dpo_and_grpo_pipelines_run_end_to_end(pipeline, tmp_path, capsys):
     assert [r.stage for r in result.stages] == ["prepare", "sft", *(
         ["dpo"] if pipeline == "dpo" else ["reward", "grpo"]), "evaluate"]  # fmt: skip
     tasks = {p.name for p in result.run_dir.iterdir() if p.is_dir()}
-    train_task = f"{pipeline}-train"
+    train_task = pipeline
     assert {"prepare", "sft", train_task, "evaluate"} <= tasks
     assert ("reward" in tasks) == (pipeline == "grpo")
     manifest = json.loads((result.run_dir / train_task / "model" / "manifest.json").read_text())

@@ -6,8 +6,9 @@ import json
 import pytest
 from killed_run import assert_resumes_with_cached_reference
 
-from rlhf import preference_logprobs, storage
+from rlhf import storage
 from rlhf.config import DPOConfig, to_dict
+from rlhf.modeling import preference_logprobs
 from rlhf.stages import dpo
 from rlhf.tracking import Tracker
 
@@ -76,7 +77,9 @@ def test_bad_dpo_settings_are_clear_errors(prepared, micro_models, tmp_path):
         dpo.run(DPOConfig(loss_type="hinge"), inputs, dpo.PolicyOutputs(str(tmp_path / "x")))
     with pytest.raises(ValueError, match="sigmoid' only"):
         dpo.run(
-            DPOConfig(loss_type="ipo", label_smoothing=0.1), inputs, dpo.PolicyOutputs(str(tmp_path))
+            DPOConfig(loss_type="ipo", label_smoothing=0.1),
+            inputs,
+            dpo.PolicyOutputs(str(tmp_path)),
         )
 
 

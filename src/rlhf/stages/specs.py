@@ -4,7 +4,7 @@ fields that are named pipeline parameters, where it publishes and how its pod is
 Everything else reads these specs: the stage subcommands of the CLI (``rlhf sft ...``), the one
 component runner of the KFP components (``pipeline/component_runner.py``), ``rlhf run``'s
 config mapping (``pipeline/run_config.py``), the cluster config's stage list
-(``pipeline/cluster.py``) and the tables in docs/configuration.md (checked by a test). A stage
+(``pipeline/cluster.py``) and the docs' tables of pipeline parameters (checked by tests). A stage
 has one name everywhere: the CLI subcommand, the config section, the component and its task,
 the cluster stage and the ``<name>_overrides`` pipeline parameter.
 
