@@ -181,11 +181,12 @@ def _update(
             loss, stats = algorithm.loss(experience.batch, order[start : start + size],
                                          gradient_step)  # fmt: skip
             if not torch.isfinite(loss):
-                parts = ", ".join(f"{s} {v}" for s, v in stats.items() if s.startswith("loss/"))
+                terms = ", ".join(f"{s} {v}" for s, v in stats.items() if s.startswith("loss/"))
                 last = ckpt.latest_checkpoint(checkpoint_root)
                 raise NonFiniteLossError(
-                    f"{algorithm.name}: loss is {loss.item()} at iteration {iteration} "
-                    f"({parts}); stopping. Last good checkpoint: {last or 'none yet'}"
+                    f"{algorithm.name}: loss is {loss.item()} at iteration {iteration}"
+                    f"{f' ({terms})' if terms else ''}; stopping. "
+                    f"Last good checkpoint: {last or 'none yet'}"
                 )
             for t in algorithm.trained:
                 t.optimizer.zero_grad(set_to_none=True)
