@@ -130,16 +130,15 @@ def train_on_policy(
             )
             with torch.no_grad():
                 experience = algorithm.rollout(rows, iteration)
-            stats = {**experience.stats, **_update(algorithm, experience, iteration, config,
-                                                   device, checkpoint_root)}  # fmt: skip
+            losses = _update(algorithm, experience, iteration, config, device, checkpoint_root)
+            stats = {**experience.stats, **losses}
             algorithm.after_update(stats)
 
             step = iteration + 1
             guards.check(stats, step)
             position.history.append({"step": step, **stats})
             position.iteration = step
-            log_iteration(tracker, config, algorithm.name, step, stats, started,
-                          experience.samples)  # fmt: skip
+            log_iteration(tracker, config, algorithm.name, step, stats, started, experience.samples)
             progress.update(1, score=stats["reward/score_mean"], kl=stats["kl/mean"])
             last_step = step == config.iterations  # the published model supersedes it
             every = config.checkpoint_every
