@@ -62,10 +62,8 @@ def test_gradient_steps_are_numbered_over_the_run_and_stats_averaged(tmp_path):
 
 
 def test_a_non_finite_loss_stops_the_run(tmp_path):
-    with pytest.raises(
-        NonFiniteLossError,
-        match=r"toy: loss is nan at iteration 1 \(loss/step 5.0\); stopping. Last good checkpoint: none",
-    ):
+    expected = r"toy: loss is nan at iteration 1 \(loss/step 5.0\); stopping. Last good checkpoint"
+    with pytest.raises(NonFiniteLossError, match=expected + ": none yet"):
         _train(_toy([], nan_at=5)[0], tmp_path)
 
 
