@@ -16,6 +16,42 @@ import yaml
 
 C = TypeVar("C")
 
+# The values the choice fields allow (the code that acts on them imports these).
+DTYPES = ("float32", "bfloat16", "float16")
+LR_SCHEDULES = ("constant", "linear")  # on-policy LR after warmup
+REWARD_HEADS = ("log_ratio", "scalar")
+POOLINGS = ("last", "sum", "mean")  # how a scalar reward head's outputs become one score
+DPO_LOSSES = ("sigmoid", "ipo")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_CONTROLS = ("fixed", "adaptive")
+POLICY_LOSSES = ("clip", "penalty")
+CRITIC_INITS = ("reward", "policy")
+
+
+class _Checks:
+    """Collects what is wrong with a config's values; each message names the field, says
+    what it allows and what it got. :meth:`raise_any` raises them all in one ValueError,
+    from ``__post_init__``: a bad value fails when the config is built, before any model
+    loads."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.problems: list[str] = []
+
+    def one_of(self, name: str, allowed: tuple[str, ...]) -> None:
+        value = getattr(self.config, name)
+        if value not in allowed:
+            self.problems.append(f"{name} must be one of {allowed}, got {value!r}")
+
+    def holds(self, ok: bool, name: str, rule: str) -> None:
+        """``rule`` says what ``name`` must be, as in "must be >= 1"."""
+        if not ok:
+            self.problems.append(f"{name} {rule}, got {getattr(self.config, name)!r}")
+
+    def raise_any(self) -> None:
+        if self.problems:
+            raise ValueError(f"{type(self.config).__name__}: " + "; ".join(self.problems))
+
 
 @dataclasses.dataclass
 class PrepareConfig:
@@ -175,6 +211,25 @@ class TrainConfig:
     # last. None: the output stays where the stage wrote it.
     publish_to: str | None = None
 
+    def __post_init__(self) -> None:  # fail before any model loads
+        checks = _Checks(self)
+        self._check(checks)
+        checks.raise_any()
+
+    def _check(self, c: _Checks) -> None:
+        """Add what is wrong to ``c``; subclasses extend it."""
+        c.holds(self.epochs >= 0, "epochs", "must be >= 0")
+        c.holds(self.epochs > 0 or self.max_steps > 0, "max_steps", "must be > 0 when epochs is 0")
+        for name in ("batch_size", "grad_accum", "max_length", "log_every", "eval_batch_size"):
+            c.holds(getattr(self, name) >= 1, name, "must be >= 1")
+        c.holds(self.lr > 0, "lr", "must be > 0")
+        c.holds(0 <= self.warmup_ratio <= 1, "warmup_ratio", "must be in [0, 1]")
+        c.holds(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        c.holds(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        for name in ("eval_every", "checkpoint_every", "keep_checkpoints"):
+            c.holds(getattr(self, name) >= 0, name, "must be >= 0 (0: never)")
+        c.one_of("dtype", DTYPES)
+
 
 @dataclasses.dataclass
 class SFTConfig(TrainConfig):
@@ -223,6 +278,13 @@ class RewardConfig(TrainConfig):
     # when set, validation also reports accuracy against its noise-free ordering.
     gold_reward: str | None = None
 
+    def _check(self, c: _Checks) -> None:
+        super()._check(c)
+        c.one_of("head", REWARD_HEADS)
+        c.one_of("pooling", POOLINGS)
+        if self.head == "log_ratio":
+            c.holds(self.beta > 0, "beta", "must be > 0 (the log_ratio head's scale)")
+
 
 @dataclasses.dataclass
 class DPOConfig(TrainConfig):
@@ -241,6 +303,17 @@ class DPOConfig(TrainConfig):
     # Import path "module:function(prompt, response) -> float" of a programmatic gold reward;
     # when set, validation also reports the implicit reward's agreement with its order.
     gold_reward: str | None = None
+
+    def _check(self, c: _Checks) -> None:
+        super()._check(c)
+        c.one_of("loss_type", DPO_LOSSES)
+        c.holds(self.beta > 0, "beta", "must be > 0")
+        c.holds(0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
+        c.holds(
+            self.loss_type != "ipo" or self.label_smoothing == 0,
+            "label_smoothing",
+            "(cDPO) applies to loss_type 'sigmoid' only: must be 0 with 'ipo'",
+        )
 
 
 @dataclasses.dataclass
@@ -290,10 +363,25 @@ class OnPolicyConfig:
     publish_to: str | None = None
 
     def __post_init__(self) -> None:  # fail before any model loads
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError(
-                f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}"
-            )
+        checks = _Checks(self)
+        self._check(checks)
+        checks.raise_any()
+
+    def _check(self, c: _Checks) -> None:
+        """Add what is wrong to ``c``; subclasses extend it."""
+        c.one_of("lr_schedule", LR_SCHEDULES)
+        c.one_of("dtype", DTYPES)
+        for name in ("iterations", "minibatch_size", "max_new_tokens", "max_prompt_length"):
+            c.holds(getattr(self, name) >= 1, name, "must be >= 1")
+        c.holds(self.log_every >= 1, "log_every", "must be >= 1")
+        c.holds(self.lr > 0, "lr", "must be > 0")
+        c.holds(self.warmup_iterations >= 0, "warmup_iterations", "must be >= 0")
+        c.holds(self.clip_eps > 0, "clip_eps", "must be > 0")
+        c.holds(self.temperature > 0, "temperature", "must be > 0 (rollouts sample)")
+        c.holds(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        for name in ("sample_every", "samples_logged", "checkpoint_every", "keep_checkpoints"):
+            c.holds(getattr(self, name) >= 0, name, "must be >= 0")
+        c.holds(self.length_drift > 1, "length_drift", "must be > 1 (a ratio of lengths)")
 
 
 @dataclasses.dataclass
@@ -333,6 +421,26 @@ class PPOConfig(OnPolicyConfig):
     ptx_coef: float = 0.0
     ptx_batch_size: int = 8
 
+    def _check(self, c: _Checks) -> None:
+        super()._check(c)
+        c.one_of("kl_estimator", KL_ESTIMATORS)
+        c.one_of("kl_control", KL_CONTROLS)
+        c.one_of("policy_loss", POLICY_LOSSES)
+        c.one_of("critic_init", CRITIC_INITS)
+        for name in ("rollout_batch_size", "ppo_epochs", "ptx_batch_size"):
+            c.holds(getattr(self, name) >= 1, name, "must be >= 1")
+        c.holds(self.critic_lr > 0, "critic_lr", "must be > 0")
+        c.holds(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        if self.kl_control == "adaptive":
+            c.holds(self.kl_target > 0, "kl_target", "must be > 0 with kl_control 'adaptive'")
+            c.holds(self.kl_horizon > 0, "kl_horizon", "must be > 0 with kl_control 'adaptive'")
+        c.holds(self.penalty_target_kl > 0, "penalty_target_kl", "must be > 0")
+        c.holds(self.score_clip is None or self.score_clip > 0, "score_clip", "must be > 0 or None")
+        c.holds(0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
+        c.holds(0 <= self.lam <= 1, "lam", "must be in [0, 1]")
+        for name in ("vf_coef", "value_clip", "ptx_coef"):
+            c.holds(getattr(self, name) >= 0, name, "must be >= 0")
+
 
 @dataclasses.dataclass
 class GRPOConfig(OnPolicyConfig):
@@ -352,6 +460,13 @@ class GRPOConfig(OnPolicyConfig):
     # 2025). Against a reward model, dividing blows up its small, noisy differences between
     # near-identical answers; on the demo False gains 1-2 points (docs/results.md).
     scale_advantages: bool = False
+
+    def _check(self, c: _Checks) -> None:
+        super()._check(c)
+        c.holds(self.group_size >= 2, "group_size", "must be >= 2 (advantages are relative)")
+        for name in ("prompts_per_iteration", "grpo_epochs"):
+            c.holds(getattr(self, name) >= 1, name, "must be >= 1")
+        c.holds(self.kl_coef >= 0, "kl_coef", "must be >= 0")
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ import pytest
 from killed_run import assert_same_weights, kill_after_checkpoint
 
 from rlhf.config import PPOConfig, to_dict
-from rlhf.stages import ppo
+from rlhf.stages import ppo, ppo_experience
 from rlhf.tracking import Tracker
 from rlhf.training.errors import NonFiniteLossError
 
@@ -60,7 +60,7 @@ def test_ppo_penalty_variant_and_ptx_run(prepared, micro_models, tmp_path):
 RUN_PPO = """
 import json, sys
 from rlhf.config import PPOConfig
-from rlhf.stages import ppo
+from rlhf.stages import ppo, ppo_experience
 cfg = PPOConfig(**json.loads(sys.argv[1]))
 ppo.run(cfg, ppo.PPOInputs(*sys.argv[2:6]), ppo.PolicyOutputs(sys.argv[6]))
 """
@@ -88,7 +88,7 @@ def test_ppo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_mode
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     prepared, micro_models, tmp_path, monkeypatch
 ):
-    real = ppo.clipped_value_loss
+    real = ppo_experience.clipped_value_loss
     calls = {"n": 0}
 
     def poisoned(*args):
@@ -96,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
         loss, stats = real(*args)
         return (loss * float("nan"), stats) if calls["n"] > 12 else (loss, stats)
 
-    monkeypatch.setattr(ppo, "clipped_value_loss", poisoned)
+    monkeypatch.setattr(ppo_experience, "clipped_value_loss", poisoned)
     out = tmp_path / "policy"
     cfg = PPOConfig(iterations=6, checkpoint_every=2, **FAST)  # 4 minibatch steps per iteration
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 3.*step-00000002"):

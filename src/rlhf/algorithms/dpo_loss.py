@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-DPO_LOSSES = ("sigmoid", "ipo")
+from rlhf.config import DPO_LOSSES
 
 
 @dataclass

@@ -7,8 +7,7 @@ from __future__ import annotations
 import torch
 
 from rlhf.algorithms.masked import masked_sum
-
-KL_ESTIMATORS = ("k1", "k2", "k3")
+from rlhf.config import KL_ESTIMATORS
 
 
 def kl_penalty(

@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from rlhf import storage
+from rlhf.config import DTYPES as DTYPE_NAMES
 
 PRESET_PREFIX = "preset:"
 
@@ -75,7 +76,8 @@ def resolve(uri: str) -> str:
     return str(uri)
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# config.DTYPES names them, in this order.
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 
 
 def _dtype(name: str) -> torch.dtype:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf.config import POOLINGS, REWARD_HEADS
 from rlhf.modeling import models
 from rlhf.modeling.encoding import Encoded, Messages, encode_prompt_answer
 from rlhf.modeling.forward import sequence_logprob_sums
@@ -29,7 +30,7 @@ from rlhf.modeling.padding import collate, pad_right
 
 SETTINGS_FILE = "rlhf_reward.json"  # how the model encodes inputs, saved beside the weights
 REFERENCE_DIR = "reference"  # log_ratio head: the frozen base model, inside the reward model
-HEADS = ("log_ratio", "scalar")
+HEADS = REWARD_HEADS
 
 
 def as_messages(prompt: str | Messages) -> Messages:
@@ -51,9 +52,6 @@ def encode_for_reward(
     if not score_at_eos and enc.input_ids[-1] == tokenizer.eos_token_id and sum(enc.loss_mask) > 1:
         enc = Encoded(enc.input_ids[:-1], enc.loss_mask[:-1])
     return enc
-
-
-POOLINGS = ("last", "sum", "mean")
 
 
 def reward_scores(

@@ -57,23 +57,9 @@ class Pair:
         return max(len(self.chosen), len(self.rejected))
 
 
-def _check(config: DPOConfig) -> None:
-    if config.loss_type not in ("sigmoid", "ipo"):
-        raise ValueError(f"dpo config: loss_type must be 'sigmoid' or 'ipo': {config.loss_type!r}")
-    if config.beta <= 0:
-        raise ValueError(f"dpo config: beta must be > 0, got {config.beta}")
-    if not 0 <= config.label_smoothing < 0.5:
-        raise ValueError(
-            f"dpo config: label_smoothing must be in [0, 0.5): {config.label_smoothing}"
-        )
-    if config.loss_type == "ipo" and config.label_smoothing:
-        raise ValueError("dpo config: label_smoothing (cDPO) applies to loss_type 'sigmoid' only")
-
-
 def run(
     config: DPOConfig, inputs: DPOInputs, outputs: PolicyOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
-    _check(config)
     # Before the reference log-prob cache in the checkpoint folder is read or rewritten.
     tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(
         "dpo", config, inputs, outputs.model, tracker

@@ -1,14 +1,13 @@
-"""What the on-policy RL stages (PPO and GRPO) share around their updates: loading the policy
-and its frozen reference, encoding the prompts, scoring sampled responses, the guards for
-known failure modes, per-iteration logging, and the result metrics. Each stage keeps only its
-own algorithm: PPO its critic and GAE, GRPO its groups."""
+"""What the on-policy RL stages (PPO and GRPO) share around the loop
+(``training/on_policy_loop.py``): loading the policy and its frozen reference, encoding the
+prompts, scoring sampled responses, and publishing the trained policy. Each stage keeps only
+its own algorithm: PPO its critic and GAE, GRPO its groups."""
 
 from __future__ import annotations
 
-import logging
-import math
-import time
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,10 +19,10 @@ from rlhf.gold import load_reward_function
 from rlhf.modeling import models
 from rlhf.modeling.encoding import Messages, encode_prompt
 from rlhf.modeling.reward_scoring import RewardScorer
+from rlhf.stages.publish import publish_model
 from rlhf.tracking import Tracker
 
 HISTORY_FILE = "training_history.json"  # per-iteration metrics, read by the evaluation report
-NEGATIVE_KL_TOLERANCE = 0.01  # nats per response: below -this the negative-KL guard fires
 
 
 @dataclass
@@ -57,6 +56,13 @@ def load_prompts(
     return messages, ids
 
 
+def check_reward_source(reward_model: str | None, config: OnPolicyConfig) -> None:
+    """Responses need a scorer: the reward model, or ``reward_function``. Checked before any
+    model loads."""
+    if not config.reward_function and not reward_model:
+        raise ValueError("needs a reward model, or reward_function set to 'module:function'")
+
+
 class ResponseRewards:
     """Scores sampled responses: the reward model, or the programmatic ``reward_function``
     when one is configured, plus ``missing_eos_penalty`` for responses cut off at the length
@@ -67,8 +73,7 @@ class ResponseRewards:
         self.function = (
             load_reward_function(config.reward_function) if config.reward_function else None
         )
-        if self.function is None and not reward_model:
-            raise ValueError("needs a reward model, or reward_function set to 'module:function'")
+        check_reward_source(reward_model, config)
         self.scorer = (
             RewardScorer.load(reward_model, config.device, config.dtype)
             if self.function is None and reward_model
@@ -94,101 +99,31 @@ class ResponseRewards:
         return sum(golds) / len(golds)
 
 
-class Guards:
-    """Warn about (and record as ``guard/*`` metrics) the known failure modes of RL on
-    language models: a negative KL estimate, entropy collapse and length drift. Training goes
-    on; the warnings say what to look at."""
-
-    def __init__(self, stage: str, config: OnPolicyConfig) -> None:
-        self.log = logging.getLogger(f"rlhf.{stage}")
-        self.stage = stage
-        self.entropy_floor = config.entropy_floor
-        self.length_drift = config.length_drift
-        self.first_length: float | None = None
-
-    def check(self, stats: dict[str, float], step: int) -> None:
-        """Add ``guard/negative_kl``, ``guard/entropy_collapse`` and ``guard/length_drift``
-        (1.0 when it fired) to ``stats``, which must hold ``kl/mean``, ``policy/entropy`` and
-        ``response/length_mean``."""
-        if self.first_length is None:
-            self.first_length = stats["response/length_mean"]
-        # A small negative k1 mean is sampling noise; a clearly negative one is not.
-        stats["guard/negative_kl"] = float(stats["kl/mean"] < -NEGATIVE_KL_TOLERANCE)
-        if stats["guard/negative_kl"]:
-            self.log.warning(
-                "%s iteration %d: mean KL to the reference is negative (%.3f): with the k1 "
-                "estimator this means sampling does not match the log-probs (temperature, "
-                "top-p) or a bug", self.stage, step, stats["kl/mean"],
-            )  # fmt: skip
-        stats["guard/entropy_collapse"] = float(stats["policy/entropy"] < self.entropy_floor)
-        if stats["guard/entropy_collapse"]:
-            self.log.warning(
-                "%s iteration %d: policy entropy %.4f is below %.4f: the policy is collapsing",
-                self.stage, step, stats["policy/entropy"], self.entropy_floor,
-            )  # fmt: skip
-        ratio = stats["response/length_mean"] / max(self.first_length, 1e-6)
-        stats["guard/length_drift"] = float(
-            ratio > self.length_drift or ratio < 1 / self.length_drift
-        )
-        if stats["guard/length_drift"]:
-            self.log.warning(
-                "%s iteration %d: mean response length %.1f drifted from %.1f at the start",
-                self.stage, step, stats["response/length_mean"], self.first_length,
-            )  # fmt: skip
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"first_length": self.first_length}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.first_length = state["first_length"]
-
-
-def log_iteration(
-    tracker: Tracker,
+def publish_policy(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    output: str,
+    description: dict[str, Any],
+    metrics: dict[str, float],
+    history: list[dict[str, float]],
     config: OnPolicyConfig,
-    stage: str,
-    step: int,
-    stats: dict[str, float],
-    started: float,
-    samples: tuple[list[str], list[str], list[float]],
-) -> None:
-    """Metrics every ``log_every`` iterations (and the last), a one-line debug log (the
-    progress bar shows the iterations), and a table of (prompt, response, score) samples every
-    ``sample_every`` iterations (and the first)."""
-    if step % config.log_every == 0 or step == config.iterations:
-        tracker.log_metrics(stats, step=step)
-        logging.getLogger(f"rlhf.{stage}").debug(
-            "%s %d/%d score %.3f kl %.3f len %.1f%s (%.0fs)",
-            stage, step, config.iterations, stats["reward/score_mean"], stats["kl/mean"],
-            stats["response/length_mean"],
-            f" gold {stats['gold/mean']:.3f}" if "gold/mean" in stats else "",
-            time.time() - started,
-        )  # fmt: skip
-    if config.sample_every > 0 and (step % config.sample_every == 0 or step == 1):
-        prompts, responses, scores = samples
-        k = min(config.samples_logged, len(responses))
-        table: dict[str, list[Any]] = {
-            "step": [step] * k,
-            "prompt": prompts[:k],
-            "response": responses[:k],
-            "score": [round(float(s), 4) for s in scores[:k]],
-        }
-        tracker.log_table(table, f"samples/step_{step:05d}.json")
-
-
-def result_metrics(history: list[dict[str, float]], started: float) -> dict[str, float]:
-    """The stage's result: the last iteration's reward, KL and length, with the first
-    iteration's reward (and gold reward, when logged) for comparison."""
-    last = history[-1] if history else {}
-    metrics = {
-        "score_mean": last.get("reward/score_mean", math.nan),
-        "score_start": history[0]["reward/score_mean"] if history else math.nan,
-        "kl_mean": last.get("kl/mean", math.nan),
-        "length_mean": last.get("response/length_mean", math.nan),
-        "iterations": float(len(history)),
-        "seconds": time.time() - started,
-    }
-    if "gold/mean" in last:
-        metrics["gold_mean"] = last["gold/mean"]
-        metrics["gold_start"] = history[0]["gold/mean"]
+    checkpoint_root: Path,
+    tracker: Tracker,
+) -> dict[str, float]:
+    """Publish the trained policy to ``output`` with its ``description`` (what it was trained
+    from), ``metrics`` and the training history; then drop the checkpoints (unless they live in
+    a configured ``checkpoint_dir``) and log the metrics as ``final/*``. Returns ``metrics``."""
+    publish_model(
+        policy,
+        tokenizer,
+        output,
+        {**description, "metrics": metrics},
+        tracker,
+        extra_files={HISTORY_FILE: history},
+        log_artifacts=config.log_model_artifacts,
+        publish_to=config.publish_to,
+    )
+    if not config.checkpoint_dir:
+        shutil.rmtree(checkpoint_root, ignore_errors=True)
+    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
     return metrics

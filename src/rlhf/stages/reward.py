@@ -28,8 +28,6 @@ from rlhf.modeling import models
 from rlhf.modeling.encoding import Encoded
 from rlhf.modeling.preference_logprobs import cached_reference_logprobs, pair_logprobs
 from rlhf.modeling.reward_scoring import (
-    HEADS,
-    POOLINGS,
     REFERENCE_DIR,
     SETTINGS_FILE,
     encode_for_reward,
@@ -65,13 +63,7 @@ def run(
     outputs: RewardOutputs,
     tracker: Tracker | None = None,
 ) -> dict[str, float]:
-    if config.head not in HEADS:
-        raise ValueError(f"reward: head must be one of {HEADS}, got {config.head!r}")
-    if config.pooling not in POOLINGS:
-        raise ValueError(f"reward: pooling must be one of {POOLINGS}, got {config.pooling!r}")
-    log_ratio = config.head == "log_ratio"
-    if log_ratio and config.beta <= 0:
-        raise ValueError(f"reward: beta must be > 0, got {config.beta}")
+    log_ratio = config.head == "log_ratio"  # the config checked head, pooling, beta
     # log_ratio scores the closing EOS too: stopping is part of the answer. Saved in the
     # settings, so the scorer encodes answers the same way.
     score_at_eos = config.score_at_eos or log_ratio

@@ -10,6 +10,7 @@ fingerprint differs from the current run's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,10 +18,11 @@ import random
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from rlhf.tracking import Tracker
 from rlhf.training.errors import CheckpointMismatchError
 from rlhf.training.fingerprint import fingerprint_differences
 
@@ -41,6 +43,55 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Stateful(Protocol):
+    """What a checkpoint holds a part of: models, optimizers, schedulers, controllers."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+class FieldsState:
+    """``state_dict``/``load_state_dict`` for a dataclass of plain values, such as a loop's
+    position (step, epoch, history), so that it is checkpointed like any other part."""
+
+    def state_dict(self) -> dict[str, Any]:
+        assert dataclasses.is_dataclass(self)
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+def save_parts(
+    root: str | os.PathLike,
+    step: int,
+    parts: Mapping[str, Stateful],
+    keep: int,
+    fingerprint: Mapping[str, Any],
+) -> Path:
+    """Checkpoint ``step``: each part's ``state_dict()`` under its name, and the RNG states.
+    :func:`resume_parts` with the same ``parts`` restores exactly this."""
+    state = {name: part.state_dict() for name, part in parts.items()}
+    return save_checkpoint(root, step, {**state, "rng": capture_rng()}, keep, fingerprint)
+
+
+def resume_parts(
+    path: str | os.PathLike, parts: Mapping[str, Stateful], stage: str, tracker: Tracker
+) -> int:
+    """Load checkpoint ``path`` (written by :func:`save_parts` with the same ``parts``) into
+    ``parts`` and restore the RNG states; tag the run with the step resumed from and return it."""
+    state = load_checkpoint(path)
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    restore_rng(state["rng"])
+    step = int(json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))["step"])
+    log.info("%s: resuming from %s (step %d)", stage, path, step)
+    tracker.set_tags({"resumed_from_step": step})
+    return step
 
 
 def save_checkpoint(

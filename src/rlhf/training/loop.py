@@ -2,8 +2,8 @@
 
 It is one readable loop: per epoch a fixed batch order, gradient accumulation, clipping, a
 warmup+cosine schedule, periodic logging, validation and checkpoints, and resume from the
-newest checkpoint (which the stage has checked is this run's). What differs between stages is only ``loss_fn`` (a batch -> loss and
-metrics) and ``evaluate`` (-> validation metrics).
+newest checkpoint (which the stage has checked is this run's). What differs between stages is
+only ``loss_fn`` (a batch -> loss and metrics) and ``evaluate`` (-> validation metrics).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,40 +81,21 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio)
     )
-    step, epoch, micro = 0, 0, 0
+    position = _Position()
+    # What a checkpoint holds: one list for saving and for resuming.
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "position": position}
     resumed_from = None
     if resume_path is not None:
-        state = ckpt.load_checkpoint(resume_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ckpt.restore_rng(state["rng"])
-        step, epoch, micro = state["step"], state["epoch"], state["micro"]
-        resumed_from = step
-        log.info("%s: resuming from %s (step %d)", stage, resume_path, step)
-        tracker.set_tags({"resumed_from_step": step})
-        initial = state["initial_metrics"]
+        resumed_from = ckpt.resume_parts(resume_path, parts, stage, tracker)
+        initial = position.initial_metrics
     else:
-        initial = _validate(model, evaluate)
+        initial = position.initial_metrics = _validate(model, evaluate)
         tracker.log_metrics(initial, step=0)
+    step, epoch, micro = position.step, position.epoch, position.micro
 
     def save() -> Path:
-        return ckpt.save_checkpoint(
-            checkpoint_root,
-            step,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": ckpt.capture_rng(),
-                "step": step,
-                "epoch": epoch,
-                "micro": micro,
-                "initial_metrics": initial,
-            },
-            keep=cfg.keep_checkpoints,
-            fingerprint=fingerprint,
-        )
+        position.step, position.epoch, position.micro = step, epoch, micro
+        return ckpt.save_parts(checkpoint_root, step, parts, cfg.keep_checkpoints, fingerprint)
 
     model.train()
     started = time.time()
@@ -169,6 +150,17 @@ def train(
     final = _validate(model, evaluate)
     tracker.log_metrics(final, step=step)
     return LoopResult(step, resumed_from, initial, final)
+
+
+@dataclass
+class _Position(ckpt.FieldsState):
+    """Where the loop is: optimizer steps taken, the epoch and the micro-batch in it, and the
+    validation metrics before the first step (reported at the end, resumed or not)."""
+
+    step: int = 0
+    epoch: int = 0
+    micro: int = 0
+    initial_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _validate(model: torch.nn.Module, evaluate: EvalFn) -> dict[str, float]:

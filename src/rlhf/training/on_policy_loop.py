@@ -1,0 +1,251 @@
+"""The on-policy RL loop: what PPO and GRPO (and any algorithm that samples its own training
+data: RLOO, REINFORCE++, online DPO) share around their rollouts and losses.
+
+Each iteration:
+  1. learning rates: linear warmup, then constant or linear decay (``lr_schedule``);
+  2. prompts: the iteration's batch from the reproducible prompt stream;
+  3. ``algorithm.rollout(rows, iteration)`` -> :class:`Experience` (no gradient);
+  4. ``algorithm.epochs`` passes over the experience in shuffled minibatches:
+     ``algorithm.loss(batch, rows, gradient_step)`` -> loss and stats; a non-finite loss stops
+     the run; then zero_grad, backward, clip and step every trained model;
+  5. ``algorithm.after_update(stats)``: coefficients that adapt to the iteration (KL control);
+  6. guards, history, metrics, sample tables, progress, and a checkpoint every
+     ``checkpoint_every`` iterations.
+
+A checkpoint holds the trained models and their optimizers, ``algorithm.state``, the guards
+and the loop's position: one list (:func:`_checkpointed`) both saves and resumes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.config import OnPolicyConfig
+from rlhf.console.progress import Progress
+from rlhf.tracking import Tracker
+from rlhf.training import checkpoint as ckpt
+from rlhf.training.errors import NonFiniteLossError
+from rlhf.training.guards import Guards
+from rlhf.training.prompt_stream import batch_indices
+from rlhf.training.schedule import warmup_then
+
+# (prompts, responses, scores) of one iteration, the first ``samples_logged`` shown in tables.
+Samples = tuple[list[str], list[str], list[float]]
+# A minibatch's loss and its stats, from the algorithm's batch, the minibatch's rows (indices
+# into it) and the number of gradient steps taken before this one in the whole run.
+LossFn = Callable[[Any, torch.Tensor, int], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class Trained:
+    """A model the loop trains, its optimizer, and its peak learning rate."""
+
+    name: str  # its name in checkpoints: the model under ``name``, its optimizer ``name_opt``
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr: float
+
+
+@dataclass
+class Experience:
+    """What a rollout gives the update: the algorithm's own ``batch`` (read only by its loss
+    function), how many rows it has to split into minibatches, the rollout's stats
+    (``reward/score_mean``, ``kl/mean``, ``response/length_mean`` at least) and samples."""
+
+    batch: Any
+    size: int
+    stats: dict[str, float]
+    samples: Samples
+
+
+def _nothing(stats: dict[str, float]) -> None:
+    """The default ``after_update``: nothing adapts."""
+
+
+@dataclass
+class OnPolicyAlgorithm:
+    """What an algorithm plugs into :func:`train_on_policy`."""
+
+    name: str  # "ppo": in logs, errors and the progress line
+    trained: list[Trained]  # stepped together, in this order, after each minibatch loss
+    prompts_per_iteration: int  # prompt rows handed to ``rollout`` each iteration
+    epochs: int  # passes over each iteration's experience
+    minibatch_size: int  # experience rows per gradient step
+    rollout: Callable[[list[int], int], Experience]  # (prompt rows, iteration), under no_grad
+    loss: LossFn
+    after_update: Callable[[dict[str, float]], None] = _nothing  # may add to the stats
+    state: dict[str, ckpt.Stateful] = field(default_factory=dict)  # also checkpointed
+
+
+@dataclass
+class _Position(ckpt.FieldsState):
+    """Iterations done, and one row of stats per iteration (the training history)."""
+
+    iteration: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_on_policy(
+    algorithm: OnPolicyAlgorithm,
+    config: OnPolicyConfig,
+    prompt_count: int,
+    device: torch.device,
+    tracker: Tracker,
+    started: float,
+    checkpoint_root: Path,
+    fingerprint: dict[str, Any],
+    resume_path: Path | None,
+) -> list[dict[str, float]]:
+    """Run ``config.iterations`` iterations (continuing ``resume_path``, a checkpoint this
+    run's ``fingerprint`` matches, when given); return the history, one row per iteration.
+    ``prompt_count`` is how many prompts the stream draws from; ``started`` is the stage's
+    start time, for the logged durations."""
+    guards = Guards(algorithm.name, config)
+    position = _Position()
+    parts = _checkpointed(algorithm, guards, position)
+    if resume_path is not None:
+        ckpt.resume_parts(resume_path, parts, algorithm.name, tracker)
+
+    with Progress(
+        f"{algorithm.name} training", config.iterations, "iteration", position.iteration
+    ) as progress:
+        for iteration in range(position.iteration, config.iterations):
+            factor = warmup_then(
+                iteration, config.iterations, config.warmup_iterations, config.lr_schedule
+            )
+            for t in algorithm.trained:
+                for group in t.optimizer.param_groups:
+                    group["lr"] = t.lr * factor
+            # Batch i is a pure function of (seed, i): a resumed run gets the same prompts.
+            rows = batch_indices(
+                prompt_count, algorithm.prompts_per_iteration, config.seed, iteration
+            )
+            with torch.no_grad():
+                experience = algorithm.rollout(rows, iteration)
+            losses = _update(algorithm, experience, iteration, config, device, checkpoint_root)
+            stats = {**experience.stats, **losses}
+            algorithm.after_update(stats)
+
+            step = iteration + 1
+            guards.check(stats, step)
+            position.history.append({"step": step, **stats})
+            position.iteration = step
+            log_iteration(tracker, config, algorithm.name, step, stats, started, experience.samples)
+            progress.update(1, score=stats["reward/score_mean"], kl=stats["kl/mean"])
+            last_step = step == config.iterations  # the published model supersedes it
+            every = config.checkpoint_every
+            if every > 0 and step % every == 0 and not last_step:
+                ckpt.save_parts(checkpoint_root, step, parts, config.keep_checkpoints, fingerprint)
+    return position.history
+
+
+def _checkpointed(
+    algorithm: OnPolicyAlgorithm, guards: Guards, position: _Position
+) -> dict[str, ckpt.Stateful]:
+    """What a checkpoint holds, by name: the one list for saving and for resuming."""
+    parts: dict[str, ckpt.Stateful] = {}
+    for t in algorithm.trained:
+        parts[t.name] = t.model
+        parts[f"{t.name}_opt"] = t.optimizer
+    return {**parts, **algorithm.state, "guards": guards, "position": position}
+
+
+def _update(
+    algorithm: OnPolicyAlgorithm,
+    experience: Experience,
+    iteration: int,
+    config: OnPolicyConfig,
+    device: torch.device,
+    checkpoint_root: Path,
+) -> dict[str, float]:
+    """``algorithm.epochs`` passes over ``experience`` in shuffled minibatches, one gradient
+    step each; returns each loss stat averaged over the steps."""
+    for t in algorithm.trained:
+        t.model.train()
+    n, size = experience.size, algorithm.minibatch_size
+    per_epoch = math.ceil(n / size)
+    sums: dict[str, list[float]] = {}
+    for epoch in range(algorithm.epochs):
+        order = torch.randperm(n, device=device)
+        for k, start in enumerate(range(0, n, size)):
+            gradient_step = (iteration * algorithm.epochs + epoch) * per_epoch + k
+            loss, stats = algorithm.loss(experience.batch, order[start : start + size],
+                                         gradient_step)  # fmt: skip
+            if not torch.isfinite(loss):
+                terms = ", ".join(f"{s} {v}" for s, v in stats.items() if s.startswith("loss/"))
+                last = ckpt.latest_checkpoint(checkpoint_root)
+                raise NonFiniteLossError(
+                    f"{algorithm.name}: loss is {loss.item()} at iteration {iteration}"
+                    f"{f' ({terms})' if terms else ''}; stopping. "
+                    f"Last good checkpoint: {last or 'none yet'}"
+                )
+            for t in algorithm.trained:
+                t.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm > 0:  # each model clipped on its own
+                for t in algorithm.trained:
+                    torch.nn.utils.clip_grad_norm_(t.model.parameters(), config.max_grad_norm)
+            for t in algorithm.trained:
+                t.optimizer.step()
+            for key, value in stats.items():
+                sums.setdefault(key, []).append(value)
+    return {key: sum(values) / len(values) for key, values in sums.items()}
+
+
+def log_iteration(
+    tracker: Tracker,
+    config: OnPolicyConfig,
+    stage: str,
+    step: int,
+    stats: dict[str, float],
+    started: float,
+    samples: Samples,
+) -> None:
+    """Metrics every ``log_every`` iterations (and the last), a one-line debug log (the
+    progress bar shows the iterations), and a table of (prompt, response, score) samples every
+    ``sample_every`` iterations (and the first)."""
+    if step % config.log_every == 0 or step == config.iterations:
+        tracker.log_metrics(stats, step=step)
+        logging.getLogger(f"rlhf.{stage}").debug(
+            "%s %d/%d score %.3f kl %.3f len %.1f%s (%.0fs)",
+            stage, step, config.iterations, stats["reward/score_mean"], stats["kl/mean"],
+            stats["response/length_mean"],
+            f" gold {stats['gold/mean']:.3f}" if "gold/mean" in stats else "",
+            time.time() - started,
+        )  # fmt: skip
+    if config.sample_every > 0 and (step % config.sample_every == 0 or step == 1):
+        prompts, responses, scores = samples
+        k = min(config.samples_logged, len(responses))
+        table: dict[str, list[Any]] = {
+            "step": [step] * k,
+            "prompt": prompts[:k],
+            "response": responses[:k],
+            "score": [round(float(s), 4) for s in scores[:k]],
+        }
+        tracker.log_table(table, f"samples/step_{step:05d}.json")
+
+
+def result_metrics(history: list[dict[str, float]], started: float) -> dict[str, float]:
+    """The stage's result: the last iteration's reward, KL and length, with the first
+    iteration's reward (and gold reward, when logged) for comparison."""
+    last = history[-1] if history else {}
+    metrics = {
+        "score_mean": last.get("reward/score_mean", math.nan),
+        "score_start": history[0]["reward/score_mean"] if history else math.nan,
+        "kl_mean": last.get("kl/mean", math.nan),
+        "length_mean": last.get("response/length_mean", math.nan),
+        "iterations": float(len(history)),
+        "seconds": time.time() - started,
+    }
+    if "gold/mean" in last:
+        metrics["gold_mean"] = last["gold/mean"]
+        metrics["gold_start"] = history[0]["gold/mean"]
+    return metrics
