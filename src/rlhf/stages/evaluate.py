@@ -40,7 +40,7 @@ from rlhf.data.artifacts import load_split
 from rlhf.gold import load_reward_function
 from rlhf.modeling import models
 from rlhf.modeling.encoding import Messages, encode_conversation, encode_prompt
-from rlhf.modeling.forward import response_logprobs
+from rlhf.modeling.forward import heldout_nll, response_logprobs
 from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
 from rlhf.modeling.reward_scoring import RewardScorer
 from rlhf.registry import CHAMPION, ModelRegistry, Version
@@ -48,7 +48,6 @@ from rlhf.stages import champion_gate
 from rlhf.stages.champion_gate import GateDecision
 from rlhf.stages.on_policy import HISTORY_FILE
 from rlhf.stages.publish import publish_copy
-from rlhf.stages.sft import heldout_nll
 from rlhf.tracking import Tracker
 
 log = logging.getLogger("rlhf.evaluate")
