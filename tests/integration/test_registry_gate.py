@@ -10,9 +10,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from rlhf import storage
+from rlhf import storage, tracking
 from rlhf.config import EvalConfig
-from rlhf.modeling import models, tracking
+from rlhf.modeling import models
 from rlhf.stages import evaluate
 
 # The gate's judge here: the share of the response's words found in the prompt. The tiny

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlhf import preference_logprobs
+from rlhf.modeling import preference_logprobs
 from rlhf.tracking import Tracker
 
 

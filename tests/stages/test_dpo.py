@@ -6,8 +6,9 @@ import json
 import pytest
 from killed_run import assert_resumes_with_cached_reference
 
-from rlhf import preference_logprobs, storage
+from rlhf import storage
 from rlhf.config import DPOConfig, to_dict
+from rlhf.modeling import preference_logprobs
 from rlhf.stages import dpo
 from rlhf.tracking import Tracker
 
