@@ -70,10 +70,6 @@ def render_report(
     gate: GateDecision | None = None,
 ) -> str:
     """One self-contained HTML page (inline CSS and PNGs; every text escaped)."""
-    cand, ref = results[CANDIDATE], results[REFERENCE]
-    has_gold = cand.gold_scores is not None
-    has_ppl = any(f"{n}/perplexity" in metrics for n in results)
-    has_elo = any(k.startswith("elo/") for k in metrics)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -83,10 +79,28 @@ def render_report(
         f"<p>{int(metrics['n_prompts'])} held-out prompts x {config.samples_per_prompt} "
         f"samples per model (seed {config.seed}, temperature {config.temperature}, top_p "
         f"{config.top_p}, up to {config.max_new_tokens} new tokens).</p>",
+        *_headline(metrics, results),
+        *(_gate(gate) if gate is not None else []),
+        "<h2>All metrics</h2>",
+        _table(
+            ["metric", "value"],
+            [[f"<code>{_e(k)}</code>", _fmt(v)] for k, v in metrics.items()],
+        ),
+        "<h2>Training history</h2>",
+        _history(history),
+        "<h2>Score distributions</h2>",
+        histograms(results),
+        *_side_by_side(config, metrics, results, prompts, data_answers),
+        "<h2>Settings</h2>",
+        _settings(config, inputs, results),
+        "</body></html>",
     ]
+    return "\n".join(parts) + "\n"
 
-    # Headline: comparisons, then one row per model.
-    parts.append("<h2>Headline</h2>")
+
+def _headline(metrics: dict[str, float], results: dict[str, ModelResult]) -> list[str]:
+    """The comparisons of candidate and reference, then one row per model."""
+    parts = ["<h2>Headline</h2>"]
     has_rm = "win_rate_rm" in metrics
     if not has_rm:
         parts.append(
@@ -111,6 +125,9 @@ def render_report(
             + [_fmt(metrics["kl_candidate_reference"])]
         )
     parts.append(_table(["comparison", "value"], head_rows))
+    has_gold = results[CANDIDATE].gold_scores is not None
+    has_ppl = any(f"{n}/perplexity" in metrics for n in results)
+    has_elo = any(k.startswith("elo/") for k in metrics)
     columns = ["model"] + (["reward_mean"] if has_rm else []) + (["gold_mean"] if has_gold else [])
     columns += ["length_mean"]
     columns += (["perplexity"] if has_ppl else []) + (["elo"] if has_elo else [])
@@ -122,39 +139,44 @@ def render_report(
             row.append(_fmt(metrics.get(key)))
         model_rows.append(row)
     parts.append(_table(columns, model_rows))
+    return parts
 
-    if gate is not None:
-        parts.append("<h2>Champion gate</h2>")
-        win = "–" if gate.win_rate is None else _fmt(gate.win_rate)
-        parts.append(
-            f"<p><b>{_e(gate.alias)}</b>: {_e(gate.reason)}. Win rate over the champion "
-            f"{win} on {gate.samples} paired samples judged by {_e(gate.judge)} (threshold "
-            f"{_fmt(gate.threshold)}, at least {gate.min_samples} samples).</p>"
-        )
 
-    parts.append("<h2>All metrics</h2>")
-    parts.append(
-        _table(
-            ["metric", "value"],
-            [[f"<code>{_e(k)}</code>", _fmt(v)] for k, v in metrics.items()],
-        )
+def _gate(gate: GateDecision) -> list[str]:
+    win = "–" if gate.win_rate is None else _fmt(gate.win_rate)
+    return [
+        "<h2>Champion gate</h2>",
+        f"<p><b>{_e(gate.alias)}</b>: {_e(gate.reason)}. Win rate over the champion "
+        f"{win} on {gate.samples} paired samples judged by {_e(gate.judge)} (threshold "
+        f"{_fmt(gate.threshold)}, at least {gate.min_samples} samples).</p>",
+    ]
+
+
+def _history(history: TrainingHistory) -> str:
+    """The training history's plot, or a note saying there is nothing to plot."""
+    plot = history_plot(history.entries) if history.entries else None
+    if plot is not None:
+        return plot
+    return (
+        f'<p class="note">The candidate folder has no {history.file} with '
+        f"{', '.join(k for k, _ in HISTORY_PLOTS)}: nothing to plot.</p>"
     )
 
-    parts.append("<h2>Training history</h2>")
-    plot = history_plot(history.entries) if history.entries else None
-    if plot is None:
-        parts.append(
-            f'<p class="note">The candidate folder has no {history.file} with '
-            f"{', '.join(k for k, _ in HISTORY_PLOTS)}: nothing to plot.</p>"
-        )
-    else:
-        parts.append(plot)
 
-    parts.append("<h2>Score distributions</h2>")
-    parts.append(histograms(results))
-
+def _side_by_side(
+    config: EvalConfig,
+    metrics: dict[str, float],
+    results: dict[str, ModelResult],
+    prompts: list[Messages],
+    data_answers: list[str | None],
+) -> list[str]:
+    """The first ``report_samples`` prompts with the first sample of candidate and reference
+    and its scores (and the data's answer, when any shown prompt has one)."""
+    cand, ref = results[CANDIDATE], results[REFERENCE]
+    has_rm = "win_rate_rm" in metrics
+    has_gold = cand.gold_scores is not None
     shown = min(config.report_samples, len(prompts))
-    parts.append("<h2>Side-by-side samples</h2>")
+    parts = ["<h2>Side-by-side samples</h2>"]
     parts.append(
         f'<p class="note">The first {shown} prompts; the first sample of each model'
         + (", with its RM score" if has_rm else "")
@@ -186,8 +208,11 @@ def render_report(
         sample_rows.append(row)
     header = ["prompt", CANDIDATE, REFERENCE] + (["answer in the data"] if with_answers else [])
     parts.append(_table(header, sample_rows, numeric_from=len(header)))
+    return parts
 
-    parts.append("<h2>Settings</h2>")
+
+def _settings(config: EvalConfig, inputs: EvalInputs, results: dict[str, ModelResult]) -> str:
+    """The input locations, the other models' folders and every config field."""
     settings = {
         "candidate": inputs.candidate,
         "reference": inputs.reference,
@@ -197,12 +222,8 @@ def render_report(
         **{f"other: {n}": r.path for n, r in results.items() if n not in (CANDIDATE, REFERENCE)},
         **{f"config.{k}": v for k, v in to_dict(config).items()},
     }
-    parts.append(
-        _table(
-            ["setting", "value"],
-            [[f"<code>{_e(k)}</code>", _e(v)] for k, v in settings.items()],
-            numeric_from=2,
-        )
+    return _table(
+        ["setting", "value"],
+        [[f"<code>{_e(k)}</code>", _e(v)] for k, v in settings.items()],
+        numeric_from=2,
     )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
