@@ -35,6 +35,7 @@ from rlhf.stages.evaluation.scoring import score_samples
 from rlhf.stages.on_policy import HISTORY_FILE
 from rlhf.tracking import Tracker
 
+# What cli.py, pipeline/adapters.py and tests import from here (HISTORY_FILE: on_policy).
 __all__ = ["EvalInputs", "EvalOutputs", "HISTORY_FILE", "model_names", "run"]
 
 log = logging.getLogger("rlhf.evaluate")
