@@ -1,16 +1,21 @@
-"""Model forward passes over padded batches: per-token log-probs, entropies and values.
+"""Model forward passes over padded batches: per-token log-probs, entropies and values, and
+the held-out NLL of encoded conversations.
 
-The single place where a model is run on a (prompt, response) batch, used by PPO, GRPO, DPO
-and evaluation. Position ids come from the attention mask, so a left-padded prompt (as batched
+The single place where a model is run on a (prompt, response) batch, used by PPO, GRPO, DPO,
+SFT validation and evaluation. Position ids come from the attention mask, so a left-padded prompt (as batched
 generation needs) gets the same positions at scoring time as it had during generation.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import PreTrainedModel
 
 from rlhf.algorithms.logprobs import token_entropy, token_logprobs
+from rlhf.modeling.encoding import Encoded
+from rlhf.modeling.padding import collate
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -88,3 +93,22 @@ def sequence_logprob_sums(
     """
     logprobs = token_logprobs(sequence_logits(model, input_ids, attention_mask), input_ids)
     return (logprobs * loss_mask[:, 1:].to(logprobs.dtype)).sum(-1)
+
+
+@torch.no_grad()
+def heldout_nll(
+    model: torch.nn.Module, examples: list[Encoded], pad_id: int, batch_size: int
+) -> float:
+    """Mean negative log-likelihood per counted (response) token over ``examples``, batched
+    by length; nan when no example has a counted token. Used for SFT validation and for the
+    evaluation stage's perplexity."""
+    device = next(model.parameters()).device
+    nll, tokens = 0.0, 0
+    ordered = sorted(examples, key=len)
+    for start in range(0, len(ordered), batch_size):
+        b = {
+            k: v.to(device) for k, v in collate(ordered[start : start + batch_size], pad_id).items()
+        }
+        nll -= sequence_logprob_sums(model, **b).sum().item()
+        tokens += int(b["loss_mask"][:, 1:].sum())
+    return nll / tokens if tokens else math.nan

@@ -20,7 +20,7 @@ from rlhf.config import SFTConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.modeling import models
 from rlhf.modeling.encoding import Encoded, encode_conversation
-from rlhf.modeling.forward import sequence_logprob_sums
+from rlhf.modeling.forward import heldout_nll
 from rlhf.modeling.padding import collate
 from rlhf.modeling.tokenizer import train_bpe_tokenizer
 from rlhf.stages.publish import publish_model
@@ -41,25 +41,6 @@ def _tokenizer(cfg: SFTConfig, train_rows: Any):
         log.info("training a %d-token byte-level BPE on the SFT text", cfg.vocab_size)
         return train_bpe_tokenizer(texts, cfg.vocab_size)
     return models.load_tokenizer(cfg.base_model, cfg.trust_remote_code)
-
-
-@torch.no_grad()
-def heldout_nll(
-    model: torch.nn.Module, examples: list[Encoded], pad_id: int, batch_size: int
-) -> float:
-    """Mean negative log-likelihood per counted (response) token over ``examples``, batched
-    by length; nan when no example has a counted token. Used for SFT validation and for the
-    evaluation stage's perplexity."""
-    device = next(model.parameters()).device
-    nll, tokens = 0.0, 0
-    ordered = sorted(examples, key=len)
-    for start in range(0, len(ordered), batch_size):
-        b = {
-            k: v.to(device) for k, v in collate(ordered[start : start + batch_size], pad_id).items()
-        }
-        nll -= sequence_logprob_sums(model, **b).sum().item()
-        tokens += int(b["loss_mask"][:, 1:].sum())
-    return nll / tokens if tokens else math.nan
 
 
 def run(
