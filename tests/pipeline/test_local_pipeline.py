@@ -120,13 +120,13 @@ def test_dpo_and_grpo_pipelines_run_end_to_end(pipeline, tmp_path, capsys):
 def test_run_config_maps_named_parameters_and_overrides():
     args = pipeline_arguments(
         {
-            "data": {"sft": ["a.jsonl", "s3://b/c.jsonl"]},
+            "data": {"sft": ["a.jsonl", "s3://b/c,d.jsonl"]},
             "sft": {"epochs": 2, "warmup_ratio": 0.1},
             "pipeline": {"gold_reward": ""},
         },
         "ppo",
     )
-    assert args["sft_data"] == "a.jsonl,s3://b/c.jsonl"
+    assert args["sft_data"] == ["a.jsonl", "s3://b/c,d.jsonl"]  # a list: a comma is no separator
     assert args["sft_epochs"] == 2
     assert args["sft_overrides"] == {"warmup_ratio": 0.1}
     assert args["gold_reward"] == ""
