@@ -61,15 +61,15 @@ def micro_models(prepared, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("micro")
     cfg = SFTConfig(base_model="preset:micro-llama", epochs=2, batch_size=16, eval_every=0)
-    sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(root / "sft")))
+    sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.ModelOutputs(str(root / "sft")))
     reward.run(
         RewardConfig(epochs=1, batch_size=16, eval_every=0),
         reward.RewardInputs(prepared["preferences"], str(root / "sft")),
-        reward.RewardOutputs(str(root / "reward")),
+        reward.ModelOutputs(str(root / "reward")),
     )
     reward.run(
         RewardConfig(epochs=1, batch_size=16, eval_every=0, head="scalar", lr=5e-4),
         reward.RewardInputs(prepared["preferences"], str(root / "sft")),
-        reward.RewardOutputs(str(root / "reward_scalar")),
+        reward.ModelOutputs(str(root / "reward_scalar")),
     )
     return {n: str(root / n) for n in ("sft", "reward", "reward_scalar")}

@@ -26,6 +26,8 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 KL_CONTROLS = ("fixed", "adaptive")
 POLICY_LOSSES = ("clip", "penalty")
 CRITIC_INITS = ("reward", "policy")
+OVER_BUDGET_MODES = ("drop", "truncate")  # prepare: rows over max_tokens
+GATE_JUDGES = ("auto", "gold", "reward_model")  # evaluate: what judges the champion gate
 
 
 class _Checks:
@@ -74,6 +76,13 @@ class PrepareConfig:
     # Accept an input with no rows (an empty file, a CSV header alone, ...) or whose rows are all
     # rejected or dropped, writing an empty artifact; by default that is an error.
     allow_empty: bool = False
+
+    def __post_init__(self) -> None:  # fail before any file is read
+        c = _Checks(self)
+        c.one_of("over_budget", OVER_BUDGET_MODES)
+        c.holds(0 <= self.validation_fraction < 1, "validation_fraction", "must be in [0, 1)")
+        c.holds(self.max_tokens >= 1, "max_tokens", "must be >= 1")
+        c.raise_any()
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
@@ -505,3 +514,21 @@ class EvalConfig:
     gate_threshold: float = 0.5
     gate_min_samples: int = 100
     gate_judge: str = "auto"  # "gold", "reward_model", or "auto" (gold when configured)
+
+    def __post_init__(self) -> None:  # fail before any model loads
+        c = _Checks(self)
+        for name in ("samples_per_prompt", "batch_size", "max_new_tokens"):
+            c.holds(getattr(self, name) >= 1, name, "must be >= 1")
+        c.holds(
+            self.max_length > self.max_new_tokens,
+            "max_length",
+            f"must exceed max_new_tokens ({self.max_new_tokens}): prompt and response fit in it",
+        )
+        c.holds(self.temperature > 0, "temperature", "must be > 0 (evaluation always samples)")
+        c.holds(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        for name in ("report_samples", "gate_min_samples", "max_prompts"):
+            c.holds(getattr(self, name) >= 0, name, "must be >= 0")
+        c.holds(0 <= self.gate_threshold <= 1, "gate_threshold", "must be in [0, 1] (a win rate)")
+        c.one_of("gate_judge", GATE_JUDGES)
+        c.one_of("dtype", DTYPES)
+        c.raise_any()

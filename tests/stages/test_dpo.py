@@ -20,7 +20,7 @@ def test_dpo_raises_implicit_reward_accuracy_and_margin(prepared, micro_models, 
     cfg = DPOConfig(epochs=2, gold_reward="rlhf.data.demo_task:gold_reward", **FAST)
     out = tmp_path / "policy"
     inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
-    metrics = dpo.run(cfg, inputs, dpo.PolicyOutputs(str(out)), tracker)
+    metrics = dpo.run(cfg, inputs, dpo.ModelOutputs(str(out)), tracker)
     # Before the first step the policy is the reference: every implicit reward is 0.
     start = {k: v[0] for k, v in ((k, tracker.history(k)) for k in ("val/rewards/margin",))}
     assert start["val/rewards/margin"] == pytest.approx(0.0, abs=1e-5)
@@ -47,7 +47,7 @@ def test_reference_cache_is_reused_only_for_the_same_data_and_model(
         epochs=1, max_steps=2, checkpoint_dir=str(tmp_path / "ckpt"), label_smoothing=0.1, **FAST
     )  # cDPO
     inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
-    dpo.run(cfg, inputs, dpo.PolicyOutputs(str(tmp_path / "a")))
+    dpo.run(cfg, inputs, dpo.ModelOutputs(str(tmp_path / "a")))
     cache = tmp_path / "ckpt" / preference_logprobs.REFERENCE_CACHE
     key = json.loads(cache.read_text())["key"]
     assert key == preference_logprobs.reference_key(
@@ -74,12 +74,12 @@ def test_reference_cache_is_reused_only_for_the_same_data_and_model(
 def test_bad_dpo_settings_are_clear_errors(prepared, micro_models, tmp_path):
     inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
     with pytest.raises(ValueError, match="loss_type"):
-        dpo.run(DPOConfig(loss_type="hinge"), inputs, dpo.PolicyOutputs(str(tmp_path / "x")))
+        dpo.run(DPOConfig(loss_type="hinge"), inputs, dpo.ModelOutputs(str(tmp_path / "x")))
     with pytest.raises(ValueError, match="sigmoid' only"):
         dpo.run(
             DPOConfig(loss_type="ipo", label_smoothing=0.1),
             inputs,
-            dpo.PolicyOutputs(str(tmp_path)),
+            dpo.ModelOutputs(str(tmp_path)),
         )
 
 
@@ -88,7 +88,7 @@ import json, sys
 from rlhf.config import DPOConfig
 from rlhf.stages import dpo
 cfg = DPOConfig(**json.loads(sys.argv[1]))
-dpo.run(cfg, dpo.DPOInputs(sys.argv[2], sys.argv[3]), dpo.PolicyOutputs(sys.argv[4]))
+dpo.run(cfg, dpo.DPOInputs(sys.argv[2], sys.argv[3]), dpo.ModelOutputs(sys.argv[4]))
 """
 
 
@@ -103,7 +103,7 @@ def test_dpo_resumes_after_kill_and_matches_an_unbroken_run(
         RUN_DPO,
         json.dumps(to_dict(cfg)),
         [inputs.preferences, inputs.sft_model],
-        lambda out, tracker: dpo.run(cfg, inputs, dpo.PolicyOutputs(out), tracker),
+        lambda out, tracker: dpo.run(cfg, inputs, dpo.ModelOutputs(out), tracker),
         tmp_path,
         monkeypatch,
     )

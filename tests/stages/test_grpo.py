@@ -23,7 +23,7 @@ def test_grpo_raises_the_gold_reward_it_is_trained_on(prepared, micro_models, tm
     cfg = GRPOConfig(iterations=12, reward_function=GOLD, gold_reward=GOLD, **FAST)
     out = tmp_path / "policy"
     metrics = grpo.run(cfg, grpo.GRPOInputs(prepared["prompts"], micro_models["sft"]),
-                       grpo.PolicyOutputs(str(out)), tracker)  # fmt: skip
+                       grpo.ModelOutputs(str(out)), tracker)  # fmt: skip
     scores = tracker.history("reward/score_mean")
     assert len(scores) == 12
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.1
@@ -42,14 +42,14 @@ def test_grpo_with_the_reward_model_and_bad_settings(prepared, micro_models, tmp
     tracker = Tracker()
     cfg = GRPOConfig(iterations=2, kl_coef=0.0, scale_advantages=False, **FAST)
     inputs = grpo.GRPOInputs(prepared["prompts"], micro_models["sft"], micro_models["reward"])
-    grpo.run(cfg, inputs, grpo.PolicyOutputs(str(tmp_path / "p")), tracker)
+    grpo.run(cfg, inputs, grpo.ModelOutputs(str(tmp_path / "p")), tracker)
     assert len(tracker.history("reward/score_mean")) == 2
     assert tracker.history("kl/coef") == [0.0, 0.0]
     with pytest.raises(ValueError, match="group_size must be >= 2"):
-        grpo.run(GRPOConfig(group_size=1), inputs, grpo.PolicyOutputs(str(tmp_path / "q")))
+        grpo.run(GRPOConfig(group_size=1), inputs, grpo.ModelOutputs(str(tmp_path / "q")))
     no_rm = grpo.GRPOInputs(prepared["prompts"], micro_models["sft"])
     with pytest.raises(ValueError, match="needs a reward model"):
-        grpo.run(GRPOConfig(**FAST), no_rm, grpo.PolicyOutputs(str(tmp_path / "r")))
+        grpo.run(GRPOConfig(**FAST), no_rm, grpo.ModelOutputs(str(tmp_path / "r")))
 
 
 RUN_GRPO = """
@@ -57,7 +57,7 @@ import json, sys
 from rlhf.config import GRPOConfig
 from rlhf.stages import grpo
 cfg = GRPOConfig(**json.loads(sys.argv[1]))
-grpo.run(cfg, grpo.GRPOInputs(*sys.argv[2:5]), grpo.PolicyOutputs(sys.argv[5]))
+grpo.run(cfg, grpo.GRPOInputs(*sys.argv[2:5]), grpo.ModelOutputs(sys.argv[5]))
 """
 
 
@@ -71,10 +71,10 @@ def test_grpo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_mod
     assert not out.exists()
 
     tracker = Tracker()
-    grpo.run(cfg, inputs, grpo.PolicyOutputs(str(out)), tracker)
+    grpo.run(cfg, inputs, grpo.ModelOutputs(str(out)), tracker)
     assert int(tracker.tags["resumed_from_step"]) >= 4
     clean = tmp_path / "clean" / "policy"
-    grpo.run(cfg, inputs, grpo.PolicyOutputs(str(clean)))
+    grpo.run(cfg, inputs, grpo.ModelOutputs(str(clean)))
     assert_same_weights(out, clean)
     history = json.loads((out / grpo.HISTORY_FILE).read_text())
     assert [h["step"] for h in history] == list(range(1, 7))
@@ -97,5 +97,5 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     # 16 responses, minibatches of 8, 2 epochs: 4 steps per iteration; call 13 is iteration 3
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 3.*step-00000002"):
         grpo.run(cfg, grpo.GRPOInputs(prepared["prompts"], micro_models["sft"]),
-                 grpo.PolicyOutputs(str(out)))  # fmt: skip
+                 grpo.ModelOutputs(str(out)))  # fmt: skip
     assert not out.exists()

@@ -29,7 +29,7 @@ def test_ppo_raises_the_reward_model_score(prepared, micro_models, tmp_path, rew
     cfg = PPOConfig(iterations=12, gold_reward="rlhf.data.demo_task:gold_reward", **FAST)
     out = tmp_path / "policy"
     inputs = _inputs(prepared, micro_models, reward_model)
-    metrics = ppo.run(cfg, inputs, ppo.PolicyOutputs(str(out)), tracker)
+    metrics = ppo.run(cfg, inputs, ppo.ModelOutputs(str(out)), tracker)
     scores = tracker.history("reward/score_mean")
     assert len(scores) == 12
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.1
@@ -50,7 +50,7 @@ def test_ppo_penalty_variant_and_ptx_run(prepared, micro_models, tmp_path):
         iterations=2, policy_loss="penalty", ptx_coef=0.5, kl_estimator="k3",
         kl_control="fixed", **FAST,
     )  # fmt: skip
-    ppo.run(cfg, _inputs(prepared, micro_models), ppo.PolicyOutputs(str(tmp_path / "p")), tracker)
+    ppo.run(cfg, _inputs(prepared, micro_models), ppo.ModelOutputs(str(tmp_path / "p")), tracker)
     assert tracker.history("policy/penalty_beta")
     assert tracker.history("loss/ptx")
     assert tracker.history("kl/coef") == [cfg.kl_coef] * 2  # fixed: never adapted
@@ -62,7 +62,7 @@ import json, sys
 from rlhf.config import PPOConfig
 from rlhf.stages import ppo, ppo_experience
 cfg = PPOConfig(**json.loads(sys.argv[1]))
-ppo.run(cfg, ppo.PPOInputs(*sys.argv[2:6]), ppo.PolicyOutputs(sys.argv[6]))
+ppo.run(cfg, ppo.PPOInputs(*sys.argv[2:6]), ppo.ModelOutputs(sys.argv[6]))
 """
 
 
@@ -76,10 +76,10 @@ def test_ppo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_mode
     assert not out.exists()
 
     tracker = Tracker()
-    ppo.run(cfg, inputs, ppo.PolicyOutputs(str(out)), tracker)
+    ppo.run(cfg, inputs, ppo.ModelOutputs(str(out)), tracker)
     assert int(tracker.tags["resumed_from_step"]) >= 4
     clean = tmp_path / "clean" / "policy"
-    ppo.run(cfg, inputs, ppo.PolicyOutputs(str(clean)))
+    ppo.run(cfg, inputs, ppo.ModelOutputs(str(clean)))
     assert_same_weights(out, clean)
     history = json.loads((out / ppo.HISTORY_FILE).read_text())
     assert [h["step"] for h in history] == list(range(1, 17))
@@ -100,5 +100,5 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     out = tmp_path / "policy"
     cfg = PPOConfig(iterations=6, checkpoint_every=2, **FAST)  # 4 minibatch steps per iteration
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 3.*step-00000002"):
-        ppo.run(cfg, _inputs(prepared, micro_models), ppo.PolicyOutputs(str(out)))
+        ppo.run(cfg, _inputs(prepared, micro_models), ppo.ModelOutputs(str(out)))
     assert not out.exists()

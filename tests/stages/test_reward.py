@@ -20,7 +20,7 @@ from rlhf.stages import reward, sft
 def sft_model(prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft") / "model"
     cfg = SFTConfig(base_model="preset:tiny-llama", epochs=10, batch_size=16, eval_every=0)
-    sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(out)))
+    sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.ModelOutputs(str(out)))
     return str(out)
 
 
@@ -39,7 +39,7 @@ def test_reward_model_learns_the_gold_order(prepared, sft_model, tmp_path, head_
         **head_settings,
     )
     metrics = reward.run(
-        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.RewardOutputs(str(out))
+        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.ModelOutputs(str(out))
     )
     # 360 noisy training pairs are little; the demo's 2700 reach >= 70% (docs/results.md).
     assert metrics["gold_accuracy"] > 0.6
@@ -61,7 +61,7 @@ def test_scorer_rejects_mismatched_lengths(prepared, sft_model, tmp_path):
     out = tmp_path / "rm"
     cfg = RewardConfig(max_steps=2, batch_size=8, eval_every=0)
     reward.run(
-        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.RewardOutputs(str(out))
+        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.ModelOutputs(str(out))
     )
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         RewardScorer.load(str(out)).score(["a", "b"], ["x"])
@@ -71,7 +71,7 @@ def test_pooling_is_saved_and_used_by_the_scorer(prepared, sft_model, tmp_path):
     out = tmp_path / "rm_mean"
     cfg = RewardConfig(max_steps=2, batch_size=8, eval_every=0, head="scalar", pooling="mean")
     reward.run(
-        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.RewardOutputs(str(out))
+        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.ModelOutputs(str(out))
     )
     assert json.loads((out / "rlhf_reward.json").read_text())["pooling"] == "mean"
     scorer = RewardScorer.load(str(out))
@@ -86,7 +86,7 @@ def test_unknown_pooling_stops_before_training(prepared, sft_model, tmp_path):
         reward.run(
             RewardConfig(pooling="max"),
             reward.RewardInputs(prepared["preferences"], sft_model),
-            reward.RewardOutputs(str(tmp_path / "rm")),
+            reward.ModelOutputs(str(tmp_path / "rm")),
         )
 
 
@@ -96,7 +96,7 @@ def test_log_ratio_head_scores_against_the_saved_reference(prepared, sft_model, 
     out = tmp_path / "rm_ratio"
     cfg = RewardConfig(max_steps=3, batch_size=8, eval_every=0, lr=1e-3, beta=0.5)
     reward.run(
-        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.RewardOutputs(str(out))
+        cfg, reward.RewardInputs(prepared["preferences"], sft_model), reward.ModelOutputs(str(out))
     )
     settings = json.loads((out / "rlhf_reward.json").read_text())
     assert settings["head"] == "log_ratio" and settings["beta"] == 0.5
@@ -132,7 +132,7 @@ def test_unknown_head_stops_before_training(prepared, sft_model, tmp_path):
         reward.run(
             RewardConfig(head="linear"),
             reward.RewardInputs(prepared["preferences"], sft_model),
-            reward.RewardOutputs(str(tmp_path / "rm")),
+            reward.ModelOutputs(str(tmp_path / "rm")),
         )
     assert not (tmp_path / "rm").exists()
 
@@ -142,7 +142,7 @@ import json, sys
 from rlhf.config import RewardConfig
 from rlhf.stages import reward
 cfg = RewardConfig(**json.loads(sys.argv[1]))
-reward.run(cfg, reward.RewardInputs(sys.argv[2], sys.argv[3]), reward.RewardOutputs(sys.argv[4]))
+reward.run(cfg, reward.RewardInputs(sys.argv[2], sys.argv[3]), reward.ModelOutputs(sys.argv[4]))
 """
 
 
@@ -155,7 +155,7 @@ def test_log_ratio_reward_resumes_after_kill(prepared, micro_models, tmp_path, m
         RUN_REWARD,
         json.dumps(to_dict(cfg)),
         [inputs.preferences, inputs.base_model],
-        lambda out, tracker: reward.run(cfg, inputs, reward.RewardOutputs(out), tracker),
+        lambda out, tracker: reward.run(cfg, inputs, reward.ModelOutputs(out), tracker),
         tmp_path,
         monkeypatch,
     )

@@ -22,7 +22,7 @@ def test_sft_learns_and_publishes(prepared, tmp_path):
     metrics = sft.run(
         SFTConfig(epochs=4, **FAST),
         sft.SFTInputs(prepared["sft"]),
-        sft.SFTOutputs(str(out)),
+        sft.ModelOutputs(str(out)),
         tracker,
     )
     assert metrics["val_loss"] < 0.6 * metrics["val_loss_start"]
@@ -41,7 +41,7 @@ import json, sys
 from rlhf.config import SFTConfig
 from rlhf.stages import sft
 cfg = SFTConfig(**json.loads(sys.argv[1]))
-sft.run(cfg, sft.SFTInputs(sys.argv[2]), sft.SFTOutputs(sys.argv[3]))
+sft.run(cfg, sft.SFTInputs(sys.argv[2]), sft.ModelOutputs(sys.argv[3]))
 """
 
 
@@ -53,11 +53,11 @@ def test_sft_resumes_after_kill_and_matches_an_unbroken_run(prepared, tmp_path):
     assert not out.exists()  # nothing published by the killed run
 
     tracker = Tracker()
-    resumed = sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(out)), tracker)
+    resumed = sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.ModelOutputs(str(out)), tracker)
     assert int(tracker.tags["resumed_from_step"]) >= 10
 
     clean_out = tmp_path / "clean" / "model"
-    clean = sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(clean_out)))
+    clean = sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.ModelOutputs(str(clean_out)))
     assert resumed["steps"] == clean["steps"]
     assert_same_weights(out, clean_out)
 
@@ -71,19 +71,19 @@ def test_sft_refuses_to_resume_a_checkpoint_made_with_another_config(prepared, t
         batch_size=16, eval_every=0, checkpoint_dir=str(ckpts),
     )  # fmt: skip
     inputs = sft.SFTInputs(prepared["sft"])
-    sft.run(cfg, inputs, sft.SFTOutputs(str(tmp_path / "first")))
+    sft.run(cfg, inputs, sft.ModelOutputs(str(tmp_path / "first")))
     assert [p.name for p in ckpts.glob("step-*")] == ["step-00000002"]  # kept: checkpoint_dir
 
     changed = dataclasses.replace(cfg, lr=cfg.lr / 2)
     with pytest.raises(
         CheckpointMismatchError, match=r"config\.lr: 0\.002 in the checkpoint, 0\.001 now"
     ):
-        sft.run(changed, inputs, sft.SFTOutputs(str(tmp_path / "second")))
+        sft.run(changed, inputs, sft.ModelOutputs(str(tmp_path / "second")))
     assert not (tmp_path / "second").exists()
 
     tracker = Tracker()
     same_run = dataclasses.replace(cfg, checkpoint_every=3, log_every=1)  # resume-safe fields
-    sft.run(same_run, inputs, sft.SFTOutputs(str(tmp_path / "third")), tracker)
+    sft.run(same_run, inputs, sft.ModelOutputs(str(tmp_path / "third")), tracker)
     assert int(tracker.tags["resumed_from_step"]) == 2
 
 
@@ -100,5 +100,5 @@ def test_non_finite_loss_stops_with_a_clear_error(prepared, tmp_path, monkeypatc
     out = tmp_path / "model"
     cfg = SFTConfig(epochs=1, checkpoint_every=5, **FAST)
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 11.*step-00000010"):
-        sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.SFTOutputs(str(out)))
+        sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.ModelOutputs(str(out)))
     assert not out.exists()

@@ -1,12 +1,14 @@
-"""Every training config checks its values when it is built, before any model loads: each
+"""Every stage config checks its values when it is built, before any model loads: each
 error names the field, what it allows and the value it got."""
 
 import pytest
 
 from rlhf.config import (
     DPOConfig,
+    EvalConfig,
     GRPOConfig,
     PPOConfig,
+    PrepareConfig,
     RewardConfig,
     SFTConfig,
     load_config,
@@ -36,6 +38,19 @@ BAD_VALUES = [
     (SFTConfig, "batch_size", 0, "batch_size must be >= 1"),
     (SFTConfig, "grad_accum", 0, "grad_accum must be >= 1"),
     (SFTConfig, "dtype", "fp8", "dtype must be one of"),
+    (EvalConfig, "samples_per_prompt", 0, "samples_per_prompt must be >= 1"),
+    (EvalConfig, "max_length", 32, r"max_length must exceed max_new_tokens \(32\)"),
+    (EvalConfig, "top_p", 0.0, r"top_p must be in \(0, 1\]"),
+    (EvalConfig, "gate_threshold", 1.5, r"gate_threshold must be in \[0, 1\]"),
+    (
+        EvalConfig,
+        "gate_judge",
+        "human",
+        r"gate_judge must be one of \('auto', 'gold', 'reward_model'\)",
+    ),
+    (PrepareConfig, "over_budget", "cut", r"over_budget must be one of \('drop', 'truncate'\)"),
+    (PrepareConfig, "validation_fraction", 1.0, r"validation_fraction must be in \[0, 1\)"),
+    (PrepareConfig, "max_tokens", 0, "max_tokens must be >= 1"),
 ]
 
 
@@ -48,7 +63,15 @@ def test_a_bad_value_fails_when_the_config_is_built(cls, field, value, message):
 
 
 def test_the_defaults_are_valid_and_overrides_are_checked_too():
-    for cls in (SFTConfig, RewardConfig, DPOConfig, PPOConfig, GRPOConfig):
+    for cls in (
+        PrepareConfig,
+        SFTConfig,
+        RewardConfig,
+        DPOConfig,
+        PPOConfig,
+        GRPOConfig,
+        EvalConfig,
+    ):
         cls()
     with pytest.raises(ValueError, match="kl_estimator must be one of"):
         load_config(PPOConfig, overrides={"kl_estimator": "k5"})
@@ -81,7 +104,7 @@ def no_model_loads(monkeypatch):
 
 
 def test_ppo_checks_its_inputs_before_loading_a_model(tmp_path, no_model_loads):
-    out = ppo.PolicyOutputs(str(tmp_path / "policy"))
+    out = ppo.ModelOutputs(str(tmp_path / "policy"))
     with pytest.raises(ValueError, match="ptx_coef > 0 needs the sft data"):
         ppo.run(PPOConfig(ptx_coef=0.5), ppo.PPOInputs("prompts", "sft", "rm"), out)
     with pytest.raises(ValueError, match="needs a reward model"):
@@ -91,5 +114,5 @@ def test_ppo_checks_its_inputs_before_loading_a_model(tmp_path, no_model_loads):
 def test_grpo_checks_its_inputs_before_loading_a_model(tmp_path, no_model_loads):
     with pytest.raises(ValueError, match="needs a reward model"):
         grpo.run(
-            GRPOConfig(), grpo.GRPOInputs("prompts", "sft"), grpo.PolicyOutputs(str(tmp_path / "p"))
+            GRPOConfig(), grpo.GRPOInputs("prompts", "sft"), grpo.ModelOutputs(str(tmp_path / "p"))
         )

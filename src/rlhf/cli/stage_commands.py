@@ -25,7 +25,7 @@ def config_from_args(cls: type, args: argparse.Namespace, section: str) -> Any:
 def _out_help(spec: StageSpec) -> str:
     outputs = ports(spec.outputs)
     if len(outputs) == 1:
-        return outputs[0].help
+        return f"output folder: the {spec.output_label}"
     return "output folder for " + ", ".join(p.name for p in outputs)
 
 

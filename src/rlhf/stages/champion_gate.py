@@ -15,11 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rlhf.config import GATE_JUDGES
 from rlhf.registry import CHALLENGER, CHAMPION, ModelRegistry, Version
 
 log = logging.getLogger("rlhf.gate")
-
-JUDGES = ("auto", "gold", "reward_model")
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,8 @@ def decide(
 
 def judge_for(setting: str, has_gold: bool, has_reward_model: bool = True) -> str:
     """``gate_judge`` resolved to "gold" or "reward_model"."""
-    if setting not in JUDGES:
-        raise ValueError(f"gate_judge must be one of {JUDGES}, got {setting!r}")
+    if setting not in GATE_JUDGES:
+        raise ValueError(f"gate_judge must be one of {GATE_JUDGES}, got {setting!r}")
     if setting == "auto":
         setting = "gold" if has_gold else "reward_model"
     if setting == "gold" and not has_gold:

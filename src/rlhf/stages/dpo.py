@@ -38,7 +38,7 @@ from rlhf.modeling.preference_logprobs import (
 )
 from rlhf.modeling.reward_scoring import as_messages
 from rlhf.stages.publish import publish_model
-from rlhf.stages.specs import DPOInputs, PolicyOutputs
+from rlhf.stages.specs import DPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.batching import length_grouped_batches
@@ -58,7 +58,7 @@ class Pair:
 
 
 def run(
-    config: DPOConfig, inputs: DPOInputs, outputs: PolicyOutputs, tracker: Tracker | None = None
+    config: DPOConfig, inputs: DPOInputs, outputs: ModelOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     # Before the reference log-prob cache in the checkpoint folder is read or rewritten.
     tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(

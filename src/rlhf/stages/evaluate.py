@@ -41,30 +41,6 @@ __all__ = ["EvalInputs", "EvalOutputs", "HISTORY_FILE", "model_names", "run"]
 log = logging.getLogger("rlhf.evaluate")
 
 
-def _check(config: EvalConfig) -> None:
-    problems = []
-    if config.samples_per_prompt < 1:
-        problems.append("samples_per_prompt must be >= 1")
-    if config.batch_size < 1:
-        problems.append("batch_size must be >= 1")
-    if config.max_new_tokens < 1:
-        problems.append("max_new_tokens must be >= 1")
-    if config.max_length <= config.max_new_tokens:
-        problems.append("max_length must exceed max_new_tokens (prompt + response fit in it)")
-    if not config.temperature > 0:
-        problems.append("temperature must be > 0 (evaluation samples; it is never greedy)")
-    if not 0 < config.top_p <= 1:
-        problems.append("top_p must be in (0, 1]")
-    if config.report_samples < 0:
-        problems.append("report_samples must be >= 0")
-    if not 0 <= config.gate_threshold <= 1:
-        problems.append("gate_threshold must be in [0, 1] (a win rate)")
-    if config.gate_min_samples < 0:
-        problems.append("gate_min_samples must be >= 0")
-    if problems:
-        raise ValueError("evaluate config: " + "; ".join(problems))
-
-
 def _log_params(tracker: Tracker, config: EvalConfig, inputs: EvalInputs) -> None:
     tracker.log_params({f"evaluate.{k}": v for k, v in to_dict(config).items()})
     tracker.log_params(
@@ -84,7 +60,6 @@ def run(
     # Setup: every input is checked and loaded (or fails) before the first model samples.
     tracker = tracker or Tracker()
     started = time.time()
-    _check(config)
     device = models.pick_device(config.device)
     _log_params(tracker, config, inputs)
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None

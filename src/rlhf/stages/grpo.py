@@ -36,7 +36,7 @@ from rlhf.stages.on_policy import (
     load_prompts,
     publish_policy,
 )
-from rlhf.stages.specs import GRPOInputs, PolicyOutputs
+from rlhf.stages.specs import GRPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.on_policy_loop import (
@@ -47,7 +47,7 @@ from rlhf.training.on_policy_loop import (
     train_on_policy,
 )
 
-__all__ = ["HISTORY_FILE", "GRPOInputs", "PolicyOutputs", "run"]
+__all__ = ["HISTORY_FILE", "GRPOInputs", "ModelOutputs", "run"]
 
 
 @dataclass
@@ -61,7 +61,7 @@ class GroupBatch:
 
 
 def run(
-    config: GRPOConfig, inputs: GRPOInputs, outputs: PolicyOutputs, tracker: Tracker | None = None
+    config: GRPOConfig, inputs: GRPOInputs, outputs: ModelOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     check_reward_source(inputs.reward_model, config)  # the config checked itself when built
     tracker, started, device, ckpt_root, fingerprint, latest = start_training(

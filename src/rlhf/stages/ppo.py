@@ -32,7 +32,7 @@ from rlhf.stages.on_policy import (
     publish_policy,
 )
 from rlhf.stages.ppo_experience import PPOExperience, PPOModels, make_experience, ppo_loss, ptx_loss
-from rlhf.stages.specs import PolicyOutputs, PPOInputs
+from rlhf.stages.specs import ModelOutputs, PPOInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.on_policy_loop import (
@@ -43,11 +43,11 @@ from rlhf.training.on_policy_loop import (
     train_on_policy,
 )
 
-__all__ = ["HISTORY_FILE", "PPOInputs", "PolicyOutputs", "run"]
+__all__ = ["HISTORY_FILE", "PPOInputs", "ModelOutputs", "run"]
 
 
 def run(
-    config: PPOConfig, inputs: PPOInputs, outputs: PolicyOutputs, tracker: Tracker | None = None
+    config: PPOConfig, inputs: PPOInputs, outputs: ModelOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     # The config checked its own values when it was built; the inputs are checked here, all
     # before the four models load.

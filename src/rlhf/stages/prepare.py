@@ -35,7 +35,6 @@ from rlhf.tracking import Tracker
 log = logging.getLogger("rlhf.prepare")
 
 TRAIN_SPLITS = ("sft", "preferences", "prompts")  # the artifacts split into train/validation
-OVER_BUDGET_MODES = ("drop", "truncate")
 
 
 @dataclass
@@ -106,14 +105,8 @@ def run(
 
 
 def _check_config(config: PrepareConfig, inputs: PrepareInputs) -> None:
-    if config.over_budget not in OVER_BUDGET_MODES:
-        raise ValueError(
-            f"over_budget must be one of {OVER_BUDGET_MODES}, got {config.over_budget!r}"
-        )
-    if not 0 <= config.validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {config.validation_fraction}")
-    if config.max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, got {config.max_tokens}")
+    """What the config's own checks (``PrepareConfig.__post_init__``) cannot see: a format
+    name (the formats are data logic) and whether a forced format has inputs to apply to."""
     if config.format is not None:
         if config.format not in FORMATS:
             raise ValueError(f"unknown format {config.format!r}; known: {', '.join(FORMATS)}")

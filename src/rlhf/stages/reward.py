@@ -34,7 +34,7 @@ from rlhf.modeling.reward_scoring import (
     reward_scores,
 )
 from rlhf.stages.publish import publish_model
-from rlhf.stages.specs import RewardInputs, RewardOutputs
+from rlhf.stages.specs import ModelOutputs, RewardInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.batching import length_grouped_batches
@@ -60,7 +60,7 @@ class Pair:
 def run(
     config: RewardConfig,
     inputs: RewardInputs,
-    outputs: RewardOutputs,
+    outputs: ModelOutputs,
     tracker: Tracker | None = None,
 ) -> dict[str, float]:
     log_ratio = config.head == "log_ratio"  # the config checked head, pooling, beta

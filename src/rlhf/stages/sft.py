@@ -24,7 +24,7 @@ from rlhf.modeling.forward import heldout_nll
 from rlhf.modeling.padding import collate
 from rlhf.modeling.tokenizer import train_bpe_tokenizer
 from rlhf.stages.publish import publish_model
-from rlhf.stages.specs import SFTInputs, SFTOutputs
+from rlhf.stages.specs import ModelOutputs, SFTInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.batching import length_grouped_batches
@@ -44,7 +44,7 @@ def _tokenizer(cfg: SFTConfig, train_rows: Any):
 
 
 def run(
-    config: SFTConfig, inputs: SFTInputs, outputs: SFTOutputs, tracker: Tracker | None = None
+    config: SFTConfig, inputs: SFTInputs, outputs: ModelOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     # Before the tokenizer a checkpoint folder may hold is reused.
     tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(

@@ -117,17 +117,19 @@ class PrepareOutputs:
 
 
 @dataclass
-class SFTInputs:
-    data: str = port("dataset", "prepared sft artifact (folder or s3:// URI)")
+class ModelOutputs:
+    """The output of every training stage: one model folder (with its tokenizer)."""
+
+    model: str = port("model", "the model folder")
+
+    @classmethod
+    def in_folder(cls, out: str | Path) -> ModelOutputs:
+        return cls(str(out))
 
 
 @dataclass
-class SFTOutputs:
-    model: str = port("model", "folder for the fine-tuned model and its tokenizer")
-
-    @classmethod
-    def in_folder(cls, out: str | Path) -> SFTOutputs:
-        return cls(str(out))
+class SFTInputs:
+    data: str = port("dataset", "prepared sft artifact (folder or s3:// URI)")
 
 
 @dataclass
@@ -137,31 +139,11 @@ class RewardInputs:
 
 
 @dataclass
-class RewardOutputs:
-    model: str = port("model", "folder for the reward model")
-
-    @classmethod
-    def in_folder(cls, out: str | Path) -> RewardOutputs:
-        return cls(str(out))
-
-
-@dataclass
 class PPOInputs:
     prompts: str = port("dataset", "prepared prompts artifact")
     sft_model: str = port("model", "SFT model: policy initialisation and frozen reference")
     reward_model: str = port("model", "frozen reward model (and the critic's default start)")
     sft_data: str | None = port("dataset", "prepared sft artifact (PPO-ptx)", required=False)
-
-
-@dataclass
-class PolicyOutputs:
-    """The output of every policy-training stage (PPO, DPO, GRPO)."""
-
-    model: str = port("model", "folder for the trained policy")
-
-    @classmethod
-    def in_folder(cls, out: str | Path) -> PolicyOutputs:
-        return cls(str(out))
 
 
 @dataclass
@@ -248,7 +230,7 @@ def pipeline_parameter(stage: str, config_field: str) -> str:
     return config_field if config_field in SHARED_PARAMETERS else f"{stage}_{config_field}"
 
 
-_PREFERENCES_STAGE = dict(gpu=True, publish_folder="policy", output_label="policy")
+_POLICY_STAGE = dict(gpu=True, publish_folder="policy", output_label="policy")
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
@@ -264,34 +246,34 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "sft", "supervised fine-tuning", "supervised fine-tuning",
-            SFTConfig, SFTInputs, SFTOutputs, "rlhf.stages.sft:run",
+            SFTConfig, SFTInputs, ModelOutputs, "rlhf.stages.sft:run",
             output_label="model", publish_folder="sft", gpu=True,
             parameters=("base_model", "seed", "max_length", "epochs", "lr", "batch_size"),
         ),
         StageSpec(
             "reward", "reward model", "train a reward model on preference pairs",
-            RewardConfig, RewardInputs, RewardOutputs, "rlhf.stages.reward:run",
+            RewardConfig, RewardInputs, ModelOutputs, "rlhf.stages.reward:run",
             output_label="reward model", publish_folder="reward_model", gpu=True,
             parameters=("seed", "max_length", "epochs", "lr", "batch_size", "gold_reward"),
         ),
         StageSpec(
             "ppo", "PPO", "PPO against the reward model with a KL penalty to SFT",
-            PPOConfig, PPOInputs, PolicyOutputs, "rlhf.stages.ppo:run",
+            PPOConfig, PPOInputs, ModelOutputs, "rlhf.stages.ppo:run",
             parameters=("seed", "iterations", "lr", "kl_coef", "kl_target", "gold_reward"),
-            **_PREFERENCES_STAGE,
+            **_POLICY_STAGE,
         ),
         StageSpec(
             "dpo", "DPO", "direct preference optimisation of the SFT model (no RM)",
-            DPOConfig, DPOInputs, PolicyOutputs, "rlhf.stages.dpo:run",
+            DPOConfig, DPOInputs, ModelOutputs, "rlhf.stages.dpo:run",
             parameters=("seed", "max_length", "epochs", "lr", "beta", "loss_type",
                         "gold_reward"),
-            **_PREFERENCES_STAGE,
+            **_POLICY_STAGE,
         ),
         StageSpec(
             "grpo", "GRPO", "GRPO: group-relative RL against the RM, no critic",
-            GRPOConfig, GRPOInputs, PolicyOutputs, "rlhf.stages.grpo:run",
+            GRPOConfig, GRPOInputs, ModelOutputs, "rlhf.stages.grpo:run",
             parameters=("seed", "iterations", "lr", "group_size", "kl_coef", "gold_reward"),
-            **_PREFERENCES_STAGE,
+            **_POLICY_STAGE,
         ),
         StageSpec(
             "evaluate", "evaluate", "compare a policy with the reference on held-out prompts",
