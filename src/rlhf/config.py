@@ -55,8 +55,21 @@ class _Checks:
             raise ValueError(f"{type(self.config).__name__}: " + "; ".join(self.problems))
 
 
+class Checked:
+    """Base of the configs that check their values: ``__post_init__`` collects what
+    ``_check`` finds wrong and raises it all at once, when the config is built."""
+
+    def __post_init__(self) -> None:
+        checks = _Checks(self)
+        self._check(checks)
+        checks.raise_any()
+
+    def _check(self, c: _Checks) -> None:
+        """Add what is wrong to ``c``; subclasses extend it."""
+
+
 @dataclasses.dataclass
-class PrepareConfig:
+class PrepareConfig(Checked):
     """Data preparation: validation, normalisation, dedup, split, token budget."""
 
     seed: int = 0  # drives the train/validation split
@@ -77,12 +90,10 @@ class PrepareConfig:
     # rejected or dropped, writing an empty artifact; by default that is an error.
     allow_empty: bool = False
 
-    def __post_init__(self) -> None:  # fail before any file is read
-        c = _Checks(self)
+    def _check(self, c: _Checks) -> None:  # before any file is read
         c.one_of("over_budget", OVER_BUDGET_MODES)
         c.holds(0 <= self.validation_fraction < 1, "validation_fraction", "must be in [0, 1)")
         c.holds(self.max_tokens >= 1, "max_tokens", "must be >= 1")
-        c.raise_any()
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
@@ -189,7 +200,7 @@ class DemoConfig:
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     """Optimisation settings shared by the training stages."""
 
     seed: int = 0  # initialisation, batch order and dropout
@@ -220,13 +231,7 @@ class TrainConfig:
     # last. None: the output stays where the stage wrote it.
     publish_to: str | None = None
 
-    def __post_init__(self) -> None:  # fail before any model loads
-        checks = _Checks(self)
-        self._check(checks)
-        checks.raise_any()
-
-    def _check(self, c: _Checks) -> None:
-        """Add what is wrong to ``c``; subclasses extend it."""
+    def _check(self, c: _Checks) -> None:  # before any model loads
         c.holds(self.epochs >= 0, "epochs", "must be >= 0")
         c.holds(self.epochs > 0 or self.max_steps > 0, "max_steps", "must be > 0 when epochs is 0")
         for name in ("batch_size", "grad_accum", "max_length", "log_every", "eval_batch_size"):
@@ -326,7 +331,7 @@ class DPOConfig(TrainConfig):
 
 
 @dataclasses.dataclass
-class OnPolicyConfig:
+class OnPolicyConfig(Checked):
     """Settings shared by the on-policy RL stages (PPO and GRPO): sampling, rewards, guards,
     checkpoints and models."""
 
@@ -371,13 +376,7 @@ class OnPolicyConfig:
     # last. None: the output stays where the stage wrote it.
     publish_to: str | None = None
 
-    def __post_init__(self) -> None:  # fail before any model loads
-        checks = _Checks(self)
-        self._check(checks)
-        checks.raise_any()
-
-    def _check(self, c: _Checks) -> None:
-        """Add what is wrong to ``c``; subclasses extend it."""
+    def _check(self, c: _Checks) -> None:  # before any model loads
         c.one_of("lr_schedule", LR_SCHEDULES)
         c.one_of("dtype", DTYPES)
         for name in ("iterations", "minibatch_size", "max_new_tokens", "max_prompt_length"):
@@ -479,7 +478,7 @@ class GRPOConfig(OnPolicyConfig):
 
 
 @dataclasses.dataclass
-class EvalConfig:
+class EvalConfig(Checked):
     """Evaluation of a candidate policy against the reference (SFT) on held-out prompts;
     docs/evaluation.md explains every metric."""
 
@@ -515,8 +514,7 @@ class EvalConfig:
     gate_min_samples: int = 100
     gate_judge: str = "auto"  # "gold", "reward_model", or "auto" (gold when configured)
 
-    def __post_init__(self) -> None:  # fail before any model loads
-        c = _Checks(self)
+    def _check(self, c: _Checks) -> None:  # before any model loads
         for name in ("samples_per_prompt", "batch_size", "max_new_tokens"):
             c.holds(getattr(self, name) >= 1, name, "must be >= 1")
         c.holds(
@@ -531,4 +529,3 @@ class EvalConfig:
         c.holds(0 <= self.gate_threshold <= 1, "gate_threshold", "must be in [0, 1] (a win rate)")
         c.one_of("gate_judge", GATE_JUDGES)
         c.one_of("dtype", DTYPES)
-        c.raise_any()
