@@ -182,9 +182,9 @@ def test_names_and_config_checks():
         "a_b",
     ]
     with pytest.raises(ValueError, match="temperature"):
-        evaluate._check(EvalConfig(temperature=0.0))
+        EvalConfig(temperature=0.0)
     with pytest.raises(ValueError, match="max_length"):
-        evaluate._check(EvalConfig(max_length=32, max_new_tokens=32))
+        EvalConfig(max_length=32, max_new_tokens=32)
 
 
 def _write_eval_prompts(folder, prompts):

@@ -249,13 +249,9 @@ def test_failure_keeps_previous_outputs_and_leaves_no_partial_folder(tmp_path):
 
 
 def test_config_errors_are_caught_before_reading(tmp_path):
-    for config in (
-        PrepareConfig(over_budget="cut"),
-        PrepareConfig(validation_fraction=1.0),
-        PrepareConfig(format="tsv"),
-    ):
+    for fields in ({"over_budget": "cut"}, {"validation_fraction": 1.0}, {"format": "tsv"}):
         with pytest.raises(ValueError):
-            prepare(tmp_path, config)
+            prepare(tmp_path, PrepareConfig(**fields))
     assert_nothing_written(tmp_path)
 
 

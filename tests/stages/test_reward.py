@@ -154,7 +154,7 @@ def test_log_ratio_reward_resumes_after_kill(prepared, micro_models, tmp_path, m
     assert_resumes_with_cached_reference(
         RUN_REWARD,
         json.dumps(to_dict(cfg)),
-        [inputs.preferences, inputs.base_model],
+        [inputs.preferences, inputs.sft_model],
         lambda out, tracker: reward.run(cfg, inputs, reward.ModelOutputs(out), tracker),
         tmp_path,
         monkeypatch,
