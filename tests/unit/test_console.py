@@ -16,7 +16,8 @@ from rlhf.console.progress import (
     format_duration,
     parse_event,
 )
-from rlhf.console.stage_report import StageRecord, summary_line, summary_table
+from rlhf.console.stage_report import StageRecord, render_headlines, summary_line, summary_table
+from rlhf.stages.specs import STAGES
 
 
 class Terminal(io.StringIO):
@@ -104,14 +105,18 @@ def test_the_environment_decides_for_a_task_and_events_reach_the_parent(monkeypa
 
 def test_summary_lines_and_table():
     sft = {"val_loss_start": 6.2324, "val_loss": 5.9148, "steps": 7.0}
-    assert summary_line("sft", 74.6, sft) == "<== sft done in 1m 15s: val loss 6.232 -> 5.915"
+    sft_result = render_headlines(STAGES["sft"].summary, sft)
+    assert (
+        summary_line("sft", 74.6, sft_result) == "<== sft done in 1m 15s: val loss 6.232 -> 5.915"
+    )
     # KFP's Metrics names have "." for "/"; a metric a stage did not report is left out.
     evaluate = {"win_rate_gold": 0.664, "kl_candidate_reference": 0.4912, "candidate.gold_mean": 1}
     records = [
-        StageRecord("sft", 74.6, sft),
-        StageRecord("evaluate", 3725, evaluate),
+        StageRecord("sft", 74.6, sft, result=sft_result),
+        StageRecord("evaluate", 3725, evaluate,
+                    result=render_headlines(STAGES["evaluate"].summary, evaluate)),
         StageRecord("ppo", 9.0, {}, failed=True),
-    ]
+    ]  # fmt: skip
     assert summary_table(records).splitlines() == [
         "stage       time  result",
         "--------  ------  ------",

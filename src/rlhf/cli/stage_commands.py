@@ -64,7 +64,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     outputs = spec.outputs.in_folder(args.out)
     run = spec.load_run()
     with (
-        reporting(spec.name) as record,
+        reporting(spec.name, spec.help, spec.summary) as record,
         tracking.stage_run(spec.name, None, args.experiment, not args.no_track) as tracker,
     ):
         metrics = record.metrics = run(config, inputs, outputs, tracker)

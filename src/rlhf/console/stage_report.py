@@ -1,5 +1,6 @@
 """One line when a stage starts, one when it ends (its time and headline metrics), and the table
-of every stage that ``rlhf run`` prints at the end.
+of every stage that ``rlhf run`` prints at the end. Which metrics are a stage's headlines is
+declared in its spec (``rlhf.stages.specs``), which hands them to :func:`reporting`.
 
 The same lines come from the stage commands (``rlhf sft``) and from the pipeline's tasks. A task
 under ``rlhf run`` also sends its record as an event line (``rlhf.console.progress``) for the
@@ -57,70 +58,17 @@ def _finite(v: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-_POLICY = (
-    Headline("RM score", "score_mean", "score_start"),
-    Headline("gold", "gold_mean", "gold_start"),
-    Headline("KL", "kl_mean"),
-)
-# What each stage is, and the metrics its summary shows (in this order, those it reported).
-STAGES: dict[str, tuple[str, tuple[Headline, ...]]] = {
-    "prepare": (
-        "validate, deduplicate and split the data",
-        (
-            Headline("sft rows", "sft/train_rows", fmt=".0f"),
-            Headline("preference pairs", "preferences/train_rows", fmt=".0f"),
-            Headline("prompts", "prompts/train_rows", fmt=".0f"),
-            Headline("eval prompts", "eval_prompts/test_rows", fmt=".0f"),
-            Headline("rejected", "total/rejected", fmt=".0f"),
-        ),
-    ),
-    "sft": ("supervised fine-tuning", (Headline("val loss", "val_loss", "val_loss_start"),)),
-    "reward": (
-        "reward model on preference pairs",
-        (
-            Headline("val accuracy", "accuracy", fmt=".1%"),
-            Headline("gold accuracy", "gold_accuracy", fmt=".1%"),
-        ),
-    ),
-    "ppo": ("PPO against the reward model", _POLICY),
-    "grpo": ("GRPO against the reward model", _POLICY),
-    "dpo": (
-        "DPO on preference pairs",
-        (
-            Headline("val accuracy", "rewards_accuracy", "accuracy_start", fmt=".1%"),
-            Headline("gold accuracy", "rewards_gold_accuracy", fmt=".1%"),
-            Headline("margin", "rewards_margin"),
-        ),
-    ),
-    "evaluate": (
-        "candidate against the reference on held-out prompts",
-        (
-            Headline("gold win rate", "win_rate_gold", fmt=".1%"),
-            Headline("RM win rate", "win_rate_rm", fmt=".1%"),
-            Headline("KL", "kl_candidate_reference"),
-        ),
-    ),
-}
+def render_headlines(headlines: tuple[Headline, ...], metrics: dict[str, float]) -> str:
+    """The headline metrics a stage reported, as ``label value, label start -> value``."""
+    return ", ".join(t for h in headlines if (t := h.render(metrics)) is not None)
 
 
-def headlines(stage: str, metrics: dict[str, float]) -> str:
-    """The stage's headline metrics as ``label value, label start -> value``."""
-    shown = []
-    for h in STAGES.get(stage, ("", ()))[1]:
-        text = h.render(metrics)
-        if text is not None:
-            shown.append(text)
-    return ", ".join(shown)
-
-
-def start_line(stage: str) -> str:
-    title = STAGES.get(stage, ("",))[0]
+def start_line(stage: str, title: str = "") -> str:
     return f"==> {stage}: {title}" if title else f"==> {stage}"
 
 
-def summary_line(stage: str, seconds: float, metrics: dict[str, float]) -> str:
-    shown = headlines(stage, metrics)
-    return f"<== {stage} done in {format_duration(seconds)}" + (f": {shown}" if shown else "")
+def summary_line(stage: str, seconds: float, result: str) -> str:
+    return f"<== {stage} done in {format_duration(seconds)}" + (f": {result}" if result else "")
 
 
 @dataclass
@@ -129,14 +77,18 @@ class StageRecord:
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     failed: bool = False
+    result: str = ""  # the headline metrics, rendered when the stage ended
 
 
 @contextlib.contextmanager
-def reporting(stage: str) -> Iterator[StageRecord]:
+def reporting(
+    stage: str, title: str = "", headlines: tuple[Headline, ...] = ()
+) -> Iterator[StageRecord]:
     """Print the start line, run the body (which sets ``record.metrics``), then the summary
-    line (or, when the body raises, a line saying it failed; the traceback follows as usual)."""
+    line with the ``headlines`` it reported (or, when the body raises, a line saying it
+    failed; the traceback follows as usual)."""
     out = sys.stderr
-    print(start_line(stage), file=out, flush=True)
+    print(start_line(stage, title), file=out, flush=True)
     record = StageRecord(stage)
     started = time.time()
     try:
@@ -147,7 +99,8 @@ def reporting(stage: str) -> Iterator[StageRecord]:
         _send(record)
         raise
     record.seconds = time.time() - started
-    print(summary_line(stage, record.seconds, record.metrics), file=out, flush=True)
+    record.result = render_headlines(headlines, record.metrics)
+    print(summary_line(stage, record.seconds, record.result), file=out, flush=True)
     _send(record)
 
 
@@ -155,7 +108,7 @@ def _send(record: StageRecord) -> None:
     if events_enabled():
         emit_event(
             "stage", stage=record.stage, seconds=record.seconds, failed=record.failed,
-            metrics={k: f for k, v in record.metrics.items() if (f := _finite(v)) is not None},
+            result=record.result, metrics={k: f for k, v in record.metrics.items() if (f := _finite(v)) is not None},
         )  # fmt: skip
 
 
@@ -165,7 +118,7 @@ def summary_table(records: list[StageRecord]) -> str:
         (
             r.stage,
             format_duration(r.seconds),
-            "FAILED" if r.failed else headlines(r.stage, r.metrics),
+            "FAILED" if r.failed else r.result,
         )
         for r in records
     ]
@@ -182,4 +135,5 @@ def record_from_event(event: dict[str, Any]) -> StageRecord:
         float(event.get("seconds", 0.0)),
         dict(event.get("metrics") or {}),
         bool(event.get("failed", False)),
+        str(event.get("result", "")),
     )

@@ -96,7 +96,7 @@ def run_component(stage: str, arguments: dict[str, Any]) -> str | None:
         raise TypeError(f"component {stage}: arguments its spec does not declare: {sorted(args)}")
     config = from_dict(spec.config, {**fields, **overrides}, f"{stage} overrides")
     with (
-        reporting(stage) as record,
+        reporting(stage, spec.help, spec.summary) as record,
         tracking.stage_run(stage, pipeline_run, experiment, track) as tracker,
     ):
         if source:

@@ -34,6 +34,7 @@ from rlhf.config import (
     RewardConfig,
     SFTConfig,
 )
+from rlhf.console.stage_report import Headline
 
 # What a port carries. "uris" is a list of files or folders (local or s3://), a plain
 # parameter in KFP named "<port>_data" (the prepare stage's outputs take the bare names); the
@@ -210,6 +211,8 @@ class StageSpec:
     cluster: dict[str, Any] = field(default_factory=dict)  # StageResources fields it changes
     # Config fields that also get a CLI flag of their own (besides --set).
     cli_flags: tuple[str, ...] = ()
+    # The metrics its summary line shows when it ends (those it reported, in this order).
+    summary: tuple[Headline, ...] = ()
 
     def load_run(self) -> Callable[..., dict[str, float]]:
         module, _, function = self.entry.partition(":")
@@ -230,36 +233,54 @@ def pipeline_parameter(stage: str, config_field: str) -> str:
     return config_field if config_field in SHARED_PARAMETERS else f"{stage}_{config_field}"
 
 
+_RL_SUMMARY = (
+    Headline("score", "score_mean", "score_start"),  # the RM's, or the reward_function's
+    Headline("gold", "gold_mean", "gold_start"),
+    Headline("KL", "kl_mean"),
+)
 _POLICY_STAGE = dict(gpu=True, publish_folder="policy", output_label="policy")
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
         StageSpec(
-            "prepare", "prepare data", "validate and normalise data into the four artifacts",
+            "prepare", "prepare data", "validate, deduplicate and split the data",
             PrepareConfig, PrepareInputs, PrepareOutputs, "rlhf.stages.prepare:run",
             output_label="prepared data", publish_folder="data",
             # The same data and settings give the same artifacts: cached on a cluster.
             cluster=dict(cpu_request="2", memory_request="8Gi", memory_limit="16Gi",
                          timeout_seconds=2 * 3600, retries=1, caching=True),
             cli_flags=("skip_invalid", "format"),
+            summary=(
+                Headline("sft rows", "sft/train_rows", fmt=".0f"),
+                Headline("preference pairs", "preferences/train_rows", fmt=".0f"),
+                Headline("prompts", "prompts/train_rows", fmt=".0f"),
+                Headline("eval prompts", "eval_prompts/test_rows", fmt=".0f"),
+                Headline("rejected", "total/rejected", fmt=".0f"),
+            ),
         ),
         StageSpec(
             "sft", "supervised fine-tuning", "supervised fine-tuning",
             SFTConfig, SFTInputs, ModelOutputs, "rlhf.stages.sft:run",
-            output_label="model", publish_folder="sft", gpu=True,
+            output_label="SFT model", publish_folder="sft", gpu=True,
             parameters=("base_model", "seed", "max_length", "epochs", "lr", "batch_size"),
+            summary=(Headline("val loss", "val_loss", "val_loss_start"),),
         ),
         StageSpec(
             "reward", "reward model", "train a reward model on preference pairs",
             RewardConfig, RewardInputs, ModelOutputs, "rlhf.stages.reward:run",
             output_label="reward model", publish_folder="reward_model", gpu=True,
             parameters=("seed", "max_length", "epochs", "lr", "batch_size", "gold_reward"),
+            summary=(
+                Headline("val accuracy", "accuracy", fmt=".1%"),
+                Headline("gold accuracy", "gold_accuracy", fmt=".1%"),
+            ),
         ),
         StageSpec(
             "ppo", "PPO", "PPO against the reward model with a KL penalty to SFT",
             PPOConfig, PPOInputs, ModelOutputs, "rlhf.stages.ppo:run",
             parameters=("seed", "iterations", "lr", "kl_coef", "kl_target", "gold_reward"),
+            summary=_RL_SUMMARY,
             **_POLICY_STAGE,
         ),
         StageSpec(
@@ -267,12 +288,18 @@ STAGES: dict[str, StageSpec] = {
             DPOConfig, DPOInputs, ModelOutputs, "rlhf.stages.dpo:run",
             parameters=("seed", "max_length", "epochs", "lr", "beta", "loss_type",
                         "gold_reward"),
+            summary=(
+                Headline("val accuracy", "rewards_accuracy", "accuracy_start", fmt=".1%"),
+                Headline("gold accuracy", "rewards_gold_accuracy", fmt=".1%"),
+                Headline("margin", "rewards_margin"),
+            ),
             **_POLICY_STAGE,
         ),
         StageSpec(
             "grpo", "GRPO", "GRPO: group-relative RL against the RM, no critic",
             GRPOConfig, GRPOInputs, ModelOutputs, "rlhf.stages.grpo:run",
             parameters=("seed", "iterations", "lr", "group_size", "kl_coef", "gold_reward"),
+            summary=_RL_SUMMARY,
             **_POLICY_STAGE,
         ),
         StageSpec(
@@ -282,6 +309,11 @@ STAGES: dict[str, StageSpec] = {
             parameters=("seed", "samples_per_prompt", "gold_reward"),
             cluster=dict(cpu_request="4", memory_request="16Gi", memory_limit="32Gi",
                          shm_size="4Gi", timeout_seconds=6 * 3600),
+            summary=(
+                Headline("gold win rate", "win_rate_gold", fmt=".1%"),
+                Headline("RM win rate", "win_rate_rm", fmt=".1%"),
+                Headline("KL", "kl_candidate_reference"),
+            ),
         ),
     )
 }  # fmt: skip
