@@ -13,7 +13,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # constraints.txt pins each package the project pulls in; `make lock` refreshes it.
 LOCK := constraints.txt
 
-.PHONY: demo test test-images lint format compile install install-dev clean images push-images lock
+.PHONY: demo test test-images test-architectures lint format compile install install-dev clean images push-images lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: install-dev
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/python -m pytest -q
+
+# Every stage on tiny random models of each tested transformers architecture (docs/models.md;
+# minutes). `make test` keeps GPT-2's SFT and GRPO.
+test-architectures: install-dev
+	$(BIN)/python -m pytest -q -m architectures
 
 # The package installed the way images/cpu.Dockerfile installs it (a fresh venv; minutes).
 test-images: install-dev

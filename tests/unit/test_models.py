@@ -32,3 +32,16 @@ def test_unknown_preset_names_the_known_ones():
     tok = train_bpe_tokenizer(["a b"], vocab_size=260)
     with pytest.raises(ValueError, match="tiny-llama"):
         models.build_from_preset("preset:nope", tok)
+
+
+def test_a_tokenizer_without_pad_pads_with_eos_and_one_without_eos_is_refused(tmp_path):
+    from tiny_models import STYLES, styled_tokenizer
+
+    gpt2 = styled_tokenizer(STYLES["gpt2"], ["onion, garlic"] * 10, vocab_size=270)
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    loaded = models.load_tokenizer(str(tmp_path / "gpt2"))
+    assert loaded.pad_token_id == loaded.eos_token_id and len(loaded) == len(gpt2)
+    gpt2.eos_token = None
+    gpt2.save_pretrained(tmp_path / "no_eos")
+    with pytest.raises(ValueError, match=r"no_eos: the tokenizer has no EOS token"):
+        models.load_tokenizer(str(tmp_path / "no_eos"))

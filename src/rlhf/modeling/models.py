@@ -87,8 +87,15 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def load_tokenizer(uri: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """Load a tokenizer and make sure it can pad (falling back to EOS as the pad token)."""
+    """Load a tokenizer and make sure it can pad: without a pad token, EOS pads (an existing
+    token, so the model's embeddings are never resized). Every answer ends with EOS and
+    generation stops on it, so a tokenizer without one is refused."""
     tok = AutoTokenizer.from_pretrained(resolve(uri), trust_remote_code=trust_remote_code)
+    if tok.eos_token is None:
+        raise ValueError(
+            f"{uri}: the tokenizer has no EOS token (eos_token in tokenizer_config.json); "
+            "answers end with it and generation stops on it"
+        )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
