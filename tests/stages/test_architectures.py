@@ -48,8 +48,9 @@ SUPERVISED = dict(max_steps=3, batch_size=8, eval_every=0, max_length=128, eval_
 
 @pytest.fixture(scope="session")
 def tiny(prepared, tmp_path_factory):
-    """``tiny(name)``: {"base", "sft"} folders of architecture ``name``, built and fine-tuned
-    once per session; ``tiny(name, "reward")`` / ``"reward_scalar"`` adds a reward model."""
+    """``tiny(name, what)``: a folder of architecture ``name``, made once per session: ``"base"``
+    (random weights and the family's tokenizer), ``"sft"`` (the default: SFT on it),
+    ``"reward"`` / ``"reward_scalar"`` (a reward model on the SFT model, each head)."""
     root = tmp_path_factory.mktemp("architectures")
     texts = [m["content"] for r in load_split(prepared["sft"], "train") for m in r["messages"]]
     done: dict[tuple[str, str], str] = {}
