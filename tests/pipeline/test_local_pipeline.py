@@ -50,7 +50,7 @@ def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path, capsys)
         assert noise not in out
     table = out[out.index("stage ") :]
     for stage, result in (("prepare", "sft rows 108"), ("sft", "val loss "),
-                          ("reward", "val accuracy "), ("ppo", "RM score "),
+                          ("reward", "val accuracy "), ("ppo", "score "),
                           ("evaluate", "gold win rate ")):  # fmt: skip
         assert re.search(rf"^{stage} +\d+(m \d\d)?s  {result}", table, re.M), table
     assert f"policy:       {run_dir / 'ppo' / 'model'}" in out
