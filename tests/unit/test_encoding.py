@@ -20,6 +20,16 @@ def tok():
     return train_bpe_tokenizer(CORPUS * 20, vocab_size=300)
 
 
+# Two assistant turns after a system message: both replies must be trained, nothing else.
+MULTI_TURN = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "chop the onion"},
+    {"role": "assistant", "content": "onion"},
+    {"role": "user", "content": "and garlic"},
+    {"role": "assistant", "content": "onion, garlic"},
+]
+
+
 def _masked_text(tok, enc, keep):
     return tok.decode([t for t, m in zip(enc.input_ids, enc.loss_mask, strict=True) if m == keep])
 
@@ -42,13 +52,7 @@ def test_plain_text_mode_without_template(tok):
 
 
 def test_multi_turn_trains_every_assistant_turn(tok):
-    msgs = [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "chop the onion"},
-        {"role": "assistant", "content": "onion"},
-        {"role": "user", "content": "and garlic"},
-        {"role": "assistant", "content": "onion, garlic"},
-    ]
+    msgs = MULTI_TURN
     enc = encode_conversation(tok, msgs, max_length=500)
     assert _masked_text(tok, enc, 1) == "onion<|eos|>onion, garlic<|eos|>"
     assert tok.decode(enc.input_ids) == tok.apply_chat_template(msgs, tokenize=False)
@@ -104,13 +108,7 @@ def test_real_templates_put_the_answer_right_after_the_generation_prompt(styled)
 
 def test_real_templates_train_every_assistant_turn_of_a_conversation(styled):
     style, tok = styled
-    msgs = [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "chop the onion"},
-        {"role": "assistant", "content": "onion"},
-        {"role": "user", "content": "and garlic"},
-        {"role": "assistant", "content": "onion, garlic"},
-    ]
+    msgs = MULTI_TURN
     enc = encode_conversation(tok, msgs, max_length=500)
     trained = [i for i, m in enumerate(enc.loss_mask) if m]
     assert _text(tok, [enc.input_ids[i] for i in trained]) == (
