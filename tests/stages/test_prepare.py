@@ -159,6 +159,14 @@ def test_eval_prompts_default_to_the_prompts_validation_split(tmp_path):
     assert "reference" not in load(outputs, "prompts")["train"].features
 
 
+def test_an_empty_derived_eval_split_is_warned_about(tmp_path, caplog):
+    source = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"p{i}"} for i in range(4)])
+    with caplog.at_level("WARNING", logger="rlhf.prepare"):
+        _, outputs = prepare(tmp_path, PrepareConfig(validation_fraction=0.0), prompts=[source])
+    assert len(load(outputs, "eval_prompts")["test"]) == 0
+    assert "validation split is empty (validation_fraction=0.0, 4 prompts)" in caplog.text
+
+
 def test_existing_output_folders_are_replaced(tmp_path):
     (tmp_path / "out" / "sft").mkdir(parents=True)
     (tmp_path / "out" / "sft" / "stale.txt").write_text("old")

@@ -79,7 +79,7 @@ def run(
         _check_rows_left(art, config)
     for name in TRAIN_SPLITS:
         _split(artifacts[name], config.validation_fraction, config.seed)
-    _eval_split(artifacts["eval_prompts"], artifacts["prompts"], derived=not inputs.eval_prompts)
+    _eval_split(artifacts["eval_prompts"], artifacts["prompts"], not inputs.eval_prompts, config)
 
     # Every input is valid: only now does anything get written.
     for name, art in artifacts.items():
@@ -209,9 +209,10 @@ def _split(art: _Artifact, fraction: float, seed: int) -> None:
         art.split_tokens[split] = [art.tokens[i] for i in indices]
 
 
-def _eval_split(evals: _Artifact, prompts: _Artifact, derived: bool) -> None:
+def _eval_split(evals: _Artifact, prompts: _Artifact, derived: bool, config: PrepareConfig) -> None:
     """Evaluation prompts come from their own files or, without any, from the prompts'
-    validation split (with no references)."""
+    validation split (with no references); a warning when that leaves prompts but no
+    evaluation prompts (the evaluation stage would have nothing to compare on)."""
     if not derived:
         evals.splits["test"], evals.split_tokens["test"] = evals.rows, evals.tokens
         return
@@ -221,6 +222,13 @@ def _eval_split(evals: _Artifact, prompts: _Artifact, derived: bool) -> None:
         {"prompt": row["prompt"], "reference": None} for row in prompts.splits["validation"]
     ]
     evals.split_tokens["test"] = list(prompts.split_tokens["validation"])
+    if prompts.rows and not evals.splits["test"]:
+        log.warning(
+            "eval_prompts: no files given and the prompts' validation split is empty "
+            "(validation_fraction=%s, %d prompts), so eval_prompts is written empty; give "
+            "eval prompt files or a validation_fraction above 0",
+            config.validation_fraction, len(prompts.rows),
+        )  # fmt: skip
 
 
 # --- write -------------------------------------------------------------------------------------
