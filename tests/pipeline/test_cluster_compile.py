@@ -257,11 +257,15 @@ def test_k8s_manifests_pass_a_kubernetes_schema_check():
     version = kubernetes_validate.latest_version()
     k8s = ROOT / "pipelines" / "k8s"
     job_docs = [d for d in yaml.safe_load_all((k8s / "submit-run.yaml").read_text()) if d]
-    assert [d["kind"] for d in job_docs] == ["ServiceAccount", "Role", "RoleBinding", "Job"]
+    assert [d["kind"] for d in job_docs] == ["Job"]  # created per run; its name is generated
+    assert "generateName" in job_docs[0]["metadata"]
+    # The RBAC is applied, so applying it again (a second user, a rerun) is no error.
+    job_docs += [d for d in yaml.safe_load_all((k8s / "submitter-rbac.yaml").read_text()) if d]
+    assert [d["kind"] for d in job_docs[1:]] == ["ServiceAccount", "Role", "RoleBinding"]
     for doc in job_docs:
         kubernetes_validate.validate(doc, version, strict=True)
-    job = job_docs[-1]["spec"]["template"]["spec"]
-    assert job["serviceAccountName"] == job_docs[0]["metadata"]["name"]
+    job = job_docs[0]["spec"]["template"]["spec"]
+    assert job["serviceAccountName"] == job_docs[1]["metadata"]["name"]  # the ServiceAccount
     assert job["containers"][0]["command"][:2] == ["rlhf", "submit"]
     assert job["containers"][0]["image"] == cluster.ClusterConfig().image("cpu")
 

@@ -3,8 +3,9 @@
 - ``<out>/<pipeline>.yaml``: the KFP package to upload in the UI or with ``rlhf submit``;
 - ``<out>/k8s/<pipeline>.yaml``: the same pipeline as Kubernetes-native ``Pipeline`` and
   ``PipelineVersion`` resources (``kubectl apply -f``);
-- ``<out>/k8s/submit-run.yaml``: a Job that submits a run from inside the cluster, with its
-  ServiceAccount and RBAC (``kubectl create -f``);
+- ``<out>/k8s/submit-run.yaml``: a Job that submits a run from inside the cluster
+  (``kubectl create -f``, once per run), and ``<out>/k8s/submitter-rbac.yaml``: its
+  ServiceAccount and RBAC (``kubectl apply -f``, once);
 - ``<components>/<component>.yaml``: each stage's component spec, for reuse in other pipelines.
 """
 
@@ -107,6 +108,8 @@ def compile_all(
     names = sorted(PIPELINES, key=lambda name: (name != PIPELINE_NAME, name))  # default first
     job = k8s_manifests.submit_job_manifest(config.image("cpu"), names)
     written.append(_write(out_dir / "k8s" / "submit-run.yaml", job))
+    rbac = k8s_manifests.submitter_rbac_manifest()
+    written.append(_write(out_dir / "k8s" / "submitter-rbac.yaml", rbac))
     if components_dir is not None:
         written += compile_components(components_dir)
     return written
