@@ -56,7 +56,7 @@ def _port_values(cls: type, args: dict[str, Any]) -> Any:
     return cls(**values)
 
 
-def _demo_inputs(spec: StageSpec, inputs: Any, outputs: Any, demo_overrides: dict) -> Any:
+def _demo_inputs(spec: StageSpec, outputs: Any, demo_overrides: dict) -> Any:
     """No data given: generate the demo task beside the outputs and prepare it instead."""
     from rlhf.data.demo_task import write_demo_files
 
@@ -91,7 +91,7 @@ def run_component(stage: str, arguments: dict[str, Any]) -> str | None:
         demo_overrides = args.pop("demo_overrides")
         source = "files"
         if not any(getattr(inputs, name) for name in ARTIFACTS):
-            inputs, source = _demo_inputs(spec, inputs, outputs, demo_overrides), "demo"
+            inputs, source = _demo_inputs(spec, outputs, demo_overrides), "demo"
     if args:
         raise TypeError(f"component {stage}: arguments its spec does not declare: {sorted(args)}")
     config = from_dict(spec.config, {**fields, **overrides}, f"{stage} overrides")
