@@ -17,7 +17,6 @@ implicit reward is higher (accuracy); with a gold reward, that share against the
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,7 @@ from rlhf.modeling.preference_logprobs import (
     pair_logprobs,
 )
 from rlhf.modeling.reward_scoring import as_messages
-from rlhf.stages.publish import publish_model
+from rlhf.stages.publish import finish_training, publish_model
 from rlhf.stages.specs import DPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
@@ -192,9 +191,7 @@ def run(
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )
-    if not config.checkpoint_dir:
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+    finish_training(metrics, ckpt_root, config.checkpoint_dir, tracker)
     log.debug(
         "dpo: val implicit-reward accuracy %.3f -> %.3f, margin %.3f",
         metrics["accuracy_start"], metrics.get("rewards_accuracy", float("nan")),

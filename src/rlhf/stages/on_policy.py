@@ -5,7 +5,6 @@ its own algorithm: PPO its critic and GAE, GRPO its groups."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from rlhf.gold import load_reward_function
 from rlhf.modeling import models
 from rlhf.modeling.encoding import Messages, encode_prompt
 from rlhf.modeling.reward_scoring import RewardScorer
-from rlhf.stages.publish import publish_model
+from rlhf.stages.publish import finish_training, publish_model
 from rlhf.tracking import Tracker
 
 HISTORY_FILE = "training_history.json"  # per-iteration metrics, read by the evaluation report
@@ -123,7 +122,5 @@ def publish_policy(
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )
-    if not config.checkpoint_dir:
-        shutil.rmtree(checkpoint_root, ignore_errors=True)
-    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+    finish_training(metrics, checkpoint_root, config.checkpoint_dir, tracker)
     return metrics

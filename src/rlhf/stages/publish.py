@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,17 @@ def publish_model(
     if log_artifacts:
         tracker.log_artifacts(out, MODEL_ARTIFACT_PATH)
     return Path(out)
+
+
+def finish_training(
+    metrics: dict[str, float],
+    checkpoint_root: Path,
+    checkpoint_dir: str | None,
+    tracker: Tracker,
+) -> None:
+    """After a training stage has published its model: drop its checkpoints when they sit
+    beside the output (the published model supersedes them; a configured ``checkpoint_dir`` is
+    kept), and log the stage's result as ``final/*`` metrics."""
+    if not checkpoint_dir:
+        shutil.rmtree(checkpoint_root, ignore_errors=True)
+    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})

@@ -13,7 +13,6 @@ noise-free gold order.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,7 @@ from rlhf.modeling.reward_scoring import (
     encode_for_reward,
     reward_scores,
 )
-from rlhf.stages.publish import publish_model
+from rlhf.stages.publish import finish_training, publish_model
 from rlhf.stages.specs import ModelOutputs, RewardInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
@@ -229,8 +228,6 @@ def run(
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )
-    if not config.checkpoint_dir:
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+    finish_training(metrics, ckpt_root, config.checkpoint_dir, tracker)
     log.debug("reward: val accuracy %.3f", metrics.get("accuracy", float("nan")))
     return metrics

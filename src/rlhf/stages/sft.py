@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from rlhf.modeling.encoding import Encoded, encode_conversation
 from rlhf.modeling.forward import heldout_nll
 from rlhf.modeling.padding import collate
 from rlhf.modeling.tokenizer import train_bpe_tokenizer
-from rlhf.stages.publish import publish_model
+from rlhf.stages.publish import finish_training, publish_model
 from rlhf.stages.specs import ModelOutputs, SFTInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
@@ -131,8 +130,6 @@ def run(
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )
-    if not config.checkpoint_dir:
-        shutil.rmtree(ckpt_root, ignore_errors=True)  # the published model supersedes them
-    tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+    finish_training(metrics, ckpt_root, config.checkpoint_dir, tracker)
     log.debug("sft: val loss %.3f -> %.3f", metrics["val_loss_start"], metrics["val_loss"])
     return metrics
