@@ -28,6 +28,8 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.torch
 
 $(VENV)/.installed-dev: pyproject.toml $(LOCK) $(VENV)/.installed
 	$(PIP) install -c $(LOCK) -e '.[dev]'
+	# The tests run ZeRO 0-3 on CPU; DeepSpeed builds against the installed torch.
+	$(PIP) install -c $(LOCK) --no-build-isolation deepspeed
 	$(BIN)/python -m pip check
 	touch $@
 

@@ -28,6 +28,9 @@ POLICY_LOSSES = ("clip", "penalty")
 CRITIC_INITS = ("reward", "policy")
 OVER_BUDGET_MODES = ("drop", "truncate")  # prepare: rows over max_tokens
 GATE_JUDGES = ("auto", "gold", "reward_model")  # evaluate: what judges the champion gate
+PRECISIONS = ("fp32", "bf16", "fp16")  # training compute; master weights stay fp32
+ZERO_STAGES = (0, 1, 2, 3)
+LORA_PUBLISH = ("merged", "adapter")
 
 
 class _Checks:
@@ -117,6 +120,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if str(value).lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"config field {name!r}: expected true/false, got {value!r}")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"config field {name!r}: expected a mapping of fields, got {value!r}")
+        return from_dict(tp, value, where=name)
     if tp in (int, float, str):
         try:
             return tp(value)
@@ -130,6 +139,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
 def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
     """Build ``cls`` from a mapping, rejecting unknown keys with the list of known ones."""
     hints = typing.get_type_hints(cls)
+    data = _nest_dotted(data)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -137,6 +147,32 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
             f"{where}: unknown field(s) {unknown} for {cls.__name__}; known: {sorted(known)}"
         )
     return cls(**{k: _coerce(v, hints[k], k) for k, v in data.items()})
+
+
+def _nest_dotted(data: dict[str, Any]) -> dict[str, Any]:
+    """``{"lora.r": 8}`` -> ``{"lora": {"r": 8}}``, merged into what ``data["lora"]`` holds."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        head, dot, rest = key.partition(".")
+        if not dot:
+            out[key] = value
+            continue
+        inner = out.setdefault(head, {})
+        if not isinstance(inner, dict):
+            raise ValueError(f"config field {head!r} has no fields; cannot set {key!r}")
+        inner[rest] = value
+    return {k: _nest_dotted(v) if isinstance(v, dict) else v for k, v in out.items()}
+
+
+def flat_dict(config: Any) -> dict[str, Any]:
+    """The config's fields, nested ones as ``"distributed.zero_stage"``: for params and logs."""
+    out: dict[str, Any] = {}
+    for key, value in to_dict(config).items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
@@ -200,7 +236,78 @@ class DemoConfig:
 
 
 @dataclasses.dataclass
-class TrainConfig(Checked):
+class DistributedConfig(Checked):
+    """How a training stage spreads over processes and devices, and at what precision
+    (docs/scaling.md). The same fields for every training stage, under ``distributed:``."""
+
+    # None: plain PyTorch, wrapped in DistributedDataParallel when torchrun starts several
+    # ranks. 0-3: DeepSpeed (the ``deepspeed`` extra) with that ZeRO stage: 1 shards the
+    # optimizer state across ranks, 2 also the gradients, 3 also the weights.
+    zero_stage: int | None = None
+    offload_optimizer: bool = False  # ZeRO 1-3: optimizer state in CPU memory, stepped there
+    offload_params: bool = False  # ZeRO 3: weights in CPU memory between uses
+    # "fp32", or "bf16"/"fp16" compute with fp32 master weights: autocast on plain PyTorch,
+    # DeepSpeed's mixed precision under ZeRO. fp16 scales the loss dynamically.
+    precision: str = "fp32"
+    # Recompute activations in the backward pass: less memory for about a third more compute.
+    gradient_checkpointing: bool = False
+    # A collective (all-reduce, barrier) that waits longer than this fails, so a rank that died
+    # or hangs stops every rank with an error instead of a hang.
+    timeout_minutes: float = 30.0
+
+    def _check(self, c: _Checks) -> None:
+        c.holds(
+            self.zero_stage is None or self.zero_stage in ZERO_STAGES,
+            "zero_stage",
+            "must be None (plain PyTorch) or a ZeRO stage 0-3",
+        )
+        c.one_of("precision", PRECISIONS)
+        c.holds(
+            not self.offload_optimizer or (self.zero_stage or 0) >= 1,
+            "offload_optimizer",
+            "needs zero_stage 1, 2 or 3",
+        )
+        c.holds(not self.offload_params or self.zero_stage == 3, "offload_params",
+                "needs zero_stage 3")  # fmt: skip
+        c.holds(self.timeout_minutes > 0, "timeout_minutes", "must be > 0")
+
+
+@dataclasses.dataclass
+class LoraConfig(Checked):
+    """Low-rank adapters (LoRA, through peft) instead of training every weight; under
+    ``lora:`` in every training stage (docs/scaling.md)."""
+
+    r: int = 0  # rank of the adapters; 0 trains every weight (no LoRA)
+    alpha: float = 16.0  # adapters' output is scaled by alpha / r
+    dropout: float = 0.0  # dropout on the adapters' input
+    # Module names (or name suffixes) that get adapters; "all-linear": every linear layer but
+    # the output head.
+    target_modules: list[str] = dataclasses.field(default_factory=lambda: ["all-linear"])
+    # The published folder: the "merged" model (plain transformers loads it) or the "adapter"
+    # alone (peft loads it on top of the base model, which the manifest names).
+    publish: str = "merged"
+    # QLoRA: the frozen base weights in 4-bit (bitsandbytes NF4); CUDA only.
+    quantize_4bit: bool = False
+
+    def _check(self, c: _Checks) -> None:
+        c.holds(self.r >= 0, "r", "must be >= 0 (0: no LoRA)")
+        c.holds(self.alpha > 0, "alpha", "must be > 0")
+        c.holds(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        c.holds(bool(self.target_modules), "target_modules", "must name at least one module")
+        c.one_of("publish", LORA_PUBLISH)
+        c.holds(not self.quantize_4bit or self.r > 0, "quantize_4bit", "needs LoRA (r > 0)")
+
+
+@dataclasses.dataclass
+class ScaleSettings(Checked):
+    """The settings every training stage shares for scaling out: ``distributed:`` and ``lora:``."""
+
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+
+
+@dataclasses.dataclass
+class TrainConfig(ScaleSettings):
     """Optimisation settings shared by the training stages."""
 
     seed: int = 0  # initialisation, batch order and dropout
@@ -331,7 +438,7 @@ class DPOConfig(TrainConfig):
 
 
 @dataclasses.dataclass
-class OnPolicyConfig(Checked):
+class OnPolicyConfig(ScaleSettings):
     """Settings shared by the on-policy RL stages (PPO and GRPO): sampling, rewards, guards,
     checkpoints and models."""
 

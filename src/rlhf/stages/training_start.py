@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import torch
 from transformers import set_seed
 
-from rlhf.config import to_dict
+from rlhf.config import flat_dict
 from rlhf.modeling import models
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
@@ -36,7 +36,7 @@ def start_training(
     started = time.time()
     set_seed(config.seed)
     device = models.pick_device(config.device)
-    tracker.log_params({f"{stage}.{k}": v for k, v in to_dict(config).items()})
+    tracker.log_params({f"{stage}.{k}": v for k, v in flat_dict(config).items()})
     root = checkpoint_root(output, config.checkpoint_dir)
     fingerprint = run_fingerprint(stage, config, inputs)
     resume_path = ckpt.resume_checkpoint(root, fingerprint)
