@@ -305,6 +305,14 @@ class ScaleSettings(Checked):
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
 
+    def __post_init__(self) -> None:
+        # A config rebuilt from its own dict (``to_dict``, a JSON file) gets its sections back.
+        if isinstance(self.distributed, dict):
+            self.distributed = from_dict(DistributedConfig, self.distributed, "distributed")
+        if isinstance(self.lora, dict):
+            self.lora = from_dict(LoraConfig, self.lora, "lora")
+        super().__post_init__()
+
 
 @dataclasses.dataclass
 class TrainConfig(ScaleSettings):

@@ -12,8 +12,8 @@ LAYERS = ["algorithms", "data", "modeling", "training", "stages", "pipeline", "c
 
 
 def _layer(path: Path) -> str:
-    part = path.relative_to(PACKAGE).parts[0]
-    return part.removesuffix(".py")
+    part = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    return "cli" if part == "__main__" else part  # ``python -m rlhf``: the command
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:

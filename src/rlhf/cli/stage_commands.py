@@ -13,6 +13,7 @@ from typing import Any
 
 from rlhf.cli.arguments import add_config_flags
 from rlhf.stages.specs import STAGES, StageSpec, get_stage, ports
+from rlhf.training.distributed import is_main_process
 
 
 def config_from_args(cls: type, args: argparse.Namespace, section: str) -> Any:
@@ -63,6 +64,10 @@ def cmd_stage(args: argparse.Namespace) -> int:
     inputs = spec.inputs(**{p.name: getattr(args, p.name) for p in ports(spec.inputs)})
     outputs = spec.outputs.in_folder(args.out)
     run = spec.load_run()
+    if not is_main_process():
+        # Under torchrun the other ranks train their share quietly; rank 0 reports and tracks.
+        run(config, inputs, outputs, tracking.Tracker())
+        return 0
     with (
         reporting(spec.name, spec.help, spec.summary) as record,
         tracking.stage_run(spec.name, None, args.experiment, not args.no_track) as tracker,

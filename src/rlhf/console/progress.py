@@ -5,6 +5,7 @@ How it shows depends on where the output goes:
 - ``bar``: a live tqdm bar with steps done/total, rate and ETA (a terminal);
 - ``plain``: a line every ``interval`` seconds and one at the end, with done/total, rate and
   ETA (a pod, CI, a pipe, where a bar's carriage returns would become hundreds of lines);
+- ``quiet``: nothing, on every rank but rank 0 of a run that torchrun started (``RANK``);
 - ``events``: under ``rlhf run`` each stage runs in a kfp.local subprocess whose output is a
   pipe even when the user's is a terminal. The parent decides for its tasks (``RLHF_PROGRESS``)
   and, when it has a terminal, reads their progress as event lines (``RLHF_CONSOLE_EVENTS``)
@@ -28,7 +29,10 @@ EVENT_INTERVAL_S = 0.2  # seconds between progress events (the parent's bar refr
 
 
 def progress_mode(stream: TextIO) -> str:
-    """``RLHF_PROGRESS`` when set, else "bar" on a terminal and "plain" elsewhere."""
+    """ "quiet" on a rank other than 0; else ``RLHF_PROGRESS`` when set, else "bar" on a
+    terminal and "plain" elsewhere."""
+    if os.environ.get("RANK", "0") != "0":
+        return "quiet"
     chosen = os.environ.get(PROGRESS_ENV, "")
     if chosen in ("bar", "plain"):
         return chosen
@@ -134,8 +138,10 @@ class Progress:
             emit_event(
                 "start", self.stream, desc=desc, total=self.total, unit=unit, initial=self.initial
             )
-        elif mode != "plain":
-            raise ValueError(f"progress mode must be 'bar', 'plain' or 'events', got {mode!r}")
+        elif mode not in ("plain", "quiet"):
+            raise ValueError(
+                f"progress mode must be 'bar', 'plain', 'events' or 'quiet', got {mode!r}"
+            )
 
     def __enter__(self) -> Progress:
         return self
@@ -193,6 +199,8 @@ class Progress:
 
     def _show(self) -> None:
         self._shown = self.n
+        if self.mode in ("quiet", "closed"):
+            return
         if self.mode == "events":
             emit_event("update", self.stream, n=self.n, postfix=self.postfix)
         else:

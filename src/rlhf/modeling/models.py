@@ -123,11 +123,15 @@ def load_reward_model(
 
 
 def save_pretrained(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: str | os.PathLike
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    folder: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Save weights (safetensors only) and tokenizer into ``folder``."""
+    """Save weights (safetensors only) and tokenizer into ``folder``; ``state_dict`` replaces
+    the model's own weights (gathered ones, when the model holds only a shard)."""
     Path(folder).mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
 
 

@@ -36,11 +36,13 @@ from rlhf.modeling.preference_logprobs import (
     pair_logprobs,
 )
 from rlhf.modeling.reward_scoring import as_messages
-from rlhf.stages.publish import finish_training, publish_model
+from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.stages.specs import DPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
+from rlhf.training import distributed
 from rlhf.training.batching import length_grouped_batches
+from rlhf.training.engine import build_engine
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.dpo")
@@ -60,7 +62,7 @@ def run(
     config: DPOConfig, inputs: DPOInputs, outputs: ModelOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     # Before the reference log-prob cache in the checkpoint folder is read or rewritten.
-    tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(
+    tracker, started, device, ckpt_root, fingerprint, resume_path, _ = start_training(
         "dpo", config, inputs, outputs.model, tracker
     )
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
@@ -91,19 +93,23 @@ def run(
         raise ValueError(f"{inputs.preferences}: the train split is empty")
 
     # --- reference log-probs, once per data set ----------------------------------------
-    key, cached = cached_reference_logprobs(
+    # Rank 0 computes and caches them; the others read its cache.
+    key, cached = distributed.main_first(lambda: cached_reference_logprobs(
         "dpo", inputs.preferences, inputs.sft_model, ckpt_root,
         train_set, val_set, pad_id, config, device,
-    )  # fmt: skip
+    ))  # fmt: skip
     ref = {k: v.to(device) for k, v in cached.items()}
 
     policy = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
     policy.to(device)
+    engine = build_engine(
+        policy, config.lr, config.weight_decay, config.max_grad_norm, config.distributed, device
+    )
 
     def loss_on(
         pairs: list[Pair], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor
     ) -> DPOOutput:
-        chosen, rejected = pair_logprobs(policy, pairs, pad_id, device)
+        chosen, rejected = pair_logprobs(engine.module, pairs, pad_id, device)
         return dpo_loss(
             chosen, rejected, ref_chosen, ref_rejected,
             config.beta, config.loss_type, config.label_smoothing,
@@ -152,7 +158,7 @@ def run(
         return metrics
 
     result = train(
-        policy,
+        engine,
         batches_for_epoch,
         loss_fn,
         evaluate,
@@ -174,11 +180,11 @@ def run(
         }
     )
     policy.config.use_cache = True
-    publish_model(
-        policy,
+    publish_trained(
+        engine,
         tokenizer,
         outputs.model,
-        {
+        manifest={
             "artifact": "dpo_policy",
             "sft_model": inputs.sft_model,
             "data": str(inputs.preferences),
@@ -186,7 +192,7 @@ def run(
             "reference_logprobs_key": key,
             "metrics": metrics,
         },
-        tracker,
+        tracker=tracker,
         extra_files={REFERENCE_CACHE: cache_json(key, cached)},
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,

@@ -64,7 +64,7 @@ def run(
     config: GRPOConfig, inputs: GRPOInputs, outputs: ModelOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     check_reward_source(inputs.reward_model, config)  # the config checked itself when built
-    tracker, started, device, ckpt_root, fingerprint, latest = start_training(
+    tracker, started, device, ckpt_root, fingerprint, latest, _ = start_training(
         "grpo", config, inputs, outputs.model, tracker
     )
 

@@ -54,7 +54,7 @@ def run(
     check_reward_source(inputs.reward_model, config)
     if config.ptx_coef > 0 and not inputs.sft_data:
         raise ValueError("ptx_coef > 0 needs the sft data (PPO-ptx mixes in its LM loss)")
-    tracker, started, device, ckpt_root, fingerprint, latest = start_training(
+    tracker, started, device, ckpt_root, fingerprint, latest, _ = start_training(
         "ppo", config, inputs, outputs.model, tracker
     )
 

@@ -16,6 +16,8 @@ from rlhf import storage
 from rlhf.modeling import models
 from rlhf.registry import MODEL_ARTIFACT_PATH
 from rlhf.tracking import Tracker
+from rlhf.training import distributed
+from rlhf.training.engine import Engine
 
 log = logging.getLogger("rlhf.publish")
 
@@ -43,19 +45,21 @@ def publish_model(
     log_artifacts: bool = True,
     publish_to: str | None = None,
     extra_models: dict[str, PreTrainedModel] | None = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Write model + tokenizer (+ small JSON ``extra_files``, + ``extra_models`` in subfolders
     of those names, weights and config only) to ``out``; the folder appears
     complete, with ``manifest.json`` last, or not at all. Then copy it to ``publish_to`` (if
     set) and into the tracker's run; the manifest records both (the run id lets the model
-    registry point a version at the logged copy)."""
+    registry point a version at the logged copy). ``state_dict``: the weights to write when
+    the model's own are not whole (gathered from ZeRO-3 shards)."""
     fields = dict(manifest)
     if log_artifacts and tracker.run_id:
         fields["mlflow_run_id"] = tracker.run_id
     if publish_to:
         fields["published_to"] = publish_to
     with storage.atomic_dir(out) as tmp:
-        models.save_pretrained(model, tokenizer, tmp)
+        models.save_pretrained(model, tokenizer, tmp, state_dict)
         for name, content in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
         for name, extra in (extra_models or {}).items():
@@ -67,6 +71,18 @@ def publish_model(
     return Path(out)
 
 
+def publish_trained(
+    engine: Engine, tokenizer: PreTrainedTokenizerBase, out: str | os.PathLike, **kwargs: Any
+) -> None:
+    """:func:`publish_model` for a trained engine's model: every rank takes part in gathering
+    its weights (ZeRO-3), rank 0 alone writes the folder, and no rank goes on before it is
+    complete."""
+    weights = engine.weights_to_publish()
+    if distributed.is_main_process():
+        publish_model(engine.model, tokenizer, out, state_dict=weights, **kwargs)
+    distributed.barrier()
+
+
 def finish_training(
     metrics: dict[str, float],
     checkpoint_root: Path,
@@ -75,7 +91,9 @@ def finish_training(
 ) -> None:
     """After a training stage has published its model: drop its checkpoints when they sit
     beside the output (the published model supersedes them; a configured ``checkpoint_dir`` is
-    kept), and log the stage's result as ``final/*`` metrics."""
+    kept), and log the stage's result as ``final/*`` metrics. Rank 0 alone does it."""
+    if not distributed.is_main_process():
+        return
     if not checkpoint_dir:
         shutil.rmtree(checkpoint_root, ignore_errors=True)
     tracker.log_metrics({f"final/{k}": v for k, v in metrics.items()})

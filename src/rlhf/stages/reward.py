@@ -32,11 +32,13 @@ from rlhf.modeling.reward_scoring import (
     encode_for_reward,
     reward_scores,
 )
-from rlhf.stages.publish import finish_training, publish_model
+from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.stages.specs import ModelOutputs, RewardInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
+from rlhf.training import distributed
 from rlhf.training.batching import length_grouped_batches
+from rlhf.training.engine import build_engine
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.reward")
@@ -66,7 +68,7 @@ def run(
     # log_ratio scores the closing EOS too: stopping is part of the answer. Saved in the
     # settings, so the scorer encodes answers the same way.
     score_at_eos = config.score_at_eos or log_ratio
-    tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(
+    tracker, started, device, ckpt_root, fingerprint, resume_path, world = start_training(
         "reward", config, inputs, outputs.model, tracker
     )
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
@@ -78,6 +80,9 @@ def run(
         model = models.load_reward_model(inputs.sft_model, config.dtype, config.trust_remote_code)
         model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
     model.to(device)
+    engine = build_engine(
+        model, config.lr, config.weight_decay, config.max_grad_norm, config.distributed, device
+    )
 
     def encode(rows: Any) -> list[Pair]:
         pairs = []
@@ -116,10 +121,11 @@ def run(
     pad_id = tokenizer.pad_token_id
     key = None
     if log_ratio:
-        key, ref = cached_reference_logprobs(
+        # Rank 0 computes and caches them; the others read its cache.
+        key, ref = distributed.main_first(lambda: cached_reference_logprobs(
             "reward", inputs.preferences, inputs.sft_model, ckpt_root,
             train_set, val_set, pad_id, config, device,
-        )  # fmt: skip
+        ))  # fmt: skip
         for split, pairs in (("train", train_set), ("val", val_set)):
             chosen, rejected = ref[f"{split}_chosen"].tolist(), ref[f"{split}_rejected"].tolist()
             for p, c, r in zip(pairs, chosen, rejected, strict=True):
@@ -127,13 +133,13 @@ def run(
 
     def scores(batch: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
         if log_ratio:
-            chosen, rejected = pair_logprobs(model, batch, pad_id, device)
+            chosen, rejected = pair_logprobs(engine.module, batch, pad_id, device)
             ref_c = torch.tensor([p.ref_chosen for p in batch], device=device)
             ref_r = torch.tensor([p.ref_rejected for p in batch], device=device)
             return config.beta * (chosen - ref_c), config.beta * (rejected - ref_r)
         # One forward pass over chosen and rejected together.
         s = reward_scores(
-            model,
+            engine.module,
             [p.chosen for p in batch] + [p.rejected for p in batch],
             pad_id,
             device,
@@ -178,7 +184,7 @@ def run(
         return metrics
 
     result = train(
-        model,
+        engine,
         batches_for_epoch,
         loss_fn,
         evaluate,
@@ -205,15 +211,16 @@ def run(
     extra_models = {}
     if log_ratio:
         settings["beta"] = config.beta
+    if log_ratio and world.is_main:
         # The scorer needs the frozen reference too: saved inside, so the folder stands alone.
         extra_models[REFERENCE_DIR] = models.load_causal_lm(
             inputs.sft_model, config.dtype, config.trust_remote_code
         )
-    publish_model(
-        model,
+    publish_trained(
+        engine,
         tokenizer,
         outputs.model,
-        {
+        manifest={
             "artifact": "reward_model",
             "head": config.head,
             "base_model": inputs.sft_model,
@@ -222,7 +229,7 @@ def run(
             **({"reference_logprobs_key": key} if key else {}),
             "metrics": metrics,
         },
-        tracker,
+        tracker=tracker,
         extra_files={SETTINGS_FILE: settings},
         extra_models=extra_models,
         log_artifacts=config.log_model_artifacts,

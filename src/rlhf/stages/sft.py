@@ -22,11 +22,13 @@ from rlhf.modeling.encoding import Encoded, encode_conversation
 from rlhf.modeling.forward import heldout_nll
 from rlhf.modeling.padding import collate
 from rlhf.modeling.tokenizer import train_bpe_tokenizer
-from rlhf.stages.publish import finish_training, publish_model
+from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.stages.specs import ModelOutputs, SFTInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
+from rlhf.training import distributed
 from rlhf.training.batching import length_grouped_batches
+from rlhf.training.engine import build_engine
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.sft")
@@ -46,7 +48,7 @@ def run(
     config: SFTConfig, inputs: SFTInputs, outputs: ModelOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
     # Before the tokenizer a checkpoint folder may hold is reused.
-    tracker, started, device, ckpt_root, fingerprint, resume_path = start_training(
+    tracker, started, device, ckpt_root, fingerprint, resume_path, _ = start_training(
         "sft", config, inputs, outputs.model, tracker
     )
 
@@ -54,12 +56,18 @@ def run(
     val_rows = load_split(inputs.data, "validation")
     if len(train_rows) == 0:
         raise ValueError(f"{inputs.data}: the train split is empty; nothing to fine-tune on")
+    # A resumed run must reuse the exact tokenizer it began with; rank 0 makes it, the other
+    # ranks read what it saved.
     saved_tokenizer = ckpt_root / "tokenizer"
-    if saved_tokenizer.exists():  # a resumed run must reuse the exact tokenizer it began with
-        tokenizer = models.load_tokenizer(str(saved_tokenizer))
-    else:
-        tokenizer = _tokenizer(config, train_rows)
-        tokenizer.save_pretrained(saved_tokenizer)
+
+    def make_or_load_tokenizer() -> Any:
+        if saved_tokenizer.exists():
+            return models.load_tokenizer(str(saved_tokenizer))
+        made = _tokenizer(config, train_rows)
+        made.save_pretrained(saved_tokenizer)
+        return made
+
+    tokenizer = distributed.main_first(make_or_load_tokenizer)
     if models.is_preset(config.base_model):
         model = models.build_from_preset(
             config.base_model, tokenizer, config.max_length, config.dtype
@@ -68,6 +76,9 @@ def run(
         model = models.load_causal_lm(config.base_model, config.dtype, config.trust_remote_code)
     model.to(device)
     log.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
+    engine = build_engine(
+        model, config.lr, config.weight_decay, config.max_grad_norm, config.distributed, device
+    )
 
     def encode(rows: Any) -> list[Encoded]:
         out = [
@@ -86,7 +97,7 @@ def run(
 
     def loss_fn(batch: list[Encoded]) -> tuple[torch.Tensor, dict[str, float]]:
         b = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        logits = engine.module(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         return response_nll(logits, b["input_ids"], b["loss_mask"]), {}
 
     def evaluate() -> dict[str, float]:
@@ -94,7 +105,7 @@ def run(
         return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 50.0))}
 
     result = train(
-        model,
+        engine,
         batches_for_epoch,
         loss_fn,
         evaluate,
@@ -104,6 +115,7 @@ def run(
         stage="sft",
         fingerprint=fingerprint,
         resume_path=resume_path,
+        batch_weight=lambda batch: sum(sum(e.loss_mask[1:]) for e in batch),  # tokens
     )
     metrics = {
         "val_loss_start": result.initial_metrics["val/loss"],
@@ -114,11 +126,11 @@ def run(
         "seconds": time.time() - started,
     }
     model.config.use_cache = True
-    publish_model(
-        model,
+    publish_trained(
+        engine,
         tokenizer,
         outputs.model,
-        {
+        manifest={
             "artifact": "sft_model",
             "base_model": config.base_model,
             "data": str(inputs.data),
@@ -126,7 +138,7 @@ def run(
             "metrics": metrics,
             "chat_template": config.chat_template,
         },
-        tracker,
+        tracker=tracker,
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )

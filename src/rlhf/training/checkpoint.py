@@ -1,9 +1,11 @@
 """Training checkpoints: everything needed to continue a killed run as if it never stopped.
 
-A checkpoint is a folder ``step-00000123/`` holding ``state.pt`` (model, optimizer, scheduler,
-RNG states, loop position, and whatever else the stage adds) and ``meta.json``. It is written
-under a temporary name and renamed when complete, so a kill mid-save never leaves a checkpoint
-that looks valid but is not. ``meta.json`` also records the fingerprint of the run that wrote
+A checkpoint is a folder ``step-00000123/`` holding ``state.pt`` (loop position, controllers,
+and whatever else the stage adds), one folder per training engine (its weights and optimizer
+state: ``engine.pt``, or DeepSpeed's files sharded by rank under ZeRO), each rank's RNG states
+(``rng-<rank>.pt``) and ``meta.json``. It is written under a temporary name and renamed when
+complete (by rank 0, after every rank has written its part), so a kill mid-save, of any rank,
+never leaves a checkpoint that looks valid but is not. ``meta.json`` also records the fingerprint of the run that wrote
 it (``training/fingerprint.py``), and :func:`resume_checkpoint` refuses a checkpoint whose
 fingerprint differs from the current run's.
 """
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 import torch
 
 from rlhf.tracking import Tracker
+from rlhf.training import distributed
 from rlhf.training.errors import CheckpointMismatchError
 from rlhf.training.fingerprint import fingerprint_differences
 
@@ -53,6 +56,18 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
 
 
+class FolderState(Protocol):
+    """A part that writes itself into a folder of the checkpoint (an engine: under ZeRO each
+    rank writes its own shard, so every rank calls these)."""
+
+    def save_to(self, folder: Path) -> None: ...
+
+    def load_from(self, folder: Path) -> None: ...
+
+
+Part = Stateful | FolderState
+
+
 class FieldsState:
     """``state_dict``/``load_state_dict`` for a dataclass of plain values, such as a loop's
     position (step, epoch, history), so that it is checkpointed like any other part."""
@@ -69,29 +84,81 @@ class FieldsState:
 def save_parts(
     root: str | os.PathLike,
     step: int,
-    parts: Mapping[str, Stateful],
+    parts: Mapping[str, Part],
     keep: int,
     fingerprint: Mapping[str, Any],
 ) -> Path:
-    """Checkpoint ``step``: each part's ``state_dict()`` under its name, and the RNG states.
+    """Checkpoint ``step``: engines into their own folders, every other part's
+    ``state_dict()`` under its name, and each rank's RNG states. Every rank calls it;
     :func:`resume_parts` with the same ``parts`` restores exactly this."""
-    state = {name: part.state_dict() for name, part in parts.items()}
-    return save_checkpoint(root, step, {**state, "rng": capture_rng()}, keep, fingerprint)
+    world = distributed.launched_world()
+    root = Path(root)
+    tmp = root / f".tmp-{PREFIX}{step:08d}"
+    if world.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    distributed.barrier()
+    state = {}
+    for name, part in parts.items():
+        if _is_folder_state(part):
+            part.save_to(tmp / name)
+        else:
+            state[name] = part.state_dict()
+    torch.save(capture_rng(), tmp / f"rng-{world.rank}.pt")
+    distributed.barrier()  # every rank's files are written before the folder is renamed
+    final = root / f"{PREFIX}{step:08d}"
+    if world.is_main:
+        _finish(tmp, final, state, step, fingerprint)
+        for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier()
+    return final
 
 
 def resume_parts(
-    path: str | os.PathLike, parts: Mapping[str, Stateful], stage: str, tracker: Tracker
+    path: str | os.PathLike, parts: Mapping[str, Part], stage: str, tracker: Tracker
 ) -> int:
     """Load checkpoint ``path`` (written by :func:`save_parts` with the same ``parts``) into
-    ``parts`` and restore the RNG states; tag the run with the step resumed from and return it."""
+    ``parts`` and restore this rank's RNG states; tag the run with the step resumed from and
+    return it."""
+    path = Path(path)
+    world = distributed.launched_world()
     state = load_checkpoint(path)
     for name, part in parts.items():
-        part.load_state_dict(state[name])
-    restore_rng(state["rng"])
-    step = int(json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))["step"])
+        if _is_folder_state(part):
+            part.load_from(path / name)
+        else:
+            part.load_state_dict(state[name])
+    rng = path / f"rng-{world.rank}.pt"
+    if not rng.exists():
+        raise FileNotFoundError(
+            f"{path}: no RNG state for rank {world.rank}; the checkpoint was written by a run "
+            "with fewer ranks. Resume with the same number of processes."
+        )
+    restore_rng(torch.load(rng, weights_only=True))
+    step = int(json.loads((path / "meta.json").read_text(encoding="utf-8"))["step"])
     log.info("%s: resuming from %s (step %d)", stage, path, step)
     tracker.set_tags({"resumed_from_step": step})
     return step
+
+
+def _is_folder_state(part: Any) -> bool:
+    return hasattr(part, "save_to") and hasattr(part, "load_from")
+
+
+def _finish(
+    tmp: Path, final: Path, state: dict[str, Any], step: int, fingerprint: Mapping[str, Any] | None
+) -> None:
+    """Write ``state.pt`` and ``meta.json`` into ``tmp`` and rename it to ``final``."""
+    torch.save(state, tmp / "state.pt")
+    meta: dict[str, Any] = {"step": step}
+    if fingerprint is not None:
+        meta["run"] = dict(fingerprint)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
 
 
 def save_checkpoint(
@@ -109,14 +176,7 @@ def save_checkpoint(
     tmp = root / f".tmp-{PREFIX}{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save(state, tmp / "state.pt")
-    meta: dict[str, Any] = {"step": step}
-    if fingerprint is not None:
-        meta["run"] = dict(fingerprint)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    _finish(tmp, final, state, step, fingerprint)
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -1,0 +1,166 @@
+"""The processes of one training run: which rank this is, the process group, and what ranks
+exchange (metrics, flags, a barrier).
+
+``torchrun --nproc_per_node N`` (or DeepSpeed's launcher) starts N copies of a stage command
+and tells each its place through ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``. Without them the
+run is one process: rank 0 of 1, and every function here is a no-op. Rank 0 alone talks to
+MLflow, writes manifests and publishes; every rank trains on its share of each batch.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from rlhf.config import DistributedConfig
+
+log = logging.getLogger("rlhf.distributed")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the run's processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0  # the rank within this node: which GPU it drives
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that logs, writes manifests and publishes."""
+        return self.rank == 0
+
+
+def launched_world() -> World:
+    """The world as the launcher's environment describes it (one process when unset)."""
+    return World(
+        rank=int(os.environ.get("RANK", "0")),
+        size=int(os.environ.get("WORLD_SIZE", "1")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def is_main_process() -> bool:
+    return launched_world().is_main
+
+
+def device_for(world: World, configured: str) -> torch.device:
+    """``auto`` is this rank's GPU (``cuda:<local_rank>``) when there are GPUs, else the CPU."""
+    if configured == "auto":
+        if torch.cuda.is_available():
+            torch.cuda.set_device(world.local_rank)
+            return torch.device("cuda", world.local_rank)
+        return torch.device("cpu")
+    return torch.device(configured)
+
+
+def start(config: DistributedConfig, device: torch.device, need_group: bool = False) -> World:
+    """Join the run's process group (NCCL on GPUs, gloo on CPUs) when there are several ranks,
+    or when ``need_group`` (DeepSpeed wants one even alone: a group of one on a free local
+    port). A collective that waits longer than ``config.timeout_minutes`` raises, so a rank
+    that died stops the others instead of leaving them waiting forever."""
+    world = launched_world()
+    if dist.is_initialized() or (world.size == 1 and not need_group):
+        return world
+    if world.size == 1:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("LOCAL_RANK", "0")
+    dist.init_process_group(
+        backend="nccl" if device.type == "cuda" else "gloo",
+        timeout=datetime.timedelta(minutes=config.timeout_minutes),
+    )
+    if world.size > 1:
+        log.info("rank %d of %d (%s backend)", world.rank, world.size, dist.get_backend())
+    return world
+
+
+def stop() -> None:
+    """Leave the process group (at the end of a stage: the next one may form another)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(items: list[T], world: World) -> list[T]:
+    """This rank's share of a batch: items ``rank``, ``rank + size``, ... The shares of all
+    ranks together are the batch, so N ranks step on the same global batch as one process."""
+    return items[world.rank :: world.size]
+
+
+def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the ranks (every rank gets the same keys, in any order)."""
+    if not _several():
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+def share_of_total(weight: float) -> float:
+    """``size * weight / (sum of every rank's weight)``: the factor that turns this rank's mean
+    loss over its ``weight`` units (tokens, pairs) into its part of the global mean, once the
+    gradients are averaged over the ranks. 1.0 in a single process."""
+    if not _several():
+        return 1.0
+    t = torch.tensor([float(weight)], dtype=torch.float64)
+    dist.all_reduce(t)
+    total = t.item()
+    return dist.get_world_size() * weight / total if total > 0 else 0.0
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (every rank must call it)."""
+    if not _several():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def broadcast_from_main(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a picklable object)."""
+    if not _several():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if _several():
+        dist.barrier()
+
+
+def _several() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main_first(fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0, then, once it is done, on the other ranks: for work whose result
+    rank 0 writes to disk (a cache, a trained tokenizer) and the others then read."""
+    world = launched_world()
+    result = fn() if world.is_main else None
+    barrier()
+    if not world.is_main:
+        result = fn()
+    return result  # type: ignore[return-value]

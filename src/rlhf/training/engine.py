@@ -1,0 +1,343 @@
+"""The engine every trainer steps through: one model, its optimizer, precision and placement.
+
+The loops (``training/loop.py``, ``training/on_policy_loop.py``) never call an optimizer or
+``loss.backward()`` themselves; they call ``engine.backward(loss)`` for each micro-batch and
+``engine.step()`` once per optimizer step, and set the learning rate with ``engine.set_lr``.
+What is behind it follows ``distributed.zero_stage``:
+
+- ``None``: plain PyTorch. AdamW; with several ranks the model is wrapped in
+  DistributedDataParallel, which averages the gradients across ranks in ``backward``.
+  ``precision`` bf16/fp16 runs the forward pass under autocast (weights stay fp32; fp16 adds
+  a dynamic loss scale).
+- ``0``-``3``: DeepSpeed with that ZeRO stage. DeepSpeed keeps fp32 master weights in its
+  optimizer under bf16/fp16, shards the optimizer state (1), gradients (2) and weights (3)
+  across ranks, and may offload them to the CPU. Gradient accumulation stays the loop's: the
+  engine runs with ``managed_gradient_accumulation: false``, so each ``step()`` is a boundary.
+
+Checkpoints are the engine's own (``save_to``/``load_from`` a folder; every rank calls them):
+one ``engine.pt`` for plain PyTorch, DeepSpeed's sharded files under ZeRO. The published
+model is always whole: :meth:`Engine.weights_to_publish` gathers ZeRO-3's shards on rank 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.config import DistributedConfig
+from rlhf.training import distributed
+
+log = logging.getLogger("rlhf.engine")
+
+ADAM_BETAS = (0.9, 0.95)
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_DEEPSPEED_MISSING = (
+    "distributed.zero_stage={stage} needs DeepSpeed, which is not installed: "
+    "pip install 'rlhf[deepspeed]' (or the CUDA image), or set distributed.zero_stage=null "
+    "to train on plain PyTorch"
+)
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's groups: weight decay on weight matrices only (not on biases, norms or gains)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class Engine:
+    """A trained model behind one interface, whichever backend holds it.
+
+    ``module`` is what a loss function calls (the DDP or DeepSpeed wrapper: calling it keeps
+    the ranks' gradients in step); ``model`` is the Hugging Face model itself, for
+    ``generate``, its config and ``save_pretrained``."""
+
+    module: torch.nn.Module
+    model: torch.nn.Module
+    device: torch.device
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The context the forward pass of a training step runs in."""
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def step(self) -> float | None:
+        """Clip, take one optimizer step, zero the gradients; the gradient norm before
+        clipping (None when clipping is off)."""
+        raise NotImplementedError
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer_groups():
+            group["lr"] = lr
+
+    def lr(self) -> float:
+        return float(self.optimizer_groups()[0]["lr"])
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def train(self) -> None:
+        self.module.train()
+
+    def eval(self) -> None:
+        self.module.eval()
+
+    def save_to(self, folder: Path) -> None:
+        """Write the weights and optimizer state under ``folder`` (every rank calls it)."""
+        raise NotImplementedError
+
+    def load_from(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def weights_to_publish(self) -> dict[str, torch.Tensor] | None:
+        """Every rank calls it. On rank 0: the whole model's fp32 weights when ``model``
+        does not hold them itself (ZeRO-3 shards, bf16/fp16 copies), else None (publish
+        ``model`` as it is). None on the other ranks."""
+        return None
+
+    @contextlib.contextmanager
+    def gathered(self) -> Iterator[torch.nn.Module]:
+        """``model`` with every weight whole on every rank while inside (ZeRO-3 gathers its
+        shards; otherwise it is the model as is): for generation."""
+        yield self.model
+
+
+class TorchEngine(Engine):
+    """Plain PyTorch: AdamW, DDP across ranks, autocast for bf16/fp16."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lr: float,
+        weight_decay: float,
+        max_grad_norm: float,
+        config: DistributedConfig,
+        device: torch.device,
+        world: distributed.World,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.max_grad_norm = max_grad_norm
+        self.precision = config.precision
+        if world.size > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.module = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        else:
+            self.module = model
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(model, weight_decay), lr=lr, betas=ADAM_BETAS
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+        self.world = world
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self) -> float | None:
+        norm = None
+        if self.max_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = self.model.parameters()
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    def save_to(self, folder: Path) -> None:
+        if self.world.is_main:  # DDP keeps every rank's weights and state equal
+            folder.mkdir(parents=True, exist_ok=True)
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+            }
+            torch.save(state, folder / "engine.pt")
+
+    def load_from(self, folder: Path) -> None:
+        state = torch.load(folder / "engine.pt", map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+class DeepSpeedEngine(Engine):
+    """DeepSpeed with ZeRO stage 0-3, optional CPU offload and bf16/fp16 mixed precision."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lr: float,
+        weight_decay: float,
+        max_grad_norm: float,
+        config: DistributedConfig,
+        device: torch.device,
+        world: distributed.World,
+    ) -> None:
+        import deepspeed
+
+        self.model = model
+        self.device = device
+        self.world = world
+        self.zero_stage = config.zero_stage
+        self.precision = config.precision
+        ds_config = deepspeed_config(config, lr, weight_decay, max_grad_norm)
+        self.module, self.optimizer, _, _ = deepspeed.initialize(
+            model=model,
+            model_parameters=parameter_groups(model, weight_decay),
+            config=ds_config,
+        )
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.module.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> float | None:
+        self.module.step()
+        norm = self.module.get_global_grad_norm()
+        self.module.zero_grad()
+        return None if norm is None else float(norm)
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    def save_to(self, folder: Path) -> None:
+        self.module.save_checkpoint(str(folder), tag="engine", save_latest=False)
+
+    def load_from(self, folder: Path) -> None:
+        loaded, _ = self.module.load_checkpoint(
+            str(folder), tag="engine", load_optimizer_states=True, load_lr_scheduler_states=False
+        )
+        if loaded is None:
+            raise RuntimeError(f"{folder}: DeepSpeed found no checkpoint to load")
+
+    def weights_to_publish(self) -> dict[str, torch.Tensor] | None:
+        if self.zero_stage == 3:
+            # Every rank takes part in the gather; rank 0 gets the whole model.
+            state = self.module._zero3_consolidated_16bit_state_dict()
+        elif self.precision != "fp32":
+            state = self.model.state_dict()
+        else:
+            return None
+        if not self.world.is_main:
+            return None
+        # Under bf16/fp16 the module holds low-precision copies; publish fp32 like the rest.
+        return {k: v.detach().float() if v.is_floating_point() else v for k, v in state.items()}
+
+    @contextlib.contextmanager
+    def gathered(self) -> Iterator[torch.nn.Module]:
+        if self.zero_stage != 3:
+            yield self.model
+            return
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.model.parameters())):
+            yield self.model
+
+
+def deepspeed_config(
+    config: DistributedConfig, lr: float, weight_decay: float, max_grad_norm: float
+) -> dict[str, Any]:
+    """DeepSpeed's JSON config for one engine. The batch sizes are bookkeeping only: the loop
+    feeds micro-batches and calls ``step()`` at its own accumulation boundaries."""
+    zero: dict[str, Any] = {"stage": config.zero_stage}
+    if config.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if config.offload_params:
+        zero["offload_param"] = {"device": "cpu"}
+    if config.zero_stage == 3:
+        # Publishing gathers the sharded weights (full_state_dict).
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": max_grad_norm if max_grad_norm > 0 else 0.0,
+        "optimizer": {
+            "type": "AdamW",
+            # torch's own AdamW: no compiled op needed, the same update as plain PyTorch.
+            "params": {
+                "lr": lr,
+                "betas": list(ADAM_BETAS),
+                "weight_decay": weight_decay,
+                "torch_adam": True,
+            },
+        },
+        # torch's AdamW also when the optimizer state is offloaded to the CPU.
+        "zero_force_ds_cpu_optimizer": False,
+        "zero_optimization": zero,
+        "bf16": {"enabled": config.precision == "bf16"},
+        "fp16": {"enabled": config.precision == "fp16"},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def deepspeed_available() -> bool:
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def uses_deepspeed(config: DistributedConfig) -> bool:
+    """Whether engines for ``config`` run on DeepSpeed; raises a clear error when ZeRO 1-3 is
+    asked for without DeepSpeed installed (stage 0 then falls back to plain PyTorch)."""
+    if config.zero_stage is None:
+        return False
+    if deepspeed_available():
+        return True
+    if config.zero_stage == 0:
+        log.warning(
+            "distributed.zero_stage=0 without DeepSpeed installed: training on plain PyTorch "
+            "(the same ZeRO-0 arithmetic: nothing is sharded)"
+        )
+        return False
+    raise ValueError(_DEEPSPEED_MISSING.format(stage=config.zero_stage))
+
+
+def prepare_backend(config: DistributedConfig, device: torch.device) -> distributed.World:
+    """Join the process group the engines need; call once per stage before building them."""
+    use_ds = uses_deepspeed(config)
+    if use_ds and device.type == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    return distributed.start(config, device, need_group=use_ds)
+
+
+def build_engine(
+    model: torch.nn.Module,
+    lr: float,
+    weight_decay: float,
+    max_grad_norm: float,
+    config: DistributedConfig,
+    device: torch.device,
+) -> Engine:
+    """The engine for ``model`` (already on ``device``): DeepSpeed when ``config.zero_stage``
+    is set and DeepSpeed is installed, plain PyTorch otherwise."""
+    world = distributed.launched_world()
+    cls = DeepSpeedEngine if uses_deepspeed(config) else TorchEngine
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return cls(model, lr, weight_decay, max_grad_norm, config, device, world)

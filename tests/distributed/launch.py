@@ -1,0 +1,68 @@
+"""Running stage commands the way a user scales them out: ``torchrun --nproc_per_node 2 -m
+rlhf <stage> ...`` on the gloo backend, and the same command in one process to compare with."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from safetensors.torch import load_file
+
+# Ranks on 2 shared cores: one thread each, or they thrash.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TIMEOUT_S = 300
+
+
+def torchrun_command(args: list[str], ranks: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={ranks}", "-m", "rlhf", *args]  # fmt: skip
+
+
+def run_stage(args: list[str], ranks: int = 1) -> subprocess.CompletedProcess:
+    """``rlhf <args>`` in one process (``ranks`` 1) or under torchrun; fails the test with its
+    output when it fails."""
+    cmd = [sys.executable, "-m", "rlhf", *args] if ranks == 1 else torchrun_command(args, ranks)
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr[-6000:]}"
+    return done
+
+
+def kill_one_rank_after_checkpoint(
+    args: list[str], checkpoints: Path, step: int, ranks: int = 2
+) -> subprocess.CompletedProcess:
+    """Start ``args`` under torchrun, SIGKILL the last rank's process once ``step``'s
+    checkpoint is complete, and return torchrun's exit (it must stop every rank, not hang)."""
+    proc = subprocess.Popen(
+        torchrun_command(args, ranks), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    marker = checkpoints / f"step-{step:08d}" / "meta.json"
+    deadline = time.time() + TIMEOUT_S
+    try:
+        while not marker.exists():
+            assert proc.poll() is None, "the run ended before a rank could be killed"
+            assert time.time() < deadline, f"no checkpoint {marker} within {TIMEOUT_S} s"
+            time.sleep(0.005)
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == ranks, f"expected {ranks} rank processes, found {workers}"
+        workers[-1].send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)  # the other rank must not hang
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def assert_same_weights(a: Path, b: Path, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    """The two published folders hold the same tensors, to the stated tolerance."""
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=rtol, atol=atol, msg=name)
