@@ -61,22 +61,38 @@ def response_logprobs(
     return logprobs, entropy
 
 
+class TokenValues(torch.nn.Module):
+    """A sequence-classification critic (backbone + ``score`` head) read at every position:
+    ``forward(input_ids, attention_mask)`` -> (B, T) values. One module call, so that a
+    DistributedDataParallel or DeepSpeed wrapper around it sees the whole forward pass."""
+
+    def __init__(self, critic: PreTrainedModel) -> None:
+        super().__init__()
+        self.critic = critic
+        self.config = critic.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.critic.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            use_cache=False,
+        ).last_hidden_state
+        return self.critic.score(hidden).squeeze(-1).float()
+
+    def gradient_checkpointing_enable(self) -> None:
+        self.critic.gradient_checkpointing_enable()
+
+
 def response_values(
-    critic: PreTrainedModel,
+    values: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     prompt_width: int,
 ) -> torch.Tensor:
-    """(B, R) value estimates V(prompt + response[:t]) from a sequence-classification critic
-    (backbone + ``score`` head), read at the position that predicts response token t."""
-    hidden = critic.base_model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids(attention_mask),
-        use_cache=False,
-    ).last_hidden_state
-    values = critic.score(hidden).squeeze(-1).float()
-    return values[:, prompt_width - 1 : -1]
+    """(B, R) value estimates V(prompt + response[:t]) from ``values`` (a :class:`TokenValues`,
+    or its engine's wrapper), read at the position that predicts response token t."""
+    return values(input_ids, attention_mask)[:, prompt_width - 1 : -1]
 
 
 def sequence_logprob_sums(

@@ -30,6 +30,7 @@ from rlhf.modeling.forward import response_logprobs
 from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
 from rlhf.stages.on_policy import (
     HISTORY_FILE,
+    ON_POLICY_WEIGHT_DECAY,
     ResponseRewards,
     check_reward_source,
     load_policies,
@@ -39,6 +40,7 @@ from rlhf.stages.on_policy import (
 from rlhf.stages.specs import GRPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
+from rlhf.training.engine import build_engine
 from rlhf.training.on_policy_loop import (
     Experience,
     OnPolicyAlgorithm,
@@ -74,15 +76,20 @@ def run(
     rewards_source = ResponseRewards(inputs.reward_model, config)
     prompt_messages, prompt_ids = load_prompts(inputs.prompts, tokenizer, config)
     sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, betas=(0.9, 0.95))
+    # AdamW's default decay (0.01) on every weight, as GRPO's results were measured with.
+    engine = build_engine(policy, config.lr, ON_POLICY_WEIGHT_DECAY, config.max_grad_norm,
+                          config.distributed, device, decay_matrices_only=False)  # fmt: skip
     G = config.group_size
 
     # --- rollouts and advantages (the loop runs this under no_grad) --------------------------
     def rollout(prompt_rows: list[int], iteration: int) -> Experience:
         rows = [i for i in prompt_rows for _ in range(G)]  # group-major: G copies of each
-        sampled = sample_responses(policy, tokenizer, [prompt_ids[i] for i in rows], sampling)
-        args = (sampled.input_ids, sampled.attention_mask, sampled.prompt_width)
-        old_logprobs, _ = response_logprobs(policy, *args, temperature=config.temperature)
+        # Under ZeRO-3 the weights are gathered whole for generation.
+        with engine.gathered():
+            sampled = sample_responses(policy, tokenizer, [prompt_ids[i] for i in rows],
+                                       sampling)  # fmt: skip
+            args = (sampled.input_ids, sampled.attention_mask, sampled.prompt_width)
+            old_logprobs, _ = response_logprobs(policy, *args, temperature=config.temperature)
         ref_logprobs, _ = response_logprobs(reference, *args, temperature=config.temperature)
         mask = sampled.response_mask.float()
         texts = decode_responses(tokenizer, sampled)
@@ -114,7 +121,7 @@ def run(
     def loss(batch: GroupBatch, mb: torch.Tensor, gradient_step: int):
         sub = batch.rollout.select(mb)
         logprobs, entropy = response_logprobs(
-            policy, sub.input_ids, sub.attention_mask, sub.prompt_width,
+            engine.module, sub.input_ids, sub.attention_mask, sub.prompt_width,
             temperature=config.temperature, with_entropy=True,
         )  # fmt: skip
         mask = sub.response_mask.float()
@@ -122,7 +129,7 @@ def run(
             logprobs, batch.old_logprobs[mb], batch.ref_logprobs[mb], batch.advantages[mb], mask,
             config.clip_eps, config.kl_coef,
         )  # fmt: skip
-        return total, {
+        return {"policy": total}, {
             "loss/policy": total.item(),
             "policy/entropy": masked_mean(entropy.detach(), mask).item(),
             **{f"policy/{k}": v for k, v in pg_stats.items()},
@@ -131,7 +138,7 @@ def run(
     # --- the loop ---------------------------------------------------------------------------
     algorithm = OnPolicyAlgorithm(
         name="grpo",
-        trained=[Trained("policy", policy, optimizer, config.lr)],
+        trained=[Trained("policy", engine, config.lr)],
         prompts_per_iteration=config.prompts_per_iteration,
         epochs=config.grpo_epochs,
         minibatch_size=config.minibatch_size,
@@ -150,5 +157,5 @@ def run(
         "data_sha256": manifest_checksum(inputs.prompts),
     }
     metrics = result_metrics(history, started)
-    return publish_policy(policy, tokenizer, outputs.model, description, metrics, history,
+    return publish_policy(engine, tokenizer, outputs.model, description, metrics, history,
                           config, ckpt_root, tracker)  # fmt: skip

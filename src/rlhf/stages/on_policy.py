@@ -18,8 +18,13 @@ from rlhf.gold import load_reward_function
 from rlhf.modeling import models
 from rlhf.modeling.encoding import Messages, encode_prompt
 from rlhf.modeling.reward_scoring import RewardScorer
-from rlhf.stages.publish import finish_training, publish_model
+from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.tracking import Tracker
+from rlhf.training.engine import Engine
+
+# AdamW's weight decay for the on-policy stages' models: torch's default, on every weight (the
+# supervised stages decay weight matrices only); the documented PPO/GRPO results used it.
+ON_POLICY_WEIGHT_DECAY = 0.01
 
 HISTORY_FILE = "training_history.json"  # per-iteration metrics, read by the evaluation report
 
@@ -99,7 +104,7 @@ class ResponseRewards:
 
 
 def publish_policy(
-    policy: PreTrainedModel,
+    policy: Engine,
     tokenizer: PreTrainedTokenizerBase,
     output: str,
     description: dict[str, Any],
@@ -112,12 +117,12 @@ def publish_policy(
     """Publish the trained policy to ``output`` with its ``description`` (what it was trained
     from), ``metrics`` and the training history; then drop the checkpoints (unless they live in
     a configured ``checkpoint_dir``) and log the metrics as ``final/*``. Returns ``metrics``."""
-    publish_model(
+    publish_trained(
         policy,
         tokenizer,
         output,
-        {**description, "metrics": metrics},
-        tracker,
+        manifest={**description, "metrics": metrics},
+        tracker=tracker,
         extra_files={HISTORY_FILE: history},
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,

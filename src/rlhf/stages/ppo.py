@@ -23,8 +23,10 @@ from rlhf.config import PPOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.modeling import models
 from rlhf.modeling.encoding import encode_conversation
+from rlhf.modeling.forward import TokenValues
 from rlhf.stages.on_policy import (
     HISTORY_FILE,
+    ON_POLICY_WEIGHT_DECAY,
     ResponseRewards,
     check_reward_source,
     load_policies,
@@ -35,6 +37,7 @@ from rlhf.stages.ppo_experience import PPOExperience, PPOModels, make_experience
 from rlhf.stages.specs import ModelOutputs, PPOInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
+from rlhf.training.engine import build_engine
 from rlhf.training.on_policy_loop import (
     Experience,
     OnPolicyAlgorithm,
@@ -64,7 +67,6 @@ def run(
     critic = models.load_reward_model(critic_source, config.dtype, config.trust_remote_code)
     critic.config.pad_token_id = loaded.tokenizer.pad_token_id
     critic.to(device)
-    ppo_models = PPOModels(loaded.tokenizer, loaded.policy, loaded.reference, critic)
     rewards_source = ResponseRewards(inputs.reward_model, config)
 
     # --- data: prompts, and SFT conversations for PPO-ptx -----------------------------------
@@ -75,9 +77,18 @@ def run(
         for r in (load_split(inputs.sft_data, "train") if config.ptx_coef > 0 else [])
     ]
 
-    # --- optimizers and coefficients: AdamW per model; KL penalty and PPO-Penalty betas -----
-    policy_opt = torch.optim.AdamW(loaded.policy.parameters(), lr=config.lr, betas=(0.9, 0.95))
-    critic_opt = torch.optim.AdamW(critic.parameters(), lr=config.critic_lr, betas=(0.9, 0.95))
+    # --- engines and coefficients: AdamW per model; KL penalty and PPO-Penalty betas --------
+    # AdamW's default decay (0.01) on every weight, as PPO's results were measured with.
+    policy_engine, critic_engine = (
+        build_engine(model, lr, ON_POLICY_WEIGHT_DECAY, config.max_grad_norm, config.distributed,
+                     device, decay_matrices_only=False)
+        for model, lr in ((loaded.policy, config.lr), (TokenValues(critic), config.critic_lr))
+    )  # fmt: skip
+    # Rollouts call the models themselves; the loss calls them through their engines.
+    ppo_models = PPOModels(loaded.tokenizer, policy_engine.model, loaded.reference,
+                           critic_engine.model)  # fmt: skip
+    train_models = PPOModels(loaded.tokenizer, policy_engine.module, loaded.reference,
+                             critic_engine.module)  # fmt: skip
     kl_ctl = make_kl_controller(
         config.kl_control, config.kl_coef, config.kl_target, config.kl_horizon
     )
@@ -87,20 +98,23 @@ def run(
     # --- rollout: experience of one response per prompt (the loop runs it under no_grad) --
     def rollout(rows: list[int], iteration: int) -> Experience:
         prompts = [prompt_messages[i] for i in rows]
-        exp, stats, texts = make_experience(ppo_models, rewards_source, prompts,
-                                            [prompt_ids[i] for i in rows], config, kl_ctl.value,
-                                            moments)  # fmt: skip
+        # Under ZeRO-3 the weights are gathered whole for the rollout's generation and scoring.
+        with policy_engine.gathered(), critic_engine.gathered():
+            exp, stats, texts = make_experience(ppo_models, rewards_source, prompts,
+                                                [prompt_ids[i] for i in rows], config,
+                                                kl_ctl.value, moments)  # fmt: skip
         shown = [m[-1]["content"] for m in prompts]
         return Experience(exp, len(rows), stats, (shown, texts, exp.scores.tolist()))
 
     # --- loss of one minibatch: policy + vf_coef x value (+ ptx_coef x LM loss on SFT) ------
     def loss(exp: PPOExperience, rows: torch.Tensor, gradient_step: int):
-        total, stats = ppo_loss(ppo_models, exp.select(rows), config, penalty.value)
+        losses, stats = ppo_loss(train_models, exp.select(rows), config, penalty.value)
         if not ptx_set:
-            return total, stats
-        ptx = ptx_loss(ppo_models, ptx_set, config, gradient_step)
-        total = total + config.ptx_coef * ptx
-        return total, {"loss/ptx": ptx.item(), **stats, "loss/total": total.item()}
+            return losses, stats
+        ptx = ptx_loss(train_models, ptx_set, config, gradient_step)
+        losses["policy"] = losses["policy"] + config.ptx_coef * ptx
+        total = losses["policy"] + losses["critic"]
+        return losses, {"loss/ptx": ptx.item(), **stats, "loss/total": total.item()}
 
     # --- after each update: PPO-Penalty's beta, then the KL coefficient adapt -------------
     def after_update(stats: dict[str, float]) -> None:
@@ -112,8 +126,8 @@ def run(
     algorithm = OnPolicyAlgorithm(
         name="ppo",
         trained=[
-            Trained("policy", loaded.policy, policy_opt, config.lr),
-            Trained("critic", critic, critic_opt, config.critic_lr),
+            Trained("policy", policy_engine, config.lr),
+            Trained("critic", critic_engine, config.critic_lr),
         ],
         prompts_per_iteration=config.rollout_batch_size,
         epochs=config.ppo_epochs,
@@ -134,5 +148,5 @@ def run(
         "data_sha256": manifest_checksum(inputs.prompts),
     }
     metrics = {**result_metrics(history, started), "kl_coef": kl_ctl.value}
-    return publish_policy(loaded.policy, loaded.tokenizer, outputs.model, description, metrics,
+    return publish_policy(policy_engine, loaded.tokenizer, outputs.model, description, metrics,
                           history, config, ckpt_root, tracker)  # fmt: skip

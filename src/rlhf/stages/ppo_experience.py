@@ -63,9 +63,11 @@ class PPOExperience:
 @dataclass
 class PPOModels:
     tokenizer: PreTrainedTokenizerBase
-    policy: PreTrainedModel  # trained
+    # Trained models are the models themselves in rollouts and their engines' wrappers
+    # (DDP, DeepSpeed) in the loss, where the gradients must go through them.
+    policy: torch.nn.Module  # trained
     reference: PreTrainedModel  # frozen SFT model: the KL penalty's anchor
-    critic: PreTrainedModel  # trained value model: one value per token
+    critic: torch.nn.Module  # trained value model (TokenValues): one value per token
 
 
 @torch.no_grad()
@@ -122,10 +124,12 @@ def make_experience(
 
 def ppo_loss(
     models: PPOModels, mb: PPOExperience, config: PPOConfig, penalty_beta: float
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The policy loss (PPO-Clip with ``clip_eps``, or PPO-Penalty with ``penalty_beta``)
-    plus ``vf_coef`` x the value loss clipped to ``value_clip`` around the rollout's values,
-    on minibatch ``mb``; with the stats ``loss/*``, ``policy/*`` and ``value/*``."""
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The policy's loss (PPO-Clip with ``clip_eps``, or PPO-Penalty with ``penalty_beta``)
+    and the critic's, ``vf_coef`` x the value loss clipped to ``value_clip`` around the
+    rollout's values, on minibatch ``mb``; with the stats ``loss/*``, ``policy/*`` and
+    ``value/*``. (Their sum is the usual total: separate models, so the gradients are the
+    same.)"""
     args = (mb.rollout.input_ids, mb.rollout.attention_mask, mb.rollout.prompt_width)
     logprobs, entropy = response_logprobs(
         models.policy, *args, temperature=config.temperature, with_entropy=True
@@ -142,11 +146,11 @@ def ppo_loss(
     vf_loss, vf_stats = clipped_value_loss(
         values, mb.values, mb.returns, mb.mask, config.value_clip
     )
-    loss = pg_loss + config.vf_coef * vf_loss
-    return loss, {
+    value_term = config.vf_coef * vf_loss
+    return {"policy": pg_loss, "critic": value_term}, {
         "loss/policy": pg_loss.item(),
         "loss/value": vf_loss.item(),
-        "loss/total": loss.item(),
+        "loss/total": (pg_loss + value_term).item(),
         "policy/entropy": masked_mean(entropy.detach(), mb.mask).item(),
         **{f"policy/{k}": v for k, v in pg_stats.items()},
         **{f"value/{k}": v for k, v in vf_stats.items()},
@@ -161,7 +165,7 @@ def ptx_loss(
     so a resumed run mixes in the same batches."""
     picks = batch_indices(len(sft_set), config.ptx_batch_size, config.seed, gradient_step)
     batch = collate([sft_set[i] for i in picks], models.tokenizer.pad_token_id)
-    device = models.policy.device
+    device = next(models.policy.parameters()).device
     b = {k: v.to(device) for k, v in batch.items()}
     logits = sequence_logits(models.policy, b["input_ids"], b["attention_mask"])
     return response_nll(logits, b["input_ids"], b["loss_mask"])

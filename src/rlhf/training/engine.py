@@ -44,12 +44,16 @@ _DEEPSPEED_MISSING = (
 )
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW's groups: weight decay on weight matrices only (not on biases, norms or gains)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
+def parameter_groups(
+    model: torch.nn.Module, weight_decay: float, matrices_only: bool = True
+) -> list[dict[str, Any]]:
+    """AdamW's groups: weight decay on weight matrices only (not on biases, norms or gains),
+    or on every weight when not ``matrices_only``."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if not matrices_only:
+        return [{"params": trained, "weight_decay": weight_decay}]
+    decay = [p for p in trained if p.dim() >= 2]
+    no_decay = [p for p in trained if p.dim() < 2]
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -127,6 +131,7 @@ class TorchEngine(Engine):
         config: DistributedConfig,
         device: torch.device,
         world: distributed.World,
+        groups: list[dict[str, Any]],
     ) -> None:
         self.model = model
         self.device = device
@@ -137,8 +142,10 @@ class TorchEngine(Engine):
             self.module = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         else:
             self.module = model
+        # A single group is given as the list of its parameters: AdamW's own layout.
+        params = groups[0]["params"] if len(groups) == 1 else groups
         self.optimizer = torch.optim.AdamW(
-            parameter_groups(model, weight_decay), lr=lr, betas=ADAM_BETAS
+            params, lr=lr, betas=ADAM_BETAS, weight_decay=groups[0]["weight_decay"]
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
         self.world = world
@@ -194,6 +201,7 @@ class DeepSpeedEngine(Engine):
         config: DistributedConfig,
         device: torch.device,
         world: distributed.World,
+        groups: list[dict[str, Any]],
     ) -> None:
         import deepspeed
 
@@ -205,7 +213,7 @@ class DeepSpeedEngine(Engine):
         ds_config = deepspeed_config(config, lr, weight_decay, max_grad_norm)
         self.module, self.optimizer, _, _ = deepspeed.initialize(
             model=model,
-            model_parameters=parameter_groups(model, weight_decay),
+            model_parameters=groups,
             config=ds_config,
         )
 
@@ -332,12 +340,15 @@ def build_engine(
     max_grad_norm: float,
     config: DistributedConfig,
     device: torch.device,
+    decay_matrices_only: bool = True,
 ) -> Engine:
     """The engine for ``model`` (already on ``device``): DeepSpeed when ``config.zero_stage``
-    is set and DeepSpeed is installed, plain PyTorch otherwise."""
+    is set and DeepSpeed is installed, plain PyTorch otherwise. AdamW decays the weight
+    matrices only, or every weight when not ``decay_matrices_only``."""
     world = distributed.launched_world()
     cls = DeepSpeedEngine if uses_deepspeed(config) else TorchEngine
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    return cls(model, lr, weight_decay, max_grad_norm, config, device, world)
+    groups = parameter_groups(model, weight_decay, decay_matrices_only)
+    return cls(model, lr, weight_decay, max_grad_norm, config, device, world, groups)

@@ -6,14 +6,20 @@ Each iteration:
   2. prompts: the iteration's batch from the reproducible prompt stream;
   3. ``algorithm.rollout(rows, iteration)`` -> :class:`Experience` (no gradient);
   4. ``algorithm.epochs`` passes over the experience in shuffled minibatches:
-     ``algorithm.loss(batch, rows, gradient_step)`` -> loss and stats; a non-finite loss stops
-     the run; then zero_grad, backward, clip and step every trained model;
+     ``algorithm.loss(batch, rows, gradient_step)`` -> each trained model's loss and the
+     stats; a non-finite loss stops the run; then each model's engine runs its backward pass
+     and steps (clipping each model on its own);
   5. ``algorithm.after_update(stats)``: coefficients that adapt to the iteration (KL control);
   6. guards, history, metrics, sample tables, progress, and a checkpoint every
      ``checkpoint_every`` iterations.
 
-A checkpoint holds the trained models and their optimizers, ``algorithm.state``, the guards
-and the loop's position: one list (:func:`_checkpointed`) both saves and resumes them.
+A checkpoint holds the trained models' engines (weights and optimizer state),
+``algorithm.state``, the guards and the loop's position: one list (:func:`_checkpointed`)
+both saves and resumes them.
+
+With several ranks (torchrun) each rank rolls out its share of the iteration's prompts and
+updates on minibatches of its share of the experience; the engines average the gradients, and
+the stats are averaged over the ranks before KL control, guards and logs see them.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from rlhf.config import OnPolicyConfig
 from rlhf.console.progress import Progress
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
+from rlhf.training import distributed
+from rlhf.training.engine import Engine
 from rlhf.training.errors import NonFiniteLossError
 from rlhf.training.guards import Guards
 from rlhf.training.prompt_stream import batch_indices
@@ -39,18 +47,18 @@ from rlhf.training.schedule import warmup_then
 
 # (prompts, responses, scores) of one iteration, the first ``samples_logged`` shown in tables.
 Samples = tuple[list[str], list[str], list[float]]
-# A minibatch's loss and its stats, from the algorithm's batch, the minibatch's rows (indices
-# into it) and the number of gradient steps taken before this one in the whole run.
-LossFn = Callable[[Any, torch.Tensor, int], tuple[torch.Tensor, dict[str, float]]]
+# A minibatch's loss for each trained model (by name) and its stats, from the algorithm's
+# batch, the minibatch's rows (indices into it) and the number of gradient steps taken before
+# this one in the whole run.
+LossFn = Callable[[Any, torch.Tensor, int], tuple[dict[str, torch.Tensor], dict[str, float]]]
 
 
 @dataclass
 class Trained:
-    """A model the loop trains, its optimizer, and its peak learning rate."""
+    """A model the loop trains: its engine (model and optimizer) and peak learning rate."""
 
-    name: str  # its name in checkpoints: the model under ``name``, its optimizer ``name_opt``
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
+    name: str  # its name in checkpoints and in the loss function's dict of losses
+    engine: Engine
     lr: float
 
 
@@ -108,6 +116,14 @@ def train_on_policy(
     run's ``fingerprint`` matches, when given); return the history, one row per iteration.
     ``prompt_count`` is how many prompts the stream draws from; ``started`` is the stage's
     start time, for the logged durations."""
+    world = distributed.launched_world()
+    for what, count in (("prompts per iteration", algorithm.prompts_per_iteration),
+                        ("minibatch_size", algorithm.minibatch_size)):  # fmt: skip
+        if count % world.size:
+            raise ValueError(
+                f"{algorithm.name}: {what} ({count}) must be a multiple of the number of ranks "
+                f"({world.size}): each rank takes an equal share"
+            )
     guards = Guards(algorithm.name, config)
     position = _Position()
     parts = _checkpointed(algorithm, guards, position)
@@ -122,16 +138,15 @@ def train_on_policy(
                 iteration, config.iterations, config.warmup_iterations, config.lr_schedule
             )
             for t in algorithm.trained:
-                for group in t.optimizer.param_groups:
-                    group["lr"] = t.lr * factor
+                t.engine.set_lr(t.lr * factor)
             # Batch i is a pure function of (seed, i): a resumed run gets the same prompts.
             rows = batch_indices(
                 prompt_count, algorithm.prompts_per_iteration, config.seed, iteration
             )
-            with torch.no_grad():
-                experience = algorithm.rollout(rows, iteration)
-            losses = _update(algorithm, experience, iteration, config, device, checkpoint_root)
-            stats = {**experience.stats, **losses}
+            with torch.no_grad(), algorithm.trained[0].engine.autocast():
+                experience = algorithm.rollout(distributed.shard(rows, world), iteration)
+            losses = _update(algorithm, experience, iteration, device, checkpoint_root, world)
+            stats = distributed.mean_across_ranks({**experience.stats, **losses})
             algorithm.after_update(stats)
 
             step = iteration + 1
@@ -149,12 +164,9 @@ def train_on_policy(
 
 def _checkpointed(
     algorithm: OnPolicyAlgorithm, guards: Guards, position: _Position
-) -> dict[str, ckpt.Stateful]:
+) -> dict[str, ckpt.Part]:
     """What a checkpoint holds, by name: the one list for saving and for resuming."""
-    parts: dict[str, ckpt.Stateful] = {}
-    for t in algorithm.trained:
-        parts[t.name] = t.model
-        parts[f"{t.name}_opt"] = t.optimizer
+    parts: dict[str, ckpt.Part] = {t.name: t.engine for t in algorithm.trained}
     return {**parts, **algorithm.state, "guards": guards, "position": position}
 
 
@@ -162,39 +174,39 @@ def _update(
     algorithm: OnPolicyAlgorithm,
     experience: Experience,
     iteration: int,
-    config: OnPolicyConfig,
     device: torch.device,
     checkpoint_root: Path,
+    world: distributed.World,
 ) -> dict[str, float]:
-    """``algorithm.epochs`` passes over ``experience`` in shuffled minibatches, one gradient
-    step each; returns each loss stat averaged over the steps."""
+    """``algorithm.epochs`` passes over ``experience`` (this rank's share) in shuffled
+    minibatches, one gradient step each; returns each loss stat averaged over the steps."""
     for t in algorithm.trained:
-        t.model.train()
-    n, size = experience.size, algorithm.minibatch_size
+        t.engine.train()
+    n, size = experience.size, algorithm.minibatch_size // world.size
     per_epoch = math.ceil(n / size)
     sums: dict[str, list[float]] = {}
     for epoch in range(algorithm.epochs):
         order = torch.randperm(n, device=device)
         for k, start in enumerate(range(0, n, size)):
             gradient_step = (iteration * algorithm.epochs + epoch) * per_epoch + k
-            loss, stats = algorithm.loss(experience.batch, order[start : start + size],
-                                         gradient_step)  # fmt: skip
-            if not torch.isfinite(loss):
+            with algorithm.trained[0].engine.autocast():
+                losses, stats = algorithm.loss(experience.batch, order[start : start + size],
+                                               gradient_step)  # fmt: skip
+            bad = next((v for v in (x.item() for x in losses.values()) if not math.isfinite(v)),
+                       None)  # fmt: skip
+            if distributed.any_rank(bad is not None):
                 terms = ", ".join(f"{s} {v}" for s, v in stats.items() if s.startswith("loss/"))
                 last = ckpt.latest_checkpoint(checkpoint_root)
                 raise NonFiniteLossError(
-                    f"{algorithm.name}: loss is {loss.item()} at iteration {iteration}"
-                    f"{f' ({terms})' if terms else ''}; stopping. "
+                    f"{algorithm.name}: loss is {bad if bad is not None else 'not finite'} "
+                    f"at iteration {iteration}"
+                    f"{f' ({terms})' if terms else ''} on rank {world.rank}; stopping. "
                     f"Last good checkpoint: {last or 'none yet'}"
                 )
-            for t in algorithm.trained:
-                t.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm > 0:  # each model clipped on its own
-                for t in algorithm.trained:
-                    torch.nn.utils.clip_grad_norm_(t.model.parameters(), config.max_grad_norm)
-            for t in algorithm.trained:
-                t.optimizer.step()
+            for t in algorithm.trained:  # separate models: separate graphs
+                t.engine.backward(losses[t.name])
+            for t in algorithm.trained:  # each clipped on its own
+                t.engine.step()
             for key, value in stats.items():
                 sums.setdefault(key, []).append(value)
     return {key: sum(values) / len(values) for key, values in sums.items()}
