@@ -13,7 +13,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # constraints.txt pins each package the project pulls in; `make lock` refreshes it.
 LOCK := constraints.txt
 
-.PHONY: demo test test-images test-architectures lint format compile install install-dev clean images push-images lock
+.PHONY: demo test test-images test-architectures test-distributed lint format compile install install-dev clean images push-images lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ test: install-dev
 # minutes). `make test` keeps GPT-2's SFT and GRPO.
 test-architectures: install-dev
 	$(BIN)/python -m pytest -q -m architectures
+
+# Every training stage under torchrun on 2 gloo ranks with DeepSpeed ZeRO-2/3, killed-rank
+# resume (docs/scaling.md; minutes). `make test` keeps SFT under ZeRO-3.
+test-distributed: install-dev
+	$(BIN)/python -m pytest -q -m distributed
 
 # The package installed the way images/cpu.Dockerfile installs it (a fresh venv; minutes).
 test-images: install-dev
