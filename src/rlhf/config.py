@@ -296,6 +296,11 @@ class LoraConfig(Checked):
         c.holds(bool(self.target_modules), "target_modules", "must name at least one module")
         c.one_of("publish", LORA_PUBLISH)
         c.holds(not self.quantize_4bit or self.r > 0, "quantize_4bit", "needs LoRA (r > 0)")
+        c.holds(
+            not self.quantize_4bit or self.publish == "adapter",
+            "publish",
+            "must be 'adapter' with quantize_4bit (merging into 4-bit weights gives no plain model)",
+        )
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 from rlhf.algorithms.logprobs import token_entropy, token_logprobs
+from rlhf.modeling import lora
 from rlhf.modeling.encoding import Encoded
 from rlhf.modeling.padding import collate
 
@@ -69,6 +70,7 @@ def response_values(
 ) -> torch.Tensor:
     """(B, R) value estimates V(prompt + response[:t]) from a sequence-classification critic
     (backbone + ``score`` head), read at the position that predicts response token t."""
+    critic = lora.unwrap(critic)  # a LoRA critic: its transformers model, adapters active
     hidden = critic.base_model(
         input_ids=input_ids,
         attention_mask=attention_mask,

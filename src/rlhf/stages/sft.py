@@ -17,7 +17,7 @@ import torch
 from rlhf.algorithms.sft_loss import response_nll
 from rlhf.config import SFTConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.modeling import models
+from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded, encode_conversation
 from rlhf.modeling.forward import heldout_nll
 from rlhf.modeling.padding import collate
@@ -60,12 +60,17 @@ def run(
     else:
         tokenizer = _tokenizer(config, train_rows)
         tokenizer.save_pretrained(saved_tokenizer)
+    lora.check_preset_base(config.lora, config.base_model)
+    quantization = lora.quantization_config(config.lora, config.dtype)
     if models.is_preset(config.base_model):
         model = models.build_from_preset(
             config.base_model, tokenizer, config.max_length, config.dtype
         )
     else:
-        model = models.load_causal_lm(config.base_model, config.dtype, config.trust_remote_code)
+        model = models.load_causal_lm(
+            config.base_model, config.dtype, config.trust_remote_code, quantization
+        )
+    model = lora.apply_lora(model, config.lora)
     model.to(device)
     log.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
 
@@ -114,11 +119,13 @@ def run(
         "seconds": time.time() - started,
     }
     model.config.use_cache = True
+    model, lora_fields = lora.publishable(model, config.lora, config.base_model)
     publish_model(
         model,
         tokenizer,
         outputs.model,
         {
+            **lora_fields,
             "artifact": "sft_model",
             "base_model": config.base_model,
             "data": str(inputs.data),
