@@ -296,6 +296,11 @@ class LoraConfig(Checked):
         c.holds(bool(self.target_modules), "target_modules", "must name at least one module")
         c.one_of("publish", LORA_PUBLISH)
         c.holds(not self.quantize_4bit or self.r > 0, "quantize_4bit", "needs LoRA (r > 0)")
+        c.holds(
+            not self.quantize_4bit or self.publish == "adapter",
+            "publish",
+            "must be 'adapter' with quantize_4bit (merging into 4-bit weights gives no plain model)",
+        )
 
 
 @dataclasses.dataclass
@@ -312,6 +317,14 @@ class ScaleSettings(Checked):
         if isinstance(self.lora, dict):
             self.lora = from_dict(LoraConfig, self.lora, "lora")
         super().__post_init__()
+
+    def _check(self, c: _Checks) -> None:
+        c.holds(
+            not (self.lora.r and self.distributed.zero_stage == 3),
+            "lora",
+            "with distributed.zero_stage 3 is not supported yet (its weights could not be "
+            "merged for publishing): use ZeRO 0-2, or zero_stage null, with LoRA",
+        )
 
 
 @dataclasses.dataclass
@@ -347,6 +360,7 @@ class TrainConfig(ScaleSettings):
     publish_to: str | None = None
 
     def _check(self, c: _Checks) -> None:  # before any model loads
+        super()._check(c)
         c.holds(self.epochs >= 0, "epochs", "must be >= 0")
         c.holds(self.epochs > 0 or self.max_steps > 0, "max_steps", "must be > 0 when epochs is 0")
         for name in ("batch_size", "grad_accum", "max_length", "log_every", "eval_batch_size"):
@@ -492,6 +506,7 @@ class OnPolicyConfig(ScaleSettings):
     publish_to: str | None = None
 
     def _check(self, c: _Checks) -> None:  # before any model loads
+        super()._check(c)
         c.one_of("lr_schedule", LR_SCHEDULES)
         c.one_of("dtype", DTYPES)
         for name in ("iterations", "minibatch_size", "max_new_tokens", "max_prompt_length"):

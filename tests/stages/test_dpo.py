@@ -85,9 +85,9 @@ def test_bad_dpo_settings_are_clear_errors(prepared, micro_models, tmp_path):
 
 RUN_DPO = """
 import json, sys
-from rlhf.config import DPOConfig
+from rlhf.config import DPOConfig, from_dict
 from rlhf.stages import dpo
-cfg = DPOConfig(**json.loads(sys.argv[1]))
+cfg = from_dict(DPOConfig, json.loads(sys.argv[1]))
 dpo.run(cfg, dpo.DPOInputs(sys.argv[2], sys.argv[3]), dpo.ModelOutputs(sys.argv[4]))
 """
 

@@ -54,9 +54,9 @@ def test_grpo_with_the_reward_model_and_bad_settings(prepared, micro_models, tmp
 
 RUN_GRPO = """
 import json, sys
-from rlhf.config import GRPOConfig
+from rlhf.config import GRPOConfig, from_dict
 from rlhf.stages import grpo
-cfg = GRPOConfig(**json.loads(sys.argv[1]))
+cfg = from_dict(GRPOConfig, json.loads(sys.argv[1]))
 grpo.run(cfg, grpo.GRPOInputs(*sys.argv[2:5]), grpo.ModelOutputs(sys.argv[5]))
 """
 

@@ -59,9 +59,9 @@ def test_ppo_penalty_variant_and_ptx_run(prepared, micro_models, tmp_path):
 
 RUN_PPO = """
 import json, sys
-from rlhf.config import PPOConfig
+from rlhf.config import PPOConfig, from_dict
 from rlhf.stages import ppo, ppo_experience
-cfg = PPOConfig(**json.loads(sys.argv[1]))
+cfg = from_dict(PPOConfig, json.loads(sys.argv[1]))
 ppo.run(cfg, ppo.PPOInputs(*sys.argv[2:6]), ppo.ModelOutputs(sys.argv[6]))
 """
 

@@ -139,9 +139,9 @@ def test_unknown_head_stops_before_training(prepared, sft_model, tmp_path):
 
 RUN_REWARD = """
 import json, sys
-from rlhf.config import RewardConfig
+from rlhf.config import RewardConfig, from_dict
 from rlhf.stages import reward
-cfg = RewardConfig(**json.loads(sys.argv[1]))
+cfg = from_dict(RewardConfig, json.loads(sys.argv[1]))
 reward.run(cfg, reward.RewardInputs(sys.argv[2], sys.argv[3]), reward.ModelOutputs(sys.argv[4]))
 """
 

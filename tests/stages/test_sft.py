@@ -38,9 +38,9 @@ def test_sft_learns_and_publishes(prepared, tmp_path):
 
 RUN_SFT = """
 import json, sys
-from rlhf.config import SFTConfig
+from rlhf.config import SFTConfig, from_dict
 from rlhf.stages import sft
-cfg = SFTConfig(**json.loads(sys.argv[1]))
+cfg = from_dict(SFTConfig, json.loads(sys.argv[1]))
 sft.run(cfg, sft.SFTInputs(sys.argv[2]), sft.ModelOutputs(sys.argv[3]))
 """
 

@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 from rlhf.algorithms.logprobs import token_entropy, token_logprobs
+from rlhf.modeling import lora
 from rlhf.modeling.encoding import Encoded
 from rlhf.modeling.padding import collate
 
@@ -72,13 +73,14 @@ class TokenValues(torch.nn.Module):
         self.config = critic.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.critic.base_model(
+        critic = lora.unwrap(self.critic)  # a LoRA critic: its transformers model, adapters on
+        hidden = critic.base_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids(attention_mask),
             use_cache=False,
         ).last_hidden_state
-        return self.critic.score(hidden).squeeze(-1).float()
+        return critic.score(hidden).squeeze(-1).float()
 
     def gradient_checkpointing_enable(self) -> None:
         self.critic.gradient_checkpointing_enable()

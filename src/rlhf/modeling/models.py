@@ -16,6 +16,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    BitsAndBytesConfig,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
@@ -102,24 +103,40 @@ def load_tokenizer(uri: str, trust_remote_code: bool = False) -> PreTrainedToken
 
 
 def load_causal_lm(
-    uri: str, dtype: str = "float32", trust_remote_code: bool = False
+    uri: str,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    quantization: BitsAndBytesConfig | None = None,
 ) -> PreTrainedModel:
+    """``quantization``: QLoRA's 4-bit base (``lora.quantization_config``), loaded on the GPU."""
     return AutoModelForCausalLM.from_pretrained(
-        resolve(uri), dtype=_dtype(dtype), trust_remote_code=trust_remote_code
-    )
+        resolve(uri), dtype=_dtype(dtype), trust_remote_code=trust_remote_code,
+        **_quantized(quantization),
+    )  # fmt: skip
 
 
 def load_reward_model(
-    uri: str, dtype: str = "float32", trust_remote_code: bool = False
+    uri: str,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    quantization: BitsAndBytesConfig | None = None,
 ) -> PreTrainedModel:
     """A sequence classifier with one output: the scalar reward read at the last non-pad token.
 
     Loading a causal LM folder here adds a freshly initialised ``score`` head (what the reward
     stage starts from); loading a reward-model folder restores its trained head."""
     model = AutoModelForSequenceClassification.from_pretrained(
-        resolve(uri), num_labels=1, dtype=_dtype(dtype), trust_remote_code=trust_remote_code
-    )
+        resolve(uri), num_labels=1, dtype=_dtype(dtype), trust_remote_code=trust_remote_code,
+        **_quantized(quantization),
+    )  # fmt: skip
     return model
+
+
+def _quantized(quantization: BitsAndBytesConfig | None) -> dict[str, Any]:
+    """from_pretrained's extra arguments for a 4-bit model: bitsandbytes quantizes on the GPU."""
+    if quantization is None:
+        return {}
+    return {"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
 
 
 def save_pretrained(

@@ -23,7 +23,7 @@ from rlhf import storage
 from rlhf.config import TrainConfig
 from rlhf.console.progress import Progress
 from rlhf.data.artifacts import manifest_checksum
-from rlhf.modeling import models
+from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded
 from rlhf.modeling.forward import sequence_logprob_sums
 from rlhf.modeling.padding import collate
@@ -58,6 +58,8 @@ def reference_key(preferences: str, reference_model: str, config: TrainConfig) -
         "chat_template": config.chat_template,
         "dtype": config.dtype,
     }
+    if config.lora.quantize_4bit:  # a 4-bit base scores differently from the saved weights
+        parts["quantize_4bit"] = True
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -126,24 +128,35 @@ def cached_reference_logprobs(
     pad_id: int,
     config: TrainConfig,
     device: torch.device,
+    reference: PreTrainedModel | None = None,
 ) -> tuple[str, dict[str, torch.Tensor]]:
     """The cache key (``reference_key``) and {"train_chosen", "train_rejected", "val_chosen",
     "val_rejected"} (CPU) of the frozen reference on the pairs of ``preferences``: read from
     ``checkpoint_root / REFERENCE_CACHE`` when it holds them for that key, else computed and
-    written there."""
+    written there. ``reference``: a model already loaded to compute them with (under LoRA, the
+    trained model, run with its adapters disabled) instead of loading ``reference_model``."""
     key = reference_key(preferences, reference_model, config)
     cache_path = checkpoint_root / REFERENCE_CACHE
     cached = read_reference_cache(cache_path, key)
     if cached is None:
         started = time.time()
-        reference = models.load_causal_lm(reference_model, config.dtype, config.trust_remote_code)
-        reference.to(device).eval()
-        with Progress(
-            f"{stage} reference log-probs", len(train_set) + len(val_set), "pair"
-        ) as progress:
+        if reference is None:
+            reference = models.load_causal_lm(
+                reference_model, config.dtype, config.trust_remote_code
+            )
+            reference.to(device)
+        was_training = reference.training
+        reference.eval()
+        with (
+            Progress(
+                f"{stage} reference log-probs", len(train_set) + len(val_set), "pair"
+            ) as progress,
+            lora.adapters_disabled(reference),
+        ):
             batch_size = config.eval_batch_size
             tc, tr = reference_logprobs(reference, train_set, pad_id, batch_size, progress)
             vc, vr = reference_logprobs(reference, val_set, pad_id, batch_size, progress)
+        reference.train(was_training)
         del reference
         cached = {"train_chosen": tc, "train_rejected": tr, "val_chosen": vc, "val_rejected": vr}
         cache_path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.config import POOLINGS, REWARD_HEADS
-from rlhf.modeling import models
+from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded, Messages, encode_prompt_answer
 from rlhf.modeling.forward import sequence_logprob_sums
 from rlhf.modeling.padding import collate, pad_right
@@ -73,6 +73,7 @@ def reward_scores(
     attention = pad_right([[1] * len(e) for e in examples], 0).to(device)
     if pooling == "last":
         return model(input_ids=ids, attention_mask=attention).logits.squeeze(-1).float()
+    model = lora.unwrap(model)  # a LoRA reward model: its transformers model, adapters active
     hidden = model.base_model(
         input_ids=ids, attention_mask=attention, use_cache=False
     ).last_hidden_state

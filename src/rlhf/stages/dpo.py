@@ -27,7 +27,7 @@ from rlhf.algorithms.dpo_loss import DPOOutput, dpo_loss
 from rlhf.config import DPOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.gold import load_reward_function
-from rlhf.modeling import models
+from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded, encode_prompt_answer
 from rlhf.modeling.preference_logprobs import (
     REFERENCE_CACHE,
@@ -93,15 +93,24 @@ def run(
         raise ValueError(f"{inputs.preferences}: the train split is empty")
 
     # --- reference log-probs, once per data set ----------------------------------------
+    # Under LoRA the reference is the policy with its adapters disabled: no second copy.
+    quantization = lora.quantization_config(config.lora, config.dtype)
+    policy = None
+    if config.lora.r:
+        policy = models.load_causal_lm(
+            inputs.sft_model, config.dtype, config.trust_remote_code, quantization
+        )
+        policy = lora.apply_lora(policy, config.lora).to(device)
     # Rank 0 computes and caches them; the others read its cache.
     key, cached = distributed.main_first(lambda: cached_reference_logprobs(
         "dpo", inputs.preferences, inputs.sft_model, ckpt_root,
-        train_set, val_set, pad_id, config, device,
+        train_set, val_set, pad_id, config, device, reference=policy,
     ))  # fmt: skip
     ref = {k: v.to(device) for k, v in cached.items()}
 
-    policy = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
-    policy.to(device)
+    if policy is None:  # full fine-tuning: loaded after the reference is freed
+        policy = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
+        policy.to(device)
     engine = build_engine(
         policy, config.lr, config.weight_decay, config.max_grad_norm, config.distributed, device
     )
@@ -184,6 +193,8 @@ def run(
         engine,
         tokenizer,
         outputs.model,
+        lora_config=config.lora,
+        lora_base=inputs.sft_model,
         manifest={
             "artifact": "dpo_policy",
             "sft_model": inputs.sft_model,

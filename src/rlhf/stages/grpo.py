@@ -28,6 +28,7 @@ from rlhf.config import GRPOConfig
 from rlhf.data.artifacts import manifest_checksum
 from rlhf.modeling.forward import response_logprobs
 from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
+from rlhf.modeling.lora import adapters_disabled
 from rlhf.stages.on_policy import (
     HISTORY_FILE,
     ON_POLICY_WEIGHT_DECAY,
@@ -90,7 +91,8 @@ def run(
                                        sampling)  # fmt: skip
             args = (sampled.input_ids, sampled.attention_mask, sampled.prompt_width)
             old_logprobs, _ = response_logprobs(policy, *args, temperature=config.temperature)
-        ref_logprobs, _ = response_logprobs(reference, *args, temperature=config.temperature)
+        with adapters_disabled(reference):  # under LoRA the reference is the policy
+            ref_logprobs, _ = response_logprobs(reference, *args, temperature=config.temperature)
         mask = sampled.response_mask.float()
         texts = decode_responses(tokenizer, sampled)
         prompts = [prompt_messages[i] for i in rows]

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlhf.config import OnPolicyConfig
 from rlhf.data.artifacts import load_split
 from rlhf.gold import load_reward_function
-from rlhf.modeling import models
+from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Messages, encode_prompt
 from rlhf.modeling.reward_scoring import RewardScorer
 from rlhf.stages.publish import finish_training, publish_trained
@@ -33,14 +33,22 @@ HISTORY_FILE = "training_history.json"  # per-iteration metrics, read by the eva
 class Policies:
     tokenizer: PreTrainedTokenizerBase
     policy: PreTrainedModel  # trained, starts from the SFT model
-    reference: PreTrainedModel  # frozen SFT model
+    # The frozen SFT model; under LoRA the policy itself. Run it inside
+    # ``lora.adapters_disabled(reference)``: the base model then, whichever it is.
+    reference: PreTrainedModel
 
 
 def load_policies(sft_model: str, config: OnPolicyConfig, device: torch.device) -> Policies:
     tokenizer = models.load_tokenizer(sft_model, config.trust_remote_code)
-    policy = models.load_causal_lm(sft_model, config.dtype, config.trust_remote_code)
-    reference = models.load_causal_lm(sft_model, config.dtype, config.trust_remote_code)
-    reference.requires_grad_(False).eval()
+    policy = models.load_causal_lm(
+        sft_model, config.dtype, config.trust_remote_code,
+        lora.quantization_config(config.lora, config.dtype),
+    )  # fmt: skip
+    if config.lora.r:  # no second copy: the reference is the policy with adapters disabled
+        policy = reference = lora.apply_lora(policy, config.lora)
+    else:
+        reference = models.load_causal_lm(sft_model, config.dtype, config.trust_remote_code)
+        reference.requires_grad_(False).eval()
     policy.to(device)
     reference.to(device)
     policy.config.use_cache = True  # generation reuses the KV cache
@@ -107,7 +115,7 @@ def publish_policy(
     policy: Engine,
     tokenizer: PreTrainedTokenizerBase,
     output: str,
-    description: dict[str, Any],
+    description: dict[str, Any],  # what it was trained from: "sft_model" names its base
     metrics: dict[str, float],
     history: list[dict[str, float]],
     config: OnPolicyConfig,
@@ -121,6 +129,8 @@ def publish_policy(
         policy,
         tokenizer,
         output,
+        lora_config=config.lora,
+        lora_base=description["sft_model"],
         manifest={**description, "metrics": metrics},
         tracker=tracker,
         extra_files={HISTORY_FILE: history},

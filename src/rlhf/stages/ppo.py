@@ -21,7 +21,7 @@ from rlhf.algorithms.kl_control import AdaptivePenaltyCoef, make_kl_controller
 from rlhf.algorithms.rewards import RunningMoments
 from rlhf.config import PPOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.modeling import models
+from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import encode_conversation
 from rlhf.modeling.forward import TokenValues
 from rlhf.stages.on_policy import (
@@ -64,8 +64,12 @@ def run(
     # --- models: policy and frozen reference (SFT), critic, frozen reward model ------------
     loaded = load_policies(inputs.sft_model, config, device)
     critic_source = inputs.reward_model if config.critic_init == "reward" else inputs.sft_model
-    critic = models.load_reward_model(critic_source, config.dtype, config.trust_remote_code)
+    critic = models.load_reward_model(
+        critic_source, config.dtype, config.trust_remote_code,
+        lora.quantization_config(config.lora, config.dtype),
+    )  # fmt: skip
     critic.config.pad_token_id = loaded.tokenizer.pad_token_id
+    critic = lora.apply_lora(critic, config.lora)  # the one lora: config trains both models
     critic.to(device)
     rewards_source = ResponseRewards(inputs.reward_model, config)
 

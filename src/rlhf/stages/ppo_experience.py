@@ -26,6 +26,7 @@ from rlhf.config import PPOConfig
 from rlhf.modeling.encoding import Encoded, Messages
 from rlhf.modeling.forward import response_logprobs, response_values, sequence_logits
 from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
+from rlhf.modeling.lora import adapters_disabled
 from rlhf.modeling.padding import collate
 from rlhf.stages.on_policy import ResponseRewards
 from rlhf.training.prompt_stream import batch_indices
@@ -66,7 +67,7 @@ class PPOModels:
     # Trained models are the models themselves in rollouts and their engines' wrappers
     # (DDP, DeepSpeed) in the loss, where the gradients must go through them.
     policy: torch.nn.Module  # trained
-    reference: PreTrainedModel  # frozen SFT model: the KL penalty's anchor
+    reference: PreTrainedModel  # frozen SFT model, the KL anchor (LoRA: the policy, adapters off)
     critic: torch.nn.Module  # trained value model (TokenValues): one value per token
 
 
@@ -92,7 +93,8 @@ def make_experience(
     rollout = sample_responses(models.policy, models.tokenizer, prompt_ids, sampling)
     args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_width)
     old_logprobs, _ = response_logprobs(models.policy, *args, temperature=config.temperature)
-    ref_logprobs, _ = response_logprobs(models.reference, *args, temperature=config.temperature)
+    with adapters_disabled(models.reference):  # under LoRA the reference is the policy
+        ref_logprobs, _ = response_logprobs(models.reference, *args, temperature=config.temperature)
     mask = rollout.response_mask.float()
     values = response_values(models.critic, *args) * mask
     texts = decode_responses(models.tokenizer, rollout)

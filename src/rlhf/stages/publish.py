@@ -13,7 +13,8 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf import storage
-from rlhf.modeling import models
+from rlhf.config import LoraConfig
+from rlhf.modeling import lora, models
 from rlhf.registry import MODEL_ARTIFACT_PATH
 from rlhf.tracking import Tracker
 from rlhf.training import distributed
@@ -72,14 +73,24 @@ def publish_model(
 
 
 def publish_trained(
-    engine: Engine, tokenizer: PreTrainedTokenizerBase, out: str | os.PathLike, **kwargs: Any
+    engine: Engine,
+    tokenizer: PreTrainedTokenizerBase,
+    out: str | os.PathLike,
+    manifest: dict[str, Any],
+    lora_config: LoraConfig,
+    lora_base: str,
+    **kwargs: Any,
 ) -> None:
     """:func:`publish_model` for a trained engine's model: every rank takes part in gathering
     its weights (ZeRO-3), rank 0 alone writes the folder, and no rank goes on before it is
-    complete."""
+    complete. A LoRA model is published as ``lora_config.publish`` says (merged, or the adapter
+    for ``lora_base``)."""
     weights = engine.weights_to_publish()
     if distributed.is_main_process():
-        publish_model(engine.model, tokenizer, out, state_dict=weights, **kwargs)
+        model, fields = lora.publishable(engine.model, lora_config, lora_base)
+        if model is not engine.model:
+            weights = None  # merged from the adapters of a model that holds its weights whole
+        publish_model(model, tokenizer, out, {**fields, **manifest}, state_dict=weights, **kwargs)
     distributed.barrier()
 
 

@@ -23,7 +23,7 @@ from rlhf.algorithms.reward_loss import pairwise_accuracy, pairwise_reward_loss
 from rlhf.config import RewardConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.gold import load_reward_function
-from rlhf.modeling import models
+from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded
 from rlhf.modeling.preference_logprobs import cached_reference_logprobs, pair_logprobs
 from rlhf.modeling.reward_scoring import (
@@ -74,11 +74,14 @@ def run(
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
 
     tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
-    if log_ratio:
-        model = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
-    else:
-        model = models.load_reward_model(inputs.sft_model, config.dtype, config.trust_remote_code)
+    load = models.load_causal_lm if log_ratio else models.load_reward_model
+    model = load(
+        inputs.sft_model, config.dtype, config.trust_remote_code,
+        lora.quantization_config(config.lora, config.dtype),
+    )  # fmt: skip
+    if not log_ratio:
         model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
+    model = lora.apply_lora(model, config.lora)  # r=0: the model itself
     model.to(device)
     engine = build_engine(
         model, config.lr, config.weight_decay, config.max_grad_norm, config.distributed, device
@@ -121,10 +124,12 @@ def run(
     pad_id = tokenizer.pad_token_id
     key = None
     if log_ratio:
-        # Rank 0 computes and caches them; the others read its cache.
+        # Rank 0 computes and caches them; the others read its cache. Under LoRA the frozen
+        # reference is this model with its adapters disabled.
         key, ref = distributed.main_first(lambda: cached_reference_logprobs(
             "reward", inputs.preferences, inputs.sft_model, ckpt_root,
             train_set, val_set, pad_id, config, device,
+            reference=model if lora.is_lora(model) else None,
         ))  # fmt: skip
         for split, pairs in (("train", train_set), ("val", val_set)):
             chosen, rejected = ref[f"{split}_chosen"].tolist(), ref[f"{split}_rejected"].tolist()
@@ -220,6 +225,8 @@ def run(
         engine,
         tokenizer,
         outputs.model,
+        lora_config=config.lora,
+        lora_base=inputs.sft_model,
         manifest={
             "artifact": "reward_model",
             "head": config.head,

@@ -17,7 +17,7 @@ import torch
 from rlhf.algorithms.sft_loss import response_nll
 from rlhf.config import SFTConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.modeling import models
+from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded, encode_conversation
 from rlhf.modeling.forward import heldout_nll
 from rlhf.modeling.padding import collate
@@ -68,12 +68,17 @@ def run(
         return made
 
     tokenizer = distributed.main_first(make_or_load_tokenizer)
+    lora.check_preset_base(config.lora, config.base_model)
+    quantization = lora.quantization_config(config.lora, config.dtype)
     if models.is_preset(config.base_model):
         model = models.build_from_preset(
             config.base_model, tokenizer, config.max_length, config.dtype
         )
     else:
-        model = models.load_causal_lm(config.base_model, config.dtype, config.trust_remote_code)
+        model = models.load_causal_lm(
+            config.base_model, config.dtype, config.trust_remote_code, quantization
+        )
+    model = lora.apply_lora(model, config.lora)
     model.to(device)
     log.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
     engine = build_engine(
@@ -130,6 +135,8 @@ def run(
         engine,
         tokenizer,
         outputs.model,
+        lora_config=config.lora,
+        lora_base=config.base_model,
         manifest={
             "artifact": "sft_model",
             "base_model": config.base_model,
