@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from rlhf.config import LoraConfig
 from rlhf.modeling import lora, models
-from rlhf.modeling.forward import response_values
+from rlhf.modeling.forward import TokenValues, response_values
 from rlhf.modeling.tokenizer import train_bpe_tokenizer
 
 # micro-llama: hidden 32, MLP 64, one layer. "all-linear" puts rank-4 adapters on q, k, v, o
@@ -115,7 +115,7 @@ def test_a_lora_reward_model_trains_its_score_head_and_merges_it(base, tmp_path)
     assert any("score" in n and "lora_" not in n for n in trainable)  # the whole head
     # A critic's values go through the wrapped model's backbone and head.
     mask = torch.ones_like(IDS)
-    assert response_values(model, IDS, mask, 2).shape == (2, 4)
+    assert response_values(TokenValues(model), IDS, mask, 2).shape == (2, 4)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(3):
         model(input_ids=IDS).logits.sum().backward()
