@@ -4,9 +4,10 @@ numbering, stats averaging, the non-finite guard, and resume to the same weights
 import pytest
 import torch
 
-from rlhf.config import OnPolicyConfig
+from rlhf.config import DistributedConfig, OnPolicyConfig
 from rlhf.tracking import Tracker
 from rlhf.training import checkpoint as ckpt
+from rlhf.training.engine import build_engine
 from rlhf.training.errors import NonFiniteLossError
 from rlhf.training.on_policy_loop import Experience, OnPolicyAlgorithm, Trained, train_on_policy
 
@@ -18,7 +19,8 @@ CONFIG = OnPolicyConfig(
 def _toy(steps_seen: list[int], nan_at: int = -1) -> tuple[OnPolicyAlgorithm, torch.nn.Linear]:
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
-    optimizer = torch.optim.SGD(model.parameters(), lr=CONFIG.lr)
+    engine = build_engine(model, CONFIG.lr, 0.0, CONFIG.max_grad_norm, DistributedConfig(),
+                          torch.device("cpu"))  # fmt: skip
 
     def rollout(rows: list[int], iteration: int) -> Experience:
         targets = torch.rand(4)  # the RNG a resumed run must continue
@@ -30,11 +32,11 @@ def _toy(steps_seen: list[int], nan_at: int = -1) -> tuple[OnPolicyAlgorithm, to
         value = ((model.weight[0, 0] - targets[mb]) ** 2).mean()
         if gradient_step == nan_at:
             value = value * float("nan")
-        return value, {"loss/step": float(gradient_step), "policy/entropy": 1.0}
+        return {"policy": value}, {"loss/step": float(gradient_step), "policy/entropy": 1.0}
 
     algorithm = OnPolicyAlgorithm(
         name="toy",
-        trained=[Trained("policy", model, optimizer, CONFIG.lr)],
+        trained=[Trained("policy", engine, CONFIG.lr)],
         prompts_per_iteration=2,
         epochs=2,
         minibatch_size=2,

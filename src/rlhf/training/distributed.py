@@ -40,6 +40,10 @@ class World:
         """Rank 0: the one process that logs, writes manifests and publishes."""
         return self.rank == 0
 
+    def on_rank(self) -> str:
+        """`` on rank N`` for error messages when there are several ranks, else nothing."""
+        return f" on rank {self.rank}" if self.size > 1 else ""
+
 
 def launched_world() -> World:
     """The world as the launcher's environment describes it (one process when unset)."""

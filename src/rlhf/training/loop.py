@@ -115,8 +115,8 @@ def train(
                     if distributed.any_rank(not torch.isfinite(loss).item()):
                         last = ckpt.latest_checkpoint(checkpoint_root)
                         raise NonFiniteLossError(
-                            f"{stage}: loss is {loss.item()} at step {step} (epoch {epoch}) "
-                            f"on rank {world.rank}; stopping. "
+                            f"{stage}: loss is {loss.item()} at step {step} (epoch {epoch})"
+                            f"{world.on_rank()}; stopping. "
                             f"Last good checkpoint: {last or 'none yet'}"
                         )
                     engine.backward((loss if share == 1.0 else loss * share) / len(group))

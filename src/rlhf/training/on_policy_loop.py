@@ -200,7 +200,7 @@ def _update(
                 raise NonFiniteLossError(
                     f"{algorithm.name}: loss is {bad if bad is not None else 'not finite'} "
                     f"at iteration {iteration}"
-                    f"{f' ({terms})' if terms else ''} on rank {world.rank}; stopping. "
+                    f"{f' ({terms})' if terms else ''}{world.on_rank()}; stopping. "
                     f"Last good checkpoint: {last or 'none yet'}"
                 )
             for t in algorithm.trained:  # separate models: separate graphs
