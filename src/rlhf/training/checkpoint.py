@@ -92,12 +92,7 @@ def save_parts(
     ``state_dict()`` under its name, and each rank's RNG states. Every rank calls it;
     :func:`resume_parts` with the same ``parts`` restores exactly this."""
     world = distributed.launched_world()
-    root = Path(root)
-    tmp = root / f".tmp-{PREFIX}{step:08d}"
-    if world.is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    tmp = _empty_tmp(root, step) if world.is_main else _tmp_name(root, step)
     distributed.barrier()
     state = {}
     for name, part in parts.items():
@@ -107,11 +102,9 @@ def save_parts(
             state[name] = part.state_dict()
     torch.save(capture_rng(), tmp / f"rng-{world.rank}.pt")
     distributed.barrier()  # every rank's files are written before the folder is renamed
-    final = root / f"{PREFIX}{step:08d}"
+    final = Path(root) / f"{PREFIX}{step:08d}"
     if world.is_main:
-        _finish(tmp, final, state, step, fingerprint)
-        for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        _commit(tmp, final, state, step, keep, fingerprint)
     distributed.barrier()
     return final
 
@@ -147,10 +140,29 @@ def _is_folder_state(part: Any) -> bool:
     return hasattr(part, "save_to") and hasattr(part, "load_from")
 
 
-def _finish(
-    tmp: Path, final: Path, state: dict[str, Any], step: int, fingerprint: Mapping[str, Any] | None
+def _tmp_name(root: str | os.PathLike, step: int) -> Path:
+    return Path(root) / f".tmp-{PREFIX}{step:08d}"
+
+
+def _empty_tmp(root: str | os.PathLike, step: int) -> Path:
+    """An empty folder to write checkpoint ``step`` into before it is renamed."""
+    tmp = _tmp_name(root, step)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _commit(
+    tmp: Path,
+    final: Path,
+    state: dict[str, Any],
+    step: int,
+    keep: int,
+    fingerprint: Mapping[str, Any] | None,
 ) -> None:
-    """Write ``state.pt`` and ``meta.json`` into ``tmp`` and rename it to ``final``."""
+    """Write ``state.pt`` and ``meta.json`` into ``tmp``, rename it to ``final`` and keep only
+    the newest ``keep`` checkpoints beside it (all when ``keep`` <= 0)."""
     torch.save(state, tmp / "state.pt")
     meta: dict[str, Any] = {"step": step}
     if fingerprint is not None:
@@ -159,6 +171,8 @@ def _finish(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    for old in list_checkpoints(final.parent)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(
@@ -170,15 +184,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``state`` as checkpoint ``step`` under ``root`` and keep only the newest ``keep``;
     ``fingerprint`` (``fingerprint.run_fingerprint``) goes into ``meta.json`` as ``"run"``."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f".tmp-{PREFIX}{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    _finish(tmp, final, state, step, fingerprint)
-    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    final = Path(root) / f"{PREFIX}{step:08d}"
+    _commit(_empty_tmp(root, step), final, state, step, keep, fingerprint)
     return final
 
 

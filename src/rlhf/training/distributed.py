@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -91,16 +91,20 @@ def start(config: DistributedConfig, device: torch.device, need_group: bool = Fa
     return world
 
 
-def stop() -> None:
-    """Leave the process group (at the end of a stage: the next one may form another)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def shard(items: list[T], world: World) -> list[T]:
     """This rank's share of a batch: items ``rank``, ``rank + size``, ... The shares of all
     ranks together are the batch, so N ranks step on the same global batch as one process."""
     return items[world.rank :: world.size]
+
+
+def sums_across_ranks(values: list[float]) -> list[float]:
+    """Each value summed over the ranks, in one all-reduce (every rank must call it with as
+    many values); the values themselves in a single process."""
+    if not _several():
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
@@ -108,40 +112,13 @@ def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     if not _several():
         return values
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist(), strict=True))
-
-
-def share_of_total(weight: float) -> float:
-    """``size * weight / (sum of every rank's weight)``: the factor that turns this rank's mean
-    loss over its ``weight`` units (tokens, pairs) into its part of the global mean, once the
-    gradients are averaged over the ranks. 1.0 in a single process."""
-    if not _several():
-        return 1.0
-    t = torch.tensor([float(weight)], dtype=torch.float64)
-    dist.all_reduce(t)
-    total = t.item()
-    return dist.get_world_size() * weight / total if total > 0 else 0.0
+    sums = sums_across_ranks([float(values[k]) for k in keys])
+    return {k: v / dist.get_world_size() for k, v in zip(keys, sums, strict=True)}
 
 
 def any_rank(flag: bool) -> bool:
     """Whether ``flag`` is true on any rank (every rank must call it)."""
-    if not _several():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def broadcast_from_main(value: Any) -> Any:
-    """Rank 0's ``value`` on every rank (a picklable object)."""
-    if not _several():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return sums_across_ranks([1.0 if flag else 0.0])[0] > 0
 
 
 def barrier() -> None:

@@ -68,8 +68,14 @@ class Engine:
     ``generate``, its config and ``save_pretrained``."""
 
     module: torch.nn.Module
-    model: torch.nn.Module
-    device: torch.device
+
+    def __init__(
+        self, model: torch.nn.Module, config: DistributedConfig, device: torch.device
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.precision = config.precision
+        self.world = distributed.launched_world()
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The context the forward pass of a training step runs in."""
@@ -86,9 +92,6 @@ class Engine:
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer_groups():
             group["lr"] = lr
-
-    def lr(self) -> float:
-        return float(self.optimizer_groups()[0]["lr"])
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -125,19 +128,15 @@ class TorchEngine(Engine):
     def __init__(
         self,
         model: torch.nn.Module,
+        groups: list[dict[str, Any]],
         lr: float,
-        weight_decay: float,
         max_grad_norm: float,
         config: DistributedConfig,
         device: torch.device,
-        world: distributed.World,
-        groups: list[dict[str, Any]],
     ) -> None:
-        self.model = model
-        self.device = device
+        super().__init__(model, config, device)
         self.max_grad_norm = max_grad_norm
-        self.precision = config.precision
-        if world.size > 1:
+        if self.world.size > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.module = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         else:
@@ -148,7 +147,6 @@ class TorchEngine(Engine):
             params, lr=lr, betas=ADAM_BETAS, weight_decay=groups[0]["weight_decay"]
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-        self.world = world
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
@@ -195,22 +193,17 @@ class DeepSpeedEngine(Engine):
     def __init__(
         self,
         model: torch.nn.Module,
+        groups: list[dict[str, Any]],
         lr: float,
-        weight_decay: float,
         max_grad_norm: float,
         config: DistributedConfig,
         device: torch.device,
-        world: distributed.World,
-        groups: list[dict[str, Any]],
     ) -> None:
         import deepspeed
 
-        self.model = model
-        self.device = device
-        self.world = world
+        super().__init__(model, config, device)
         self.zero_stage = config.zero_stage
-        self.precision = config.precision
-        ds_config = deepspeed_config(config, lr, weight_decay, max_grad_norm)
+        ds_config = deepspeed_config(config, lr, max_grad_norm)
         self.module, self.optimizer, _, _ = deepspeed.initialize(
             model=model,
             model_parameters=groups,
@@ -263,11 +256,10 @@ class DeepSpeedEngine(Engine):
             yield self.model
 
 
-def deepspeed_config(
-    config: DistributedConfig, lr: float, weight_decay: float, max_grad_norm: float
-) -> dict[str, Any]:
-    """DeepSpeed's JSON config for one engine. The batch sizes are bookkeeping only: the loop
-    feeds micro-batches and calls ``step()`` at its own accumulation boundaries."""
+def deepspeed_config(config: DistributedConfig, lr: float, max_grad_norm: float) -> dict[str, Any]:
+    """DeepSpeed's JSON config for one engine (each parameter group brings its own weight
+    decay). The batch sizes are bookkeeping only: the loop feeds micro-batches and calls
+    ``step()`` at its own accumulation boundaries."""
     zero: dict[str, Any] = {"stage": config.zero_stage}
     if config.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
@@ -287,7 +279,6 @@ def deepspeed_config(
             "params": {
                 "lr": lr,
                 "betas": list(ADAM_BETAS),
-                "weight_decay": weight_decay,
                 "torch_adam": True,
             },
         },
@@ -317,10 +308,6 @@ def uses_deepspeed(config: DistributedConfig) -> bool:
     if deepspeed_available():
         return True
     if config.zero_stage == 0:
-        log.warning(
-            "distributed.zero_stage=0 without DeepSpeed installed: training on plain PyTorch "
-            "(the same ZeRO-0 arithmetic: nothing is sharded)"
-        )
         return False
     raise ValueError(_DEEPSPEED_MISSING.format(stage=config.zero_stage))
 
@@ -328,6 +315,11 @@ def uses_deepspeed(config: DistributedConfig) -> bool:
 def prepare_backend(config: DistributedConfig, device: torch.device) -> distributed.World:
     """Join the process group the engines need; call once per stage before building them."""
     use_ds = uses_deepspeed(config)
+    if config.zero_stage == 0 and not use_ds:
+        log.warning(
+            "distributed.zero_stage=0 without DeepSpeed installed: training on plain PyTorch "
+            "(the same ZeRO-0 arithmetic: nothing is sharded)"
+        )
     if use_ds and device.type == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     return distributed.start(config, device, need_group=use_ds)
@@ -345,10 +337,9 @@ def build_engine(
     """The engine for ``model`` (already on ``device``): DeepSpeed when ``config.zero_stage``
     is set and DeepSpeed is installed, plain PyTorch otherwise. AdamW decays the weight
     matrices only, or every weight when not ``decay_matrices_only``."""
-    world = distributed.launched_world()
     cls = DeepSpeedEngine if uses_deepspeed(config) else TorchEngine
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     groups = parameter_groups(model, weight_decay, decay_matrices_only)
-    return cls(model, lr, weight_decay, max_grad_norm, config, device, world, groups)
+    return cls(model, groups, lr, max_grad_norm, config, device)

@@ -109,16 +109,24 @@ def train(
                     # This rank's share; a rank left without one (a batch smaller than the
                     # world) still runs a zero-weighted pass so that every rank syncs.
                     part = distributed.shard(batch, world)
-                    share = distributed.share_of_total(batch_weight(part) if part else 0.0)
                     with engine.autocast():
                         loss, metrics = loss_fn(part or batch[:1])
-                    if distributed.any_rank(not torch.isfinite(loss).item()):
+                    # One all-reduce: the batch's units (tokens, pairs) over all ranks, and
+                    # whether any rank's loss is not finite.
+                    weight = batch_weight(part) if part else 0.0
+                    units, bad = distributed.sums_across_ranks(
+                        [weight, 0.0 if torch.isfinite(loss).item() else 1.0]
+                    )
+                    if bad:
                         last = ckpt.latest_checkpoint(checkpoint_root)
                         raise NonFiniteLossError(
                             f"{stage}: loss is {loss.item()} at step {step} (epoch {epoch})"
                             f"{world.on_rank()}; stopping. "
                             f"Last good checkpoint: {last or 'none yet'}"
                         )
+                    # This rank's part of the global mean once the engine averages the ranks'
+                    # gradients (1.0 alone); 0 for a rank left without a share.
+                    share = world.size * weight / units if units > 0 else 0.0
                     engine.backward((loss if share == 1.0 else loss * share) / len(group))
                     for k, v in {"loss": loss.item(), **metrics}.items():
                         window.setdefault(k, []).append(v)
