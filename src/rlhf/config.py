@@ -320,10 +320,10 @@ class ScaleSettings(Checked):
 
     def _check(self, c: _Checks) -> None:
         c.holds(
-            not (self.lora.r and self.distributed.zero_stage == 3),
+            not (self.lora.quantize_4bit and self.distributed.zero_stage == 3),
             "lora",
-            "with distributed.zero_stage 3 is not supported yet (its weights could not be "
-            "merged for publishing): use ZeRO 0-2, or zero_stage null, with LoRA",
+            "quantize_4bit cannot be combined with distributed.zero_stage 3 (4-bit weights are "
+            "not partitioned): use ZeRO 0-2, or zero_stage null, with QLoRA",
         )
 
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from rlhf.config import LoraConfig
+from rlhf.config import DistributedConfig, LoraConfig, SFTConfig
 from rlhf.modeling import lora, models
 from rlhf.modeling.forward import TokenValues, response_values
 from rlhf.modeling.tokenizer import train_bpe_tokenizer
@@ -138,6 +138,10 @@ def test_qlora_needs_cuda_and_bitsandbytes_and_an_adapter_to_publish(monkeypatch
     assert lora.quantization_config(LoraConfig(r=4), "float32") is None
     with pytest.raises(ValueError, match="publish.*must be 'adapter' with quantize_4bit"):
         LoraConfig(r=4, quantize_4bit=True)
+    # 4-bit weights are not partitioned by ZeRO-3; LoRA on full-precision weights is.
+    with pytest.raises(ValueError, match="quantize_4bit.*cannot be combined with .*zero_stage 3"):
+        SFTConfig(lora=cfg, distributed=DistributedConfig(zero_stage=3))
+    SFTConfig(lora=LoraConfig(r=4), distributed=DistributedConfig(zero_stage=3))
 
 
 def test_a_preset_base_cannot_publish_an_adapter_or_be_quantized():

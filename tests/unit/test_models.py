@@ -45,3 +45,22 @@ def test_a_tokenizer_without_pad_pads_with_eos_and_one_without_eos_is_refused(tm
     gpt2.save_pretrained(tmp_path / "no_eos")
     with pytest.raises(ValueError, match=r"no_eos: the tokenizer has no EOS token"):
         models.load_tokenizer(str(tmp_path / "no_eos"))
+
+
+def test_a_model_holding_shards_takes_its_whole_weights_and_saves_them(tmp_path):
+    """What publishing a ZeRO-3 model does on rank 0: its parameters hold empty placeholders
+    until the gathered weights are put in, tied weights included."""
+    import torch
+    from safetensors.torch import load_file
+
+    tok = train_bpe_tokenizer(["onion, garlic"] * 10, vocab_size=270)
+    model = models.build_from_preset("preset:micro-llama", tok, 64)
+    whole = {k: v.clone() for k, v in model.state_dict().items()}
+    for param in model.parameters():
+        param.data = torch.empty(0)  # as DeepSpeed leaves a partitioned parameter
+    models.take_weights(model, whole)
+    models.save_pretrained(model, tok, tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    for name, tensor in saved.items():
+        torch.testing.assert_close(tensor, whole[name], rtol=0, atol=0)
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight

@@ -140,16 +140,25 @@ def _quantized(quantization: BitsAndBytesConfig | None) -> dict[str, Any]:
 
 
 def save_pretrained(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    folder: str | os.PathLike,
-    state_dict: dict[str, torch.Tensor] | None = None,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: str | os.PathLike
 ) -> None:
-    """Save weights (safetensors only) and tokenizer into ``folder``; ``state_dict`` replaces
-    the model's own weights (gathered ones, when the model holds only a shard)."""
+    """Save weights (safetensors only) and tokenizer into ``folder``."""
     Path(folder).mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
+    model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+
+
+def take_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Make ``model`` hold ``weights`` (its state dict's names; gathered from ZeRO-3 shards, or
+    fp32 master weights) as its own parameters and buffers, whatever their shapes and dtypes
+    were: a sharded model becomes whole, ready to merge adapters into and to save."""
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        tensor.data = weights[name]
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """The model's parameters, whole even when this rank holds only shards (ZeRO-3)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
 
 
 def pick_device(name: str = "auto") -> torch.device:

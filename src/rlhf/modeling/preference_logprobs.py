@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -127,24 +128,20 @@ def cached_reference_logprobs(
     val_set: list[EncodedPair],
     pad_id: int,
     config: TrainConfig,
-    device: torch.device,
-    reference: PreTrainedModel | None = None,
+    load_reference: Callable[[], torch.nn.Module],
+    write_cache: bool = True,
 ) -> tuple[str, dict[str, torch.Tensor]]:
     """The cache key (``reference_key``) and {"train_chosen", "train_rejected", "val_chosen",
-    "val_rejected"} (CPU) of the frozen reference on the pairs of ``preferences``: read from
-    ``checkpoint_root / REFERENCE_CACHE`` when it holds them for that key, else computed and
-    written there. ``reference``: a model already loaded to compute them with (under LoRA, the
-    trained model, run with its adapters disabled) instead of loading ``reference_model``."""
+    "val_rejected"} (CPU) of the frozen reference ``reference_model`` on the pairs of
+    ``preferences``: read from ``checkpoint_root / REFERENCE_CACHE`` when it holds them for
+    that key, else computed with ``load_reference()`` (the model, placed; under LoRA the
+    trained model, run with its adapters disabled) and written there when ``write_cache``."""
     key = reference_key(preferences, reference_model, config)
     cache_path = checkpoint_root / REFERENCE_CACHE
     cached = read_reference_cache(cache_path, key)
     if cached is None:
         started = time.time()
-        if reference is None:
-            reference = models.load_causal_lm(
-                reference_model, config.dtype, config.trust_remote_code
-            )
-            reference.to(device)
+        reference = load_reference()
         was_training = reference.training
         reference.eval()
         with (
@@ -159,8 +156,9 @@ def cached_reference_logprobs(
         reference.train(was_training)
         del reference
         cached = {"train_chosen": tc, "train_rejected": tr, "val_chosen": vc, "val_rejected": vr}
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        storage.atomic_write_text(cache_path, json.dumps(cache_json(key, cached)))
+        if write_cache:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            storage.atomic_write_text(cache_path, json.dumps(cache_json(key, cached)))
         log.debug(
             "%s: reference log-probs of %d pairs in %.0fs, cached in %s",
             stage, len(train_set) + len(val_set), time.time() - started, cache_path,

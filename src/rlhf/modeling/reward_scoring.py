@@ -17,6 +17,7 @@ folder (``reference/``) so the folder is all a scorer needs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,6 +32,8 @@ from rlhf.modeling.padding import collate, pad_right
 SETTINGS_FILE = "rlhf_reward.json"  # how the model encodes inputs, saved beside the weights
 REFERENCE_DIR = "reference"  # log_ratio head: the frozen base model, inside the reward model
 HEADS = REWARD_HEADS
+# Places a loaded model for inference and returns what to call (DeepSpeed's sharded module).
+Placement = Callable[[PreTrainedModel], torch.nn.Module]
 
 
 def as_messages(prompt: str | Messages) -> Messages:
@@ -113,10 +116,13 @@ class RewardScorer:
         pooling: str = "sum",
         reference: PreTrainedModel | None = None,  # given: the log_ratio head
         beta: float = 1.0,
+        place: Placement | None = None,  # how each model is placed; default: moved to device
     ) -> None:
         self.device = models.pick_device(device)
-        self.model = model.to(self.device).eval()
-        self.reference = reference.to(self.device).eval() if reference is not None else None
+        self.model = place(model) if place else model.to(self.device).eval()
+        if reference is not None:
+            reference = place(reference) if place else reference.to(self.device).eval()
+        self.reference = reference
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.chat_template = chat_template
@@ -125,7 +131,16 @@ class RewardScorer:
         self.beta = beta
 
     @classmethod
-    def load(cls, uri: str, device: str = "auto", dtype: str = "float32") -> RewardScorer:
+    def load(
+        cls,
+        uri: str,
+        device: str = "auto",
+        dtype: str = "float32",
+        place: Placement | None = None,
+    ) -> RewardScorer:
+        """The reward model published at ``uri`` with its settings. ``place``: how each
+        loaded model is placed for inference (sharded across ranks under ZeRO-3), instead of
+        moving it whole to ``device``."""
         folder = Path(models.resolve(uri))
         settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
         head = settings.get("head", "scalar")  # models saved before heads existed are scalar
@@ -144,6 +159,7 @@ class RewardScorer:
             settings.get("pooling", "last"),  # models saved before pooling existed read "last"
             models.load_causal_lm(str(folder / REFERENCE_DIR), dtype) if log_ratio else None,
             float(settings.get("beta", 1.0)),
+            place,
         )
 
     @torch.no_grad()

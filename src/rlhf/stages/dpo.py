@@ -32,17 +32,16 @@ from rlhf.modeling.encoding import Encoded, encode_prompt_answer
 from rlhf.modeling.preference_logprobs import (
     REFERENCE_CACHE,
     cache_json,
-    cached_reference_logprobs,
     pair_logprobs,
 )
 from rlhf.modeling.reward_scoring import as_messages
+from rlhf.stages.preference_reference import reference_logprobs
 from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.stages.specs import DPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
-from rlhf.training import distributed
 from rlhf.training.batching import length_grouped_batches
-from rlhf.training.engine import build_engine
+from rlhf.training.engine import build_engine, sharded_loading
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.dpo")
@@ -94,23 +93,22 @@ def run(
 
     # --- reference log-probs, once per data set ----------------------------------------
     # Under LoRA the reference is the policy with its adapters disabled: no second copy.
-    quantization = lora.quantization_config(config.lora, config.dtype)
-    policy = None
-    if config.lora.r:
-        policy = models.load_causal_lm(
-            inputs.sft_model, config.dtype, config.trust_remote_code, quantization
-        )
-        policy = lora.apply_lora(policy, config.lora).to(device)
-    # Rank 0 computes and caches them; the others read its cache.
-    key, cached = distributed.main_first(lambda: cached_reference_logprobs(
-        "dpo", inputs.preferences, inputs.sft_model, ckpt_root,
-        train_set, val_set, pad_id, config, device, reference=policy,
-    ))  # fmt: skip
-    ref = {k: v.to(device) for k, v in cached.items()}
+    def load_policy() -> torch.nn.Module:
+        with sharded_loading(config.distributed):
+            policy = models.load_causal_lm(
+                inputs.sft_model, config.dtype, config.trust_remote_code,
+                lora.quantization_config(config.lora, config.dtype),
+            )  # fmt: skip
+        return lora.apply_lora(policy, config.lora).to(device)
 
+    policy = load_policy() if config.lora.r else None
+    key, cached = reference_logprobs(
+        "dpo", inputs.preferences, inputs.sft_model, ckpt_root, train_set, val_set, pad_id,
+        config, device, lora_model=policy,
+    )  # fmt: skip
+    ref = {k: v.to(device) for k, v in cached.items()}
     if policy is None:  # full fine-tuning: loaded after the reference is freed
-        policy = models.load_causal_lm(inputs.sft_model, config.dtype, config.trust_remote_code)
-        policy.to(device)
+        policy = load_policy()
     engine = build_engine(
         policy, config.lr, config.weight_decay, config.max_grad_norm, config.distributed, device
     )

@@ -74,7 +74,7 @@ def run(
     # --- models and data --------------------------------------------------------------------
     loaded = load_policies(inputs.sft_model, config, device)
     tokenizer, policy, reference = loaded.tokenizer, loaded.policy, loaded.reference
-    rewards_source = ResponseRewards(inputs.reward_model, config)
+    rewards_source = ResponseRewards(inputs.reward_model, config, device)
     prompt_messages, prompt_ids = load_prompts(inputs.prompts, tokenizer, config)
     sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
     # AdamW's default decay (0.01) on every weight, as GRPO's results were measured with.

@@ -20,7 +20,7 @@ from rlhf.modeling.encoding import Messages, encode_prompt
 from rlhf.modeling.reward_scoring import RewardScorer
 from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.tracking import Tracker
-from rlhf.training.engine import Engine
+from rlhf.training.engine import Engine, frozen, sharded_loading
 
 # AdamW's weight decay for the on-policy stages' models: torch's default, on every weight (the
 # supervised stages decay weight matrices only); the documented PPO/GRPO results used it.
@@ -39,18 +39,20 @@ class Policies:
 
 
 def load_policies(sft_model: str, config: OnPolicyConfig, device: torch.device) -> Policies:
+    """The policy (on ``device``, for its engine) and its frozen reference (sharded under
+    ZeRO-3 like every model, else a whole copy on ``device``)."""
     tokenizer = models.load_tokenizer(sft_model, config.trust_remote_code)
-    policy = models.load_causal_lm(
-        sft_model, config.dtype, config.trust_remote_code,
-        lora.quantization_config(config.lora, config.dtype),
-    )  # fmt: skip
-    if config.lora.r:  # no second copy: the reference is the policy with adapters disabled
-        policy = reference = lora.apply_lora(policy, config.lora)
-    else:
-        reference = models.load_causal_lm(sft_model, config.dtype, config.trust_remote_code)
-        reference.requires_grad_(False).eval()
+    with sharded_loading(config.distributed):
+        policy = models.load_causal_lm(
+            sft_model, config.dtype, config.trust_remote_code,
+            lora.quantization_config(config.lora, config.dtype),
+        )  # fmt: skip
+        if config.lora.r:  # no second copy: the reference is the policy with adapters disabled
+            policy = reference = lora.apply_lora(policy, config.lora)
+        else:
+            reference = models.load_causal_lm(sft_model, config.dtype, config.trust_remote_code)
+            reference = frozen(reference, config.distributed, device, "reference")
     policy.to(device)
-    reference.to(device)
     policy.config.use_cache = True  # generation reuses the KV cache
     return Policies(tokenizer, policy, reference)
 
@@ -80,17 +82,21 @@ class ResponseRewards:
     when one is configured, plus ``missing_eos_penalty`` for responses cut off at the length
     limit. The programmatic ``gold_reward`` is only ever logged."""
 
-    def __init__(self, reward_model: str | None, config: OnPolicyConfig) -> None:
+    def __init__(
+        self, reward_model: str | None, config: OnPolicyConfig, device: torch.device
+    ) -> None:
         self.penalty = config.missing_eos_penalty
         self.function = (
             load_reward_function(config.reward_function) if config.reward_function else None
         )
         check_reward_source(reward_model, config)
-        self.scorer = (
-            RewardScorer.load(reward_model, config.device, config.dtype)
-            if self.function is None and reward_model
-            else None
-        )
+        self.scorer = None
+        if self.function is None and reward_model:
+            with sharded_loading(config.distributed):
+                self.scorer = RewardScorer.load(
+                    reward_model, str(device), config.dtype,
+                    place=lambda model: frozen(model, config.distributed, device, "reward model"),
+                )  # fmt: skip
         self.gold = load_reward_function(config.gold_reward) if config.gold_reward else None
 
     def score(self, prompts: list[Messages], texts: list[str], ended: torch.Tensor) -> torch.Tensor:

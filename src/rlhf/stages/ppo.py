@@ -37,7 +37,7 @@ from rlhf.stages.ppo_experience import PPOExperience, PPOModels, make_experience
 from rlhf.stages.specs import ModelOutputs, PPOInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
-from rlhf.training.engine import build_engine
+from rlhf.training.engine import build_engine, sharded_loading
 from rlhf.training.on_policy_loop import (
     Experience,
     OnPolicyAlgorithm,
@@ -64,14 +64,15 @@ def run(
     # --- models: policy and frozen reference (SFT), critic, frozen reward model ------------
     loaded = load_policies(inputs.sft_model, config, device)
     critic_source = inputs.reward_model if config.critic_init == "reward" else inputs.sft_model
-    critic = models.load_reward_model(
-        critic_source, config.dtype, config.trust_remote_code,
-        lora.quantization_config(config.lora, config.dtype),
-    )  # fmt: skip
+    with sharded_loading(config.distributed):
+        critic = models.load_reward_model(
+            critic_source, config.dtype, config.trust_remote_code,
+            lora.quantization_config(config.lora, config.dtype),
+        )  # fmt: skip
     critic.config.pad_token_id = loaded.tokenizer.pad_token_id
     critic = lora.apply_lora(critic, config.lora)  # the one lora: config trains both models
     critic.to(device)
-    rewards_source = ResponseRewards(inputs.reward_model, config)
+    rewards_source = ResponseRewards(inputs.reward_model, config, device)
 
     # --- data: prompts, and SFT conversations for PPO-ptx -----------------------------------
     prompt_messages, prompt_ids = load_prompts(inputs.prompts, loaded.tokenizer, config)

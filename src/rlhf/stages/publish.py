@@ -46,21 +46,19 @@ def publish_model(
     log_artifacts: bool = True,
     publish_to: str | None = None,
     extra_models: dict[str, PreTrainedModel] | None = None,
-    state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Write model + tokenizer (+ small JSON ``extra_files``, + ``extra_models`` in subfolders
     of those names, weights and config only) to ``out``; the folder appears
     complete, with ``manifest.json`` last, or not at all. Then copy it to ``publish_to`` (if
     set) and into the tracker's run; the manifest records both (the run id lets the model
-    registry point a version at the logged copy). ``state_dict``: the weights to write when
-    the model's own are not whole (gathered from ZeRO-3 shards)."""
+    registry point a version at the logged copy)."""
     fields = dict(manifest)
     if log_artifacts and tracker.run_id:
         fields["mlflow_run_id"] = tracker.run_id
     if publish_to:
         fields["published_to"] = publish_to
     with storage.atomic_dir(out) as tmp:
-        models.save_pretrained(model, tokenizer, tmp, state_dict)
+        models.save_pretrained(model, tokenizer, tmp)
         for name, content in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
         for name, extra in (extra_models or {}).items():
@@ -87,10 +85,10 @@ def publish_trained(
     for ``lora_base``)."""
     weights = engine.weights_to_publish()
     if distributed.is_main_process():
+        if weights is not None:  # training is over: rank 0's model may hold them whole now
+            models.take_weights(engine.model, weights)
         model, fields = lora.publishable(engine.model, lora_config, lora_base)
-        if model is not engine.model:
-            weights = None  # merged from the adapters of a model that holds its weights whole
-        publish_model(model, tokenizer, out, {**fields, **manifest}, state_dict=weights, **kwargs)
+        publish_model(model, tokenizer, out, {**fields, **manifest}, **kwargs)
     distributed.barrier()
 
 

@@ -25,20 +25,20 @@ from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.gold import load_reward_function
 from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded
-from rlhf.modeling.preference_logprobs import cached_reference_logprobs, pair_logprobs
+from rlhf.modeling.preference_logprobs import pair_logprobs
 from rlhf.modeling.reward_scoring import (
     REFERENCE_DIR,
     SETTINGS_FILE,
     encode_for_reward,
     reward_scores,
 )
+from rlhf.stages.preference_reference import reference_logprobs
 from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.stages.specs import ModelOutputs, RewardInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
-from rlhf.training import distributed
 from rlhf.training.batching import length_grouped_batches
-from rlhf.training.engine import build_engine
+from rlhf.training.engine import build_engine, sharded_loading
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.reward")
@@ -75,10 +75,11 @@ def run(
 
     tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
     load = models.load_causal_lm if log_ratio else models.load_reward_model
-    model = load(
-        inputs.sft_model, config.dtype, config.trust_remote_code,
-        lora.quantization_config(config.lora, config.dtype),
-    )  # fmt: skip
+    with sharded_loading(config.distributed):
+        model = load(
+            inputs.sft_model, config.dtype, config.trust_remote_code,
+            lora.quantization_config(config.lora, config.dtype),
+        )  # fmt: skip
     if not log_ratio:
         model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
     model = lora.apply_lora(model, config.lora)  # r=0: the model itself
@@ -124,13 +125,10 @@ def run(
     pad_id = tokenizer.pad_token_id
     key = None
     if log_ratio:
-        # Rank 0 computes and caches them; the others read its cache. Under LoRA the frozen
-        # reference is this model with its adapters disabled.
-        key, ref = distributed.main_first(lambda: cached_reference_logprobs(
-            "reward", inputs.preferences, inputs.sft_model, ckpt_root,
-            train_set, val_set, pad_id, config, device,
-            reference=model if lora.is_lora(model) else None,
-        ))  # fmt: skip
+        key, ref = reference_logprobs(
+            "reward", inputs.preferences, inputs.sft_model, ckpt_root, train_set, val_set,
+            pad_id, config, device, lora_model=model if lora.is_lora(model) else None,
+        )  # fmt: skip
         for split, pairs in (("train", train_set), ("val", val_set)):
             chosen, rejected = ref[f"{split}_chosen"].tolist(), ref[f"{split}_rejected"].tolist()
             for p, c, r in zip(pairs, chosen, rejected, strict=True):

@@ -28,7 +28,7 @@ from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training import distributed
 from rlhf.training.batching import length_grouped_batches
-from rlhf.training.engine import build_engine
+from rlhf.training.engine import build_engine, sharded_loading
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.sft")
@@ -70,17 +70,18 @@ def run(
     tokenizer = distributed.main_first(make_or_load_tokenizer)
     lora.check_preset_base(config.lora, config.base_model)
     quantization = lora.quantization_config(config.lora, config.dtype)
-    if models.is_preset(config.base_model):
-        model = models.build_from_preset(
-            config.base_model, tokenizer, config.max_length, config.dtype
-        )
-    else:
-        model = models.load_causal_lm(
-            config.base_model, config.dtype, config.trust_remote_code, quantization
-        )
+    with sharded_loading(config.distributed):
+        if models.is_preset(config.base_model):
+            model = models.build_from_preset(
+                config.base_model, tokenizer, config.max_length, config.dtype
+            )
+        else:
+            model = models.load_causal_lm(
+                config.base_model, config.dtype, config.trust_remote_code, quantization
+            )
     model = lora.apply_lora(model, config.lora)
     model.to(device)
-    log.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
+    log.info("model: %.2fM parameters", models.parameter_count(model) / 1e6)
     engine = build_engine(
         model, config.lr, config.weight_decay, config.max_grad_norm, config.distributed, device
     )

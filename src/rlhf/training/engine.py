@@ -111,8 +111,9 @@ class Engine:
 
     def weights_to_publish(self) -> dict[str, torch.Tensor] | None:
         """Every rank calls it. On rank 0: the whole model's fp32 weights when ``model``
-        does not hold them itself (ZeRO-3 shards, bf16/fp16 copies), else None (publish
-        ``model`` as it is). None on the other ranks."""
+        does not hold them itself (ZeRO-3 shards; under bf16/fp16 the optimizer's fp32 master
+        weights, not the module's low-precision copies), else None (publish ``model`` as it
+        is). None on the other ranks."""
         return None
 
     @contextlib.contextmanager
@@ -233,17 +234,28 @@ class DeepSpeedEngine(Engine):
             raise RuntimeError(f"{folder}: DeepSpeed found no checkpoint to load")
 
     def weights_to_publish(self) -> dict[str, torch.Tensor] | None:
-        if self.zero_stage == 3:
-            # Every rank takes part in the gather; rank 0 gets the whole model.
-            state = self.module._zero3_consolidated_16bit_state_dict()
-        elif self.precision != "fp32":
-            state = self.model.state_dict()
-        else:
-            return None
+        if self.zero_stage != 3 and self.precision == "fp32":
+            return None  # the module holds the fp32 weights, whole
+        import deepspeed
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        whole: dict[int, torch.Tensor] = {}
+        for param in self.model.parameters():
+            # A trained weight: the optimizer's fp32 master copy, assembled from the ranks'
+            # partitions (every rank takes part). A frozen one (LoRA's base) is the module's.
+            full = safe_get_full_fp32_param(param) if param.requires_grad else None
+            if full is None:
+                with deepspeed.zero.GatheredParameters([param], enabled=self.zero_stage == 3):
+                    full = param.data.detach().clone()
+            if self.world.is_main:
+                whole[id(param)] = full.float().cpu()
         if not self.world.is_main:
             return None
-        # Under bf16/fp16 the module holds low-precision copies; publish fp32 like the rest.
-        return {k: v.detach().float() if v.is_floating_point() else v for k, v in state.items()}
+        # By name, tied weights under each of their names, buffers as the module holds them.
+        return {
+            name: whole[id(value)] if id(value) in whole else value.detach().cpu()
+            for name, value in self.model.state_dict(keep_vars=True).items()
+        }
 
     @contextlib.contextmanager
     def gathered(self) -> Iterator[torch.nn.Module]:
@@ -260,17 +272,8 @@ def deepspeed_config(config: DistributedConfig, lr: float, max_grad_norm: float)
     """DeepSpeed's JSON config for one engine (each parameter group brings its own weight
     decay). The batch sizes are bookkeeping only: the loop feeds micro-batches and calls
     ``step()`` at its own accumulation boundaries."""
-    zero: dict[str, Any] = {"stage": config.zero_stage}
-    if config.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    if config.offload_params:
-        zero["offload_param"] = {"device": "cpu"}
-    if config.zero_stage == 3:
-        # Publishing gathers the sharded weights (full_state_dict).
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
     return {
-        "train_micro_batch_size_per_gpu": 1,
-        "gradient_accumulation_steps": 1,
+        **_placement_config(config),
         "managed_gradient_accumulation": False,
         "gradient_clipping": max_grad_norm if max_grad_norm > 0 else 0.0,
         "optimizer": {
@@ -284,6 +287,20 @@ def deepspeed_config(config: DistributedConfig, lr: float, max_grad_norm: float)
         },
         # torch's AdamW also when the optimizer state is offloaded to the CPU.
         "zero_force_ds_cpu_optimizer": False,
+    }
+
+
+def _placement_config(config: DistributedConfig) -> dict[str, Any]:
+    """The part of DeepSpeed's config that says where weights live and in which precision:
+    shared by trained engines, frozen models and sharded loading, which must agree on it."""
+    zero: dict[str, Any] = {"stage": config.zero_stage}
+    if config.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if config.offload_params:
+        zero["offload_param"] = {"device": "cpu"}
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
         "zero_optimization": zero,
         "bf16": {"enabled": config.precision == "bf16"},
         "fp16": {"enabled": config.precision == "fp16"},
@@ -310,6 +327,51 @@ def uses_deepspeed(config: DistributedConfig) -> bool:
     if config.zero_stage == 0:
         return False
     raise ValueError(_DEEPSPEED_MISSING.format(stage=config.zero_stage))
+
+
+def shards_weights(config: DistributedConfig) -> bool:
+    """Whether ``config`` shards every model's weights across the ranks (DeepSpeed ZeRO-3).
+    Then no rank holds a whole model, and each forward pass of a model is a collective: every
+    rank must run it, the same number of times (each layer's weights are gathered in turn)."""
+    return config.zero_stage == 3 and uses_deepspeed(config)
+
+
+@contextlib.contextmanager
+def sharded_loading(config: DistributedConfig) -> Iterator[None]:
+    """Load the stage's models inside this: under ZeRO-3 transformers then builds each model
+    under ``deepspeed.zero.Init`` and reads every weight straight into this rank's shard, so no
+    rank ever holds a whole model (a 70B model would not fit). Otherwise nothing changes."""
+    if not shards_weights(config):
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+
+    # transformers keeps only a weak reference: the sharded loading lasts while this lives.
+    alive = HfDeepSpeedConfig(_placement_config(config))
+    try:
+        yield
+    finally:
+        del alive
+
+
+def frozen(
+    model: torch.nn.Module, config: DistributedConfig, device: torch.device, name: str
+) -> Any:
+    """A model that is only run, never trained (PPO's and GRPO's reference and reward model,
+    DPO's reference), in eval mode without gradients: under ZeRO-3 sharded across the ranks
+    like the trained models (with ``offload_params`` its shards stay in CPU memory), otherwise
+    a whole copy on ``device``. ``name`` says which in the log."""
+    model.requires_grad_(False).eval()
+    if not shards_weights(config):
+        return model.to(device)
+    import deepspeed
+
+    # No optimizer: DeepSpeed only partitions the weights and gathers each layer's in turn.
+    inference, *_ = deepspeed.initialize(model=model, config=_placement_config(config))
+    world = distributed.launched_world()
+    if world.is_main:
+        log.info("%s (frozen): sharded across %d ranks (ZeRO-3)", name, world.size)
+    return inference.module
 
 
 def prepare_backend(config: DistributedConfig, device: torch.device) -> distributed.World:
