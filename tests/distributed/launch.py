@@ -24,9 +24,18 @@ def torchrun_command(args: list[str], ranks: int = 2) -> list[str]:
             f"--nproc_per_node={ranks}", "-m", "rlhf", *args]  # fmt: skip
 
 
-def run_stage(args: list[str], ranks: int = 1) -> subprocess.CompletedProcess:
+def run_stage(
+    args: list[str], ranks: int = 1, in_process: bool = False
+) -> subprocess.CompletedProcess:
     """``rlhf <args>`` in one process (``ranks`` 1) or under torchrun; fails the test with its
-    output when it fails."""
+    output when it fails. ``in_process``: one process, this one (the reference runs skip a
+    second start-up of torch and transformers; nothing is captured)."""
+    if in_process:
+        from rlhf.cli import main
+
+        assert ranks == 1
+        assert main(args) == 0, f"rlhf {' '.join(args)} failed"
+        return subprocess.CompletedProcess(args, 0, "", "")
     cmd = [sys.executable, "-m", "rlhf", *args] if ranks == 1 else torchrun_command(args, ranks)
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr[-6000:]}"

@@ -3,8 +3,9 @@ where one process ends on the same global batches (PPO and GRPO: where plain DDP
 same ranks); a rank killed mid-run stops the run, which then resumes to the same weights; a
 ZeRO config without DeepSpeed fails clearly.
 
-``make test`` runs SFT under ZeRO-3 and the missing-DeepSpeed check; the rest (marker
-``distributed``, minutes of torchrun launches) runs in ``make test-distributed``.
+``make test`` runs every stage under ZeRO-3, with and without LoRA, the bf16 master-weights
+check and the missing-DeepSpeed check; ZeRO-2 and the killed-rank resume (marker
+``distributed``, minutes more of torchrun launches) run in ``make test-distributed``.
 
 Tolerance: weights within rtol 1e-4 / atol 1e-5 of the single-process run. The ranks sum the
 same numbers in another order (each rank's share of a batch, then the all-reduce), so bitwise
@@ -18,41 +19,86 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from launch import ENV, assert_same_weights, kill_one_rank_after_checkpoint, run_stage
+from safetensors.torch import load_file
 
 from rlhf.config import DistributedConfig
 from rlhf.training import engine
 
 SHORT = ["--no-track", "--set", "max_steps=4", "--set", "eval_every=0",
          "--set", "batch_size=16", "--set", "checkpoint_every=2"]  # fmt: skip
+ZERO3 = ["--set", "distributed.zero_stage=3"]
+LORA = ["--set", "lora.r=4", "--set", "lora.alpha=8"]
+
+
+def _stage_args(stage: str, prepared: dict[str, str], micro_models: dict[str, str]) -> list[str]:
+    if stage == "sft":
+        return ["sft", "--data", prepared["sft"], *SHORT, "--set", "base_model=preset:micro-llama",
+                "--set", "grad_accum=2"]  # fmt: skip
+    return [stage, "--preferences", prepared["preferences"], "--sft-model", micro_models["sft"],
+            *SHORT]  # fmt: skip
 
 
 def _sft_args(prepared: dict[str, str], out: Path, *extra: str) -> list[str]:
-    return ["sft", "--data", prepared["sft"], "--out", str(out), *SHORT,
-            "--set", "base_model=preset:micro-llama", "--set", "grad_accum=2", *extra]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def sft_single(prepared, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sft-single") / "model"
-    run_stage(_sft_args(prepared, out))
-    return out
+    return [*_stage_args("sft", prepared, {}), "--out", str(out), *extra]
 
 
 @pytest.fixture(scope="module")
 def sft_zero3(prepared, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sft-zero3") / "model"
-    run_stage(_sft_args(prepared, out, "--set", "distributed.zero_stage=3"), ranks=2)
+    run_stage(_sft_args(prepared, out, *ZERO3), ranks=2)
     return out
 
 
-def test_sft_on_two_ranks_under_zero3_matches_one_process(sft_single, sft_zero3) -> None:
-    assert_same_weights(sft_single, sft_zero3)
-    # The published folder is a whole model in safetensors that plain transformers loads.
-    from transformers import AutoModelForCausalLM
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("stage", ["sft", "reward", "dpo"])
+def test_supervised_stage_on_two_ranks_under_zero3_matches_one_process(
+    prepared, micro_models, tmp_path, stage, lora
+) -> None:
+    """2 ranks under ZeRO-3 (weights loaded into shards, the reference log-probs computed by
+    both ranks on a sharded reference) end at the one-process weights; with LoRA the
+    sharded adapters are merged into a plain model on publishing."""
+    args = [*_stage_args(stage, prepared, micro_models), *(LORA if lora else [])]
+    run_stage([*args, "--out", str(tmp_path / "one")], in_process=True)
+    two = run_stage([*args, "--out", str(tmp_path / "two"), *ZERO3], ranks=2)
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
+    if stage == "sft" and not lora:
+        # The whole model in safetensors, as plain transformers loads it.
+        from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(sft_zero3)
-    assert sum(p.numel() for p in model.parameters()) > 0
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / "two")
+        assert sum(p.numel() for p in model.parameters()) > 0
+    if stage == "dpo" and not lora:
+        assert "reference (frozen): sharded across 2 ranks (ZeRO-3)" in two.stderr
+    if stage == "reward":
+        assert (tmp_path / "two" / "reference" / "model.safetensors").exists()
+    if lora:  # merged: no adapter files, no peft names
+        assert not (tmp_path / "two" / "adapter_config.json").exists()
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("stage", ["sft", "reward", "dpo"])
+def test_supervised_stage_on_two_ranks_under_zero2_matches_one_process(
+    prepared, micro_models, tmp_path, stage
+) -> None:
+    args = _stage_args(stage, prepared, micro_models)
+    run_stage([*args, "--out", str(tmp_path / "one")], in_process=True)
+    run_stage([*args, "--out", str(tmp_path / "two"), "--set", "distributed.zero_stage=2"],
+              ranks=2)  # fmt: skip
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+
+def test_bf16_under_deepspeed_publishes_the_fp32_master_weights(prepared, tmp_path) -> None:
+    """Under bf16 the module computes with bf16 copies; what is published is the optimizer's
+    fp32 master copy, whose values a bf16 tensor cannot hold (one process, ZeRO-2)."""
+    out = tmp_path / "model"
+    run_stage(_sft_args(prepared, out, "--set", "distributed.zero_stage=2",
+                        "--set", "distributed.precision=bf16"))  # fmt: skip
+    weights = load_file(out / "model.safetensors")
+    assert all(w.dtype == torch.float32 for w in weights.values())
+    trained = weights["model.layers.0.self_attn.q_proj.weight"]
+    assert not torch.equal(trained, trained.bfloat16().float())
 
 
 @pytest.mark.distributed
@@ -67,30 +113,6 @@ def test_a_killed_rank_stops_the_run_which_resumes_to_the_same_weights(
     resumed = run_stage(args, ranks=2)
     assert "resuming from" in resumed.stderr
     assert_same_weights(sft_zero3, out, rtol=0, atol=0)
-
-
-@pytest.mark.distributed
-@pytest.mark.parametrize("zero_stage", [2, 3])
-def test_reward_model_on_two_ranks_matches_one_process(
-    prepared, micro_models, tmp_path, zero_stage
-) -> None:
-    args = ["reward", "--preferences", prepared["preferences"], "--sft-model",
-            micro_models["sft"], *SHORT]  # fmt: skip
-    run_stage([*args, "--out", str(tmp_path / "one")])
-    run_stage([*args, "--out", str(tmp_path / "two"), "--set",
-               f"distributed.zero_stage={zero_stage}"], ranks=2)  # fmt: skip
-    assert_same_weights(tmp_path / "one", tmp_path / "two")
-    assert (tmp_path / "two" / "reference" / "model.safetensors").exists()
-
-
-@pytest.mark.distributed
-def test_dpo_on_two_ranks_under_zero3_matches_one_process(prepared, micro_models, tmp_path):
-    args = ["dpo", "--preferences", prepared["preferences"], "--sft-model",
-            micro_models["sft"], *SHORT]  # fmt: skip
-    run_stage([*args, "--out", str(tmp_path / "one")])
-    run_stage([*args, "--out", str(tmp_path / "two"), "--set", "distributed.zero_stage=3"],
-              ranks=2)  # fmt: skip
-    assert_same_weights(tmp_path / "one", tmp_path / "two")
 
 
 def test_zero_without_deepspeed_fails_clearly(prepared, tmp_path, monkeypatch) -> None:
@@ -118,18 +140,23 @@ ON_POLICY = {
 }  # fmt: skip
 
 
-@pytest.mark.distributed
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 @pytest.mark.parametrize("stage", ["ppo", "grpo"])
 def test_on_policy_stage_under_zero3_matches_plain_ddp(
-    prepared, micro_models, tmp_path, stage
+    prepared, micro_models, tmp_path, stage, lora
 ) -> None:
     """Each rank samples its share of the prompts with its own random stream, so two ranks do
-    not sample what one process samples; on the same two ranks ZeRO-3 (sharded weights,
-    gathered for the rollouts) must end where plain DDP ends."""
+    not sample what one process samples; on the same two ranks ZeRO-3 (sharded policy and
+    critic, gathered for the rollouts; sharded frozen reference and reward model) must end
+    where plain DDP ends. With LoRA the reference is the sharded policy with its adapters
+    off."""
     args = [stage, "--prompts", prepared["prompts"], "--sft-model", micro_models["sft"],
             "--reward-model", micro_models["reward"], "--no-track", "--set", "iterations=3",
-            "--set", "max_new_tokens=8", "--set", "checkpoint_every=2", *ON_POLICY[stage]]  # fmt: skip
+            "--set", "max_new_tokens=8", "--set", "checkpoint_every=2", *ON_POLICY[stage],
+            *(LORA if lora else [])]  # fmt: skip
     run_stage([*args, "--out", str(tmp_path / "ddp")], ranks=2)
-    run_stage([*args, "--out", str(tmp_path / "zero3"), "--set", "distributed.zero_stage=3"],
-              ranks=2)  # fmt: skip
+    zero3 = run_stage([*args, "--out", str(tmp_path / "zero3"), *ZERO3], ranks=2)
     assert_same_weights(tmp_path / "ddp", tmp_path / "zero3")
+    assert "reward model (frozen): sharded across 2 ranks (ZeRO-3)" in zero3.stderr
+    if not lora:
+        assert "reference (frozen): sharded across 2 ranks (ZeRO-3)" in zero3.stderr

@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
 
         args.pipeline = PIPELINE_NAME
     from rlhf.data.errors import DataError
-    from rlhf.pipeline.local_run import PipelineFailed
     from rlhf.redaction import redact
     from rlhf.storage import StorageError
 
@@ -46,17 +45,24 @@ def main(argv: list[str] | None = None) -> int:
         print(redact(f"rlhf {args.command}: {message}"), file=sys.stderr)
         return status
 
+    # Imported only for the commands that raise them: the pipeline modules take seconds to
+    # import, which every stage command (each rank of a torchrun launch) would pay.
     api_errors: tuple[type[BaseException], ...] = ()
     if args.command in ("submit", "schedule"):
         from kfp_server_api import ApiException
 
         api_errors = (ApiException,)
+    run_errors: tuple[type[BaseException], ...] = ()
+    if args.command == "run":
+        from rlhf.pipeline.local_run import PipelineFailed
+
+        run_errors = (PipelineFailed,)
     try:
         return args.fn(args)
     except api_errors as e:
         reason = getattr(e, "body", None) or getattr(e, "reason", "")
         return fail(f"the KFP API answered {e.status}: {reason}", 1)
-    except PipelineFailed as e:
+    except run_errors as e:
         return fail(f"{e} (the failing task's log is above)", 1)
     except DataError as e:
         return fail(f"invalid data: {e}", 2)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import peft
 import torch
 from transformers import BitsAndBytesConfig, PreTrainedModel
 
@@ -29,7 +29,10 @@ ALL_LINEAR = ["all-linear"]
 
 
 def is_lora(model: torch.nn.Module) -> bool:
-    return isinstance(model, peft.PeftModel)
+    # peft is imported only by apply_lora (seconds at every stage start otherwise): before
+    # that, no model can be a peft model.
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PreTrainedModel:
@@ -38,6 +41,8 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PreTrainedModel:
     freshly initialised ``score`` head trainable (peft's SEQ_CLS task saves it whole)."""
     if cfg.r == 0:
         return model
+    import peft
+
     classifier = type(model).__name__.endswith("ForSequenceClassification")
     if cfg.quantize_4bit:  # casts norms to float32 and lets gradients reach the adapters' inputs
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)

@@ -41,7 +41,7 @@ from rlhf.stages.specs import DPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.batching import length_grouped_batches
-from rlhf.training.engine import build_engine, sharded_loading
+from rlhf.training.engine import Engine, build_engine, sharded_loading
 from rlhf.training.loop import train
 
 log = logging.getLogger("rlhf.dpo")
@@ -93,25 +93,28 @@ def run(
 
     # --- reference log-probs, once per data set ----------------------------------------
     # Under LoRA the reference is the policy with its adapters disabled: no second copy.
-    def load_policy() -> torch.nn.Module:
+    def policy_engine() -> Engine:
         with sharded_loading(config.distributed):
             policy = models.load_causal_lm(
                 inputs.sft_model, config.dtype, config.trust_remote_code,
                 lora.quantization_config(config.lora, config.dtype),
             )  # fmt: skip
-        return lora.apply_lora(policy, config.lora).to(device)
+        policy = lora.apply_lora(policy, config.lora).to(device)
+        return build_engine(
+            policy, config.lr, config.weight_decay, config.max_grad_norm, config.distributed,
+            device,
+        )  # fmt: skip
 
-    policy = load_policy() if config.lora.r else None
+    # Under LoRA the engine comes first: its model, adapters off, computes the reference (and
+    # under ZeRO-3 only the engine can run the sharded model).
+    engine = policy_engine() if config.lora.r else None
     key, cached = reference_logprobs(
         "dpo", inputs.preferences, inputs.sft_model, ckpt_root, train_set, val_set, pad_id,
-        config, device, lora_model=policy,
+        config, device, lora_model=engine.model if engine else None,
     )  # fmt: skip
     ref = {k: v.to(device) for k, v in cached.items()}
-    if policy is None:  # full fine-tuning: loaded after the reference is freed
-        policy = load_policy()
-    engine = build_engine(
-        policy, config.lr, config.weight_decay, config.max_grad_norm, config.distributed, device
-    )
+    if engine is None:  # full fine-tuning: loaded after the reference is freed
+        engine = policy_engine()
 
     def loss_on(
         pairs: list[Pair], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor
@@ -186,7 +189,7 @@ def run(
             "seconds": time.time() - started,
         }
     )
-    policy.config.use_cache = True
+    engine.model.config.use_cache = True
     publish_trained(
         engine,
         tokenizer,

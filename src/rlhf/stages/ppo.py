@@ -103,8 +103,9 @@ def run(
     # --- rollout: experience of one response per prompt (the loop runs it under no_grad) --
     def rollout(rows: list[int], iteration: int) -> Experience:
         prompts = [prompt_messages[i] for i in rows]
-        # Under ZeRO-3 the weights are gathered whole for the rollout's generation and scoring.
-        with policy_engine.gathered(), critic_engine.gathered():
+        # Under ZeRO-3 the policy's weights are gathered whole for generation (one gather, not
+        # one per token); the critic and the frozen models score sharded, a layer at a time.
+        with policy_engine.gathered():
             exp, stats, texts = make_experience(ppo_models, rewards_source, prompts,
                                                 [prompt_ids[i] for i in rows], config,
                                                 kl_ctl.value, moments)  # fmt: skip
