@@ -7,7 +7,7 @@ bf16 autocast by default; ``--zero-stage`` for DeepSpeed). MFU = tokens/s x FLOP
 (``flops.py``: 6 N + 12 L H T) / the device's peak dense bf16 FLOP/s (``flops.py``'s table from
 ``torch.cuda.get_device_name``, or ``--peak-tflops``). PPO: ``ppo_episodes.py``.
 
-On a GPU machine (about 10 minutes on one H100/H200 for the defaults):
+On a GPU machine (not run yet: no GPU was available when it was written):
 
     python benchmarks/gpu_throughput.py --out bench_results/gpu
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+sys.path.append(str(BENCHMARKS))  # the benchmarks are scripts, not a package
 
 from held_bytes import held_bytes  # noqa: E402
 
