@@ -1,0 +1,200 @@
+"""SFT tokens/s and MFU, and PPO episodes/s, of a randomly initialised Llama on one
+accelerator, through the project's own engine and PPO stage.
+
+SFT: ``--steps`` timed optimizer steps (after ``--warmup``) of the SFT loss on random tokens,
+``--batch`` sequences of ``--length`` tokens each, through ``build_engine`` (plain PyTorch with
+bf16 autocast by default; ``--zero-stage`` for DeepSpeed). MFU = tokens/s x FLOPs per token
+(``flops.py``: 6 N + 12 L H T) / the device's peak dense bf16 FLOP/s (``flops.py``'s table from
+``torch.cuda.get_device_name``, or ``--peak-tflops``). PPO: ``ppo_episodes.py``.
+
+On a GPU machine (not run yet: no GPU was available when it was written):
+
+    python benchmarks/gpu_throughput.py --out bench_results/gpu
+
+and in seconds on a CPU, to check that it still runs (``tests/benchmarks``):
+
+    python benchmarks/gpu_throughput.py --device cpu --size micro --batch 2 --length 32 \\
+        --ppo-rollout-batch 8 --ppo-minibatch 4 --ppo-new-tokens 8 --peak-tflops 1
+
+Writes ``<out>/gpu_throughput.json`` (with the date, device, versions and command) and prints
+a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from flops import peak_tflops, training_flops_per_token
+from llama_shapes import SIZES, build_llama, llama_config, parameter_count
+from lm_step import forward_backward, random_tokens
+from ppo_episodes import measure as measure_ppo
+
+from rlhf.config import DistributedConfig
+from rlhf.training import distributed
+from rlhf.training.engine import build_engine, prepare_backend
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_sft(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    config = DistributedConfig(
+        zero_stage=args.zero_stage, precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )  # fmt: skip
+    world = prepare_backend(config, device)
+    model_config = llama_config(args.size, args.length)
+    model = build_llama(model_config).to(device)
+    parameters = parameter_count(model)
+    engine = build_engine(model, 1e-5, 0.0, 1.0, config, device)
+    engine.train()
+    generator = torch.Generator().manual_seed(world.rank)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = []
+    for _ in range(args.warmup + args.steps):
+        ids = random_tokens(generator, args.batch, args.length, model_config.vocab_size, device)
+        synchronize(device)
+        started = time.perf_counter()
+        forward_backward(engine, ids)
+        engine.step()
+        synchronize(device)
+        seconds.append(time.perf_counter() - started)
+    timed = seconds[args.warmup :]
+    tokens_per_second = args.batch * args.length * world.size * len(timed) / sum(timed)
+    flops_per_token = training_flops_per_token(model_config, parameters, args.length)
+    peak = args.peak_tflops or (peak_tflops(device_name(device)) if device.type == "cuda" else None)
+    achieved = tokens_per_second * flops_per_token / world.size  # per device
+    result = {
+        "parameters": parameters,
+        "zero_stage": args.zero_stage,
+        "precision": args.precision,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "ranks": world.size,
+        "batch_per_rank": args.batch,
+        "length": args.length,
+        "step_seconds": seconds,
+        "tokens_per_second": tokens_per_second,
+        "flops_per_token": flops_per_token,
+        "achieved_tflops_per_device": achieved / 1e12,
+        "peak_tflops_per_device": peak,
+        "mfu": achieved / (peak * 1e12) if peak else None,
+        "peak_memory_gib": (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        ),
+    }
+    del engine, model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def table(report: dict[str, Any]) -> str:
+    sft, ppo = report["sft"], report["ppo"]
+    mfu = f"{100 * sft['mfu']:.1f}%" if sft["mfu"] is not None else "n/a (no peak known)"
+    rows = [
+        ("date", report["date"]),
+        ("device", report["device"]),
+        ("model", f"{report['size']} ({sft['parameters'] / 1e6:.1f}M parameters)"),
+        ("SFT", f"{sft['precision']}, zero_stage {sft['zero_stage']}, "
+                f"{sft['batch_per_rank']} x {sft['length']} tokens per rank"),
+        ("SFT tokens/s", f"{sft['tokens_per_second']:.0f}"),
+        ("SFT TFLOP/s per device", f"{sft['achieved_tflops_per_device']:.1f}"),
+        ("SFT MFU", mfu),
+    ]  # fmt: skip
+    if ppo is not None:
+        rows += [
+            ("PPO", f"{ppo['rollout_batch_size']} prompts x {ppo['max_new_tokens']} new tokens, "
+                    f"minibatch {ppo['minibatch_size']}, {ppo['ppo_epochs']} epochs"),
+            ("PPO s/iteration", f"{ppo['seconds_per_iteration']:.2f}"),
+            ("PPO episodes/s", f"{ppo['episodes_per_second']:.2f}"),
+        ]  # fmt: skip
+    return "\n".join(["| measure | value |", "| --- | --- |"]
+                     + [f"| {k} | {v} |" for k, v in rows]) + "\n"  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("bench_results/gpu"))
+    p.add_argument("--device", default="cuda", help="cuda (this rank's GPU) or cpu")
+    p.add_argument("--size", default="1b", choices=sorted(SIZES))
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--zero-stage", type=int, default=None, choices=[0, 1, 2, 3])
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--batch", type=int, default=8, help="SFT sequences per rank per step")
+    p.add_argument("--length", type=int, default=2048, help="SFT tokens per sequence")
+    p.add_argument("--warmup", type=int, default=2, help="SFT steps before the timed ones")
+    p.add_argument("--steps", type=int, default=10, help="timed SFT steps")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="peak dense bf16 TFLOP/s per device (default: flops.py's table)",
+    )
+    p.add_argument("--ppo-rollout-batch", type=int, default=64)
+    p.add_argument("--ppo-minibatch", type=int, default=16)
+    p.add_argument("--ppo-new-tokens", type=int, default=128)
+    p.add_argument("--ppo-warmup", type=int, default=1, help="PPO iterations before the timed")
+    p.add_argument("--ppo-iterations", type=int, default=4, help="timed PPO iterations")
+    p.add_argument("--skip-ppo", action="store_true")
+    args = p.parse_args()  # fmt: skip
+    if args.ppo_warmup < 1 or args.ppo_iterations < 1 or args.steps < 1:
+        p.error("--ppo-warmup, --ppo-iterations and --steps must be >= 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available (use --device cpu for a dry run)")
+    for name, value in (("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(name, value)
+
+    world = distributed.launched_world()
+    device = distributed.device_for(world, "auto" if args.device == "cuda" else args.device)
+    report: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(),
+        "device": device_name(device),
+        "size": args.size,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "sft": measure_sft(args, device),
+        "ppo": None,
+    }
+    if not args.skip_ppo:
+        with tempfile.TemporaryDirectory(prefix="ppo-bench-") as work:
+            os.environ.setdefault("RLHF_CACHE_DIR", str(Path(work) / "cache"))
+            report["ppo"] = measure_ppo(
+                Path(work), args.size, args.ppo_rollout_batch, args.ppo_minibatch,
+                args.ppo_new_tokens, args.ppo_warmup, args.ppo_iterations, args.precision,
+                str(device),
+            )  # fmt: skip
+    if world.is_main:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / "gpu_throughput.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        tmp.rename(path)
+        print(table(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The benchmarks keep running: the GPU script end to end on a CPU with a micro model (its
+JSON holds positive numbers), and the byte counting of the ZeRO memory benchmark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.append(str(BENCHMARKS))  # the benchmarks are scripts, not a package
+
+from held_bytes import held_bytes  # noqa: E402
+
+
+def test_held_bytes_counts_each_storage_once_in_its_first_category():
+    model = torch.nn.Linear(3, 2)  # 6 + 2 fp32 weights: 32 bytes
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    before_step = held_bytes(model, optimizer)
+    assert (before_step.weights, before_step.gradients, before_step.optimizer) == (32, 32, 0)
+    optimizer.step()
+    # exp_avg and exp_avg_sq like the weights (32 + 32), one fp32 step count per tensor (8).
+    assert held_bytes(model, optimizer).optimizer == 72
+    assert held_bytes(model, optimizer).model_states == 32 + 32 + 72
+
+    # An optimizer stepping a view of the model's weights (ZeRO-3's fp32 partition when the
+    # weights are fp32 already) holds no second copy; one with its own copy holds one.
+    flat = torch.zeros(8)
+    model.weight.data, model.bias.data = flat[:6].view(2, 3), flat[6:]
+    shares = torch.optim.SGD([flat[:4]])
+    copies = torch.optim.SGD([flat[:4].clone()])
+    assert held_bytes(model, shares).optimizer == 0
+    assert held_bytes(model, copies).optimizer == 16
+
+
+def test_gpu_throughput_runs_on_cpu(tmp_path):
+    cmd = [
+        sys.executable, str(BENCHMARKS / "gpu_throughput.py"), "--out", str(tmp_path),
+        "--device", "cpu", "--size", "micro", "--batch", "2", "--length", "32", "--warmup", "1",
+        "--steps", "2", "--peak-tflops", "1", "--ppo-rollout-batch", "8", "--ppo-minibatch", "4",
+        "--ppo-new-tokens", "8", "--ppo-iterations", "1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-6000:]
+    report = json.loads((tmp_path / "gpu_throughput.json").read_text())
+    assert report["date"] and report["device"].startswith("CPU")
+    sft, ppo = report["sft"], report["ppo"]
+    for value in (sft["tokens_per_second"], sft["mfu"], sft["flops_per_token"],
+                  ppo["episodes_per_second"], ppo["seconds_per_iteration"]):  # fmt: skip
+        assert value > 0
+    assert ppo["rollout_batch_size"] == 8 and ppo["timed_iterations"] == 1
+    assert "SFT tokens/s" in done.stdout and "PPO episodes/s" in done.stdout
