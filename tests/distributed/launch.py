@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,19 +25,34 @@ def torchrun_command(args: list[str], ranks: int = 2) -> list[str]:
             f"--nproc_per_node={ranks}", "-m", "rlhf", *args]  # fmt: skip
 
 
+def deepspeed_command(args: list[str], ranks: int = 2) -> list[str]:
+    """DeepSpeed's own launcher, which passes ``--local_rank=N`` before the command."""
+    with socket.socket() as s:  # a free port: its default (29500) may be taken
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = str(Path(sys.executable).parent / "deepspeed")
+    return [launcher, f"--num_gpus={ranks}", f"--master_port={port}", "--module", "rlhf", *args]
+
+
 def run_stage(
-    args: list[str], ranks: int = 1, in_process: bool = False
+    args: list[str], ranks: int = 1, in_process: bool = False, launcher: str = "torchrun"
 ) -> subprocess.CompletedProcess:
-    """``rlhf <args>`` in one process (``ranks`` 1) or under torchrun; fails the test with its
-    output when it fails. ``in_process``: one process, this one (the reference runs skip a
-    second start-up of torch and transformers; nothing is captured)."""
+    """``rlhf <args>`` in one process (``ranks`` 1) or under ``launcher`` (torchrun or
+    deepspeed); fails the test with its output when it fails. ``in_process``: one process,
+    this one (the reference runs skip a second start-up of torch and transformers; nothing is
+    captured)."""
     if in_process:
         from rlhf.cli import main
 
         assert ranks == 1
         assert main(args) == 0, f"rlhf {' '.join(args)} failed"
         return subprocess.CompletedProcess(args, 0, "", "")
-    cmd = [sys.executable, "-m", "rlhf", *args] if ranks == 1 else torchrun_command(args, ranks)
+    if ranks == 1:
+        cmd = [sys.executable, "-m", "rlhf", *args]
+    elif launcher == "deepspeed":
+        cmd = deepspeed_command(args, ranks)
+    else:
+        cmd = torchrun_command(args, ranks)
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr[-6000:]}"
     return done

@@ -1,7 +1,7 @@
-"""Every trainer run by ``torchrun --nproc_per_node 2`` (gloo, CPU) under ZeRO ends
-where one process ends on the same global batches (PPO and GRPO: where plain DDP ends on the
-same ranks); a rank killed mid-run stops the run, which then resumes to the same weights; a
-ZeRO config without DeepSpeed fails clearly.
+"""Every trainer run by ``torchrun --nproc_per_node 2`` (or DeepSpeed's launcher; gloo, CPU)
+under ZeRO ends where one process ends on the same global batches (PPO and GRPO: where plain
+DDP ends on the same ranks); a rank killed mid-run stops the run, which then resumes to the
+same weights; a ZeRO config without DeepSpeed fails clearly.
 
 ``make test`` runs every stage under ZeRO-3, with and without LoRA, the bf16 master-weights
 check and the missing-DeepSpeed check; ZeRO-2 and the killed-rank resume (marker
@@ -58,10 +58,12 @@ def test_supervised_stage_on_two_ranks_under_zero3_matches_one_process(
 ) -> None:
     """2 ranks under ZeRO-3 (weights loaded into shards, the reference log-probs computed by
     both ranks on a sharded reference) end at the one-process weights; with LoRA the
-    sharded adapters are merged into a plain model on publishing."""
+    sharded adapters are merged into a plain model on publishing. SFT runs under DeepSpeed's
+    launcher, the others under torchrun."""
     args = [*_stage_args(stage, prepared, micro_models), *(LORA if lora else [])]
     run_stage([*args, "--out", str(tmp_path / "one")], in_process=True)
-    two = run_stage([*args, "--out", str(tmp_path / "two"), *ZERO3], ranks=2)
+    launcher = "deepspeed" if stage == "sft" and not lora else "torchrun"
+    two = run_stage([*args, "--out", str(tmp_path / "two"), *ZERO3], ranks=2, launcher=launcher)
     assert_same_weights(tmp_path / "one", tmp_path / "two")
     if stage == "sft" and not lora:
         # The whole model in safetensors, as plain transformers loads it.

@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rlhf {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
+    # DeepSpeed's launcher puts --local_rank=N before the command; the rank comes from the
+    # environment (LOCAL_RANK), as under torchrun.
+    parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     add_stage_commands(sub)
