@@ -16,6 +16,7 @@ from kfp import compiler, components, dsl
 from rlhf.cli import main
 from rlhf.pipeline import cluster
 from rlhf.pipeline.compile import compile_all, compile_package, stage_components, version_name
+from rlhf.pipeline.pod_env import PROCESSES_ENV
 from rlhf.pipeline.pipelines import PIPELINES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,11 +53,14 @@ def _check_stage(task: dict, executor: dict, platform: dict, stage: cluster.Stag
         assert res.get(key, "") == getattr(stage, field), field
     if stage.memory_limit:
         assert res["memoryLimit"] == pytest.approx(_quantity(stage.memory_limit))
-    if stage.accelerator_count:
+    if stage.gpus:
         assert res["accelerator"]["resourceType"] == stage.accelerator_type
-        assert res["accelerator"]["resourceCount"] == str(stage.accelerator_count)
+        assert res["accelerator"]["resourceCount"] == str(stage.gpus)
     else:
         assert "accelerator" not in res
+    # Several GPUs: the component runs the stage as one process per GPU (torchrun).
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    assert env.get(PROCESSES_ENV) == (str(stage.gpus) if stage.gpus > 1 else None)
     shm = [m for m in platform.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
     if stage.shm_size:
         assert shm == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": stage.shm_size,
@@ -120,7 +124,7 @@ def test_every_pipeline_compiles_with_the_default_cluster_settings(name, tmp_pat
     assert defaults["evaluate"].image == "cpu"
     for training in stages - {"prepare", "evaluate"}:
         s = defaults[training]
-        assert s.image == "cuda" and s.accelerator_count >= 1 and s.retries >= 1
+        assert s.image == "cuda" and s.gpus >= 1 and s.retries >= 1
         assert not s.caching and s.shm_size
 
 
@@ -137,7 +141,7 @@ def test_a_cluster_config_file_changes_what_is_compiled(tmp_path):
                 "config_maps": [{"name": "", "keys": []}],
                 "stages": {
                     "sft": {
-                        "accelerator_count": 8, "memory_limit": "400Gi",
+                        "gpus": 8, "memory_limit": "400Gi",
                         "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
                         "retries": 0, "caching": True,
                     },
@@ -167,10 +171,12 @@ def test_a_cluster_config_file_changes_what_is_compiled(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("stages:\n  sft: {gpus: 2}\n", "stages.sft: unknown field(s) ['gpus']"),
+        ("stages:\n  sft: {gpu_count: 2}\n", "stages.sft: unknown field(s) ['gpu_count']"),
         ("stages:\n  rl: {}\n", "unknown stage 'rl'"),
-        ("stages:\n  sft: {accelerator_count: many}\n", "accelerator_count"),
-        ("stages:\n  prepare: {accelerator_count: 1}\n", "needs an accelerator_type"),
+        ("stages:\n  sft: {gpus: many}\n", "gpus"),
+        ("stages:\n  prepare: {gpus: 1}\n", "needs an accelerator_type"),
+        ("stages:\n  evaluate: {gpus: 2, accelerator_type: nvidia.com/gpu}\n",
+         "only the training stages run one process per GPU"),
         ("stages:\n  sft: {tolerations: [{key: a, effect: NoSchedule, when: now}]}\n",
          "stages.sft.tolerations[0]"),
         ("stages:\n  sft: {node_selector: [a, b]}\n", "stages.sft.node_selector"),
@@ -189,9 +195,9 @@ def test_cluster_config_mistakes_name_the_file_and_field(tmp_path, text, message
 
 def test_compile_cli_reports_a_bad_cluster_config(tmp_path, capsys):
     path = tmp_path / "cluster.yaml"
-    path.write_text("stages:\n  sft: {gpus: 2}\n")
+    path.write_text("stages:\n  sft: {gpu_count: 2}\n")
     assert main(["compile", "--out", str(tmp_path / "out"), "--cluster-config", str(path)]) == 2
-    assert "unknown field(s) ['gpus']" in capsys.readouterr().err
+    assert "unknown field(s) ['gpu_count']" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -53,8 +53,7 @@ def _add_stage_command(sub: Any, spec: StageSpec) -> None:
 def cmd_stage(args: argparse.Namespace) -> int:
     """Run one stage in its own MLflow run unless --no-track, between its start and summary
     lines (stderr), then print its metrics and ``<output label>: <absolute output path>``."""
-    from rlhf import tracking
-    from rlhf.console.stage_report import reporting
+    from rlhf.stages.tracked_run import run_tracked
 
     spec = get_stage(args.stage)
     config = config_from_args(spec.config, args, spec.name)
@@ -63,16 +62,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
             setattr(config, name, getattr(args, name))
     inputs = spec.inputs(**{p.name: getattr(args, p.name) for p in ports(spec.inputs)})
     outputs = spec.outputs.in_folder(args.out)
-    run = spec.load_run()
-    if not is_main_process():
-        # Under torchrun the other ranks train their share quietly; rank 0 reports and tracks.
-        run(config, inputs, outputs, tracking.Tracker())
+    metrics = run_tracked(spec, config, inputs, outputs, None, args.experiment, not args.no_track)
+    if not is_main_process():  # under torchrun rank 0 alone reports
         return 0
-    with (
-        reporting(spec.name, spec.help, spec.summary) as record,
-        tracking.stage_run(spec.name, None, args.experiment, not args.no_track) as tracker,
-    ):
-        metrics = record.metrics = run(config, inputs, outputs, tracker)
     print(json.dumps({k: round(v, 6) for k, v in metrics.items()}, indent=2))
     # A stage with one output names it; one with several (prepare) names their folder.
     main_output = ports(spec.outputs)[0].name if len(ports(spec.outputs)) <= 2 else None

@@ -28,6 +28,7 @@ from kfp.dsl.graph_component import GraphComponent
 from rlhf import __version__
 from rlhf.config import from_dict
 from rlhf.pipeline.images import DEFAULT_REGISTRY, FLAVOURS, image_ref
+from rlhf.pipeline.pod_env import PROCESSES_ENV
 from rlhf.stages.specs import STAGES
 
 STAGE_LABEL = "rlhf/stage"
@@ -48,7 +49,9 @@ class StageResources:
     # "nvidia.com/gpu"; "" for none. Pick a GPU model with node_selector (the label your
     # cluster uses, e.g. nvidia.com/gpu.product).
     accelerator_type: str = ""
-    accelerator_count: int = 0
+    # GPUs of the pod (KFP's accelerator limit). With more than one, the stage runs as that
+    # many processes under torchrun, one per GPU (docs/scaling.md).
+    gpus: int = 0
     # In-memory emptyDir mounted on /dev/shm: PyTorch data loaders and NCCL need more shared
     # memory than the container runtime's 64 MiB. "" mounts none.
     shm_size: str = ""
@@ -74,7 +77,7 @@ def _gpu_stage() -> StageResources:
         memory_request="32Gi",
         memory_limit="64Gi",
         accelerator_type="nvidia.com/gpu",
-        accelerator_count=1,
+        gpus=1,
         shm_size="16Gi",
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         timeout_seconds=24 * 3600,
@@ -150,7 +153,7 @@ def _partial(cls: type, base: Any, data: Any, where: str) -> Any:
     return dataclasses.replace(base, **{k: getattr(typed, k) for k in data})
 
 
-def _check_stage(stage: StageResources, where: str) -> StageResources:
+def _check_stage(name: str, stage: StageResources, where: str) -> StageResources:
     if not isinstance(stage.node_selector, dict):
         raise ValueError(f"{where}.node_selector: expected a mapping of label: value")
     stage.node_selector = {str(k): str(v) for k, v in stage.node_selector.items()}
@@ -160,10 +163,12 @@ def _check_stage(stage: StageResources, where: str) -> StageResources:
                 f"{where}.tolerations[{i}]: expected a mapping with keys from "
                 f"{sorted(TOLERATION_KEYS)}, got {toleration!r}"
             )
-    if stage.accelerator_count < 0 or stage.retries < 0 or stage.timeout_seconds < 0:
-        raise ValueError(f"{where}: accelerator_count, retries and timeout_seconds must be >= 0")
-    if stage.accelerator_count and not stage.accelerator_type:
-        raise ValueError(f"{where}: accelerator_count needs an accelerator_type (nvidia.com/gpu)")
+    if stage.gpus < 0 or stage.retries < 0 or stage.timeout_seconds < 0:
+        raise ValueError(f"{where}: gpus, retries and timeout_seconds must be >= 0")
+    if stage.gpus and not stage.accelerator_type:
+        raise ValueError(f"{where}: gpus needs an accelerator_type (nvidia.com/gpu)")
+    if stage.gpus > 1 and not STAGES[name].gpu:
+        raise ValueError(f"{where}: gpus > 1: only the training stages run one process per GPU")
     return stage
 
 
@@ -188,7 +193,7 @@ def cluster_config_from_dict(data: dict[str, Any], where: str = "cluster config"
             StageResources, config.stages[name], fields or {}, stage_where
         )
     for name, stage in config.stages.items():
-        _check_stage(stage, f"{where}: stages.{name}")
+        _check_stage(name, stage, f"{where}: stages.{name}")
     for key, items in sources.items():
         if not isinstance(items, list):
             raise ValueError(f"{where}: {key}: expected a list of {{name, keys, optional}}")
@@ -266,8 +271,10 @@ def configure(task: Any, stage: str) -> Any:
     ):
         if value:
             setter(value)
-    if s.accelerator_count:
-        task.set_accelerator_type(s.accelerator_type).set_accelerator_limit(s.accelerator_count)
+    if s.gpus:
+        task.set_accelerator_type(s.accelerator_type).set_accelerator_limit(s.gpus)
+    if s.gpus > 1:  # the component then runs the stage under torchrun, one process per GPU
+        task.set_env_variable(PROCESSES_ENV, str(s.gpus))
     if s.shm_size:
         kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit=s.shm_size)
     for label, value in sorted(s.node_selector.items()):

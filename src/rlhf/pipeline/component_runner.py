@@ -1,6 +1,7 @@
 """The one body of every KFP component: read the component's arguments as its stage's spec
-declares them, build the stage's config and ports, run the stage inside its MLflow run and
-copy its metrics into KFP ``Metrics``.
+declares them, build the stage's config and ports, run the stage inside its MLflow run (as
+one process per GPU when the pod has several: ``stage_job.py``) and copy its metrics into KFP
+``Metrics``.
 
 The component functions in ``components.py`` are one-line calls into here, because KFP ships a
 lightweight component's *source* to the pod: keeping logic here keeps it importable, testable
@@ -13,10 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rlhf import log_setup, tracking
+from rlhf import log_setup
 from rlhf.config import DemoConfig, from_dict
-from rlhf.console.stage_report import reporting
+from rlhf.pipeline.stage_job import StageJob, processes_per_pod, run_on_processes
 from rlhf.stages.specs import ARTIFACTS, StageSpec, get_stage, ports, uris_parameter
+from rlhf.stages.tracked_run import run_tracked
 
 log = logging.getLogger("rlhf.pipeline")
 
@@ -95,13 +97,14 @@ def run_component(stage: str, arguments: dict[str, Any]) -> str | None:
     if args:
         raise TypeError(f"component {stage}: arguments its spec does not declare: {sorted(args)}")
     config = from_dict(spec.config, {**fields, **overrides}, f"{stage} overrides")
-    with (
-        reporting(stage, spec.help, spec.summary) as record,
-        tracking.stage_run(stage, pipeline_run, experiment, track) as tracker,
-    ):
-        if source:
-            tracker.set_tags({"data_source": source})
-        record.metrics = spec.load_run()(config, inputs, outputs, tracker)
-    for key, value in record.metrics.items():
+    tags = {"data_source": source} if source else {}
+    processes = processes_per_pod()
+    if processes > 1:  # one process per GPU of the pod (cluster config: gpus)
+        job = StageJob.of(stage, config, inputs, outputs, pipeline_run=pipeline_run,
+                          experiment=experiment, track=track, tags=tags, metrics_file="")  # fmt: skip
+        metrics = run_on_processes(job, processes)
+    else:
+        metrics = run_tracked(spec, config, inputs, outputs, pipeline_run, experiment, track, tags)
+    for key, value in metrics.items():
         metrics_artifact.log_metric(key.replace("/", "."), float(value))
     return source
