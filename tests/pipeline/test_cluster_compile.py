@@ -16,8 +16,8 @@ from kfp import compiler, components, dsl
 from rlhf.cli import main
 from rlhf.pipeline import cluster
 from rlhf.pipeline.compile import compile_all, compile_package, stage_components, version_name
-from rlhf.pipeline.pod_env import PROCESSES_ENV
 from rlhf.pipeline.pipelines import PIPELINES
+from rlhf.pipeline.pod_env import PROCESSES_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
