@@ -1,0 +1,387 @@
+"""A small stand-in for the Kubernetes API server on 127.0.0.1: the calls ``run_trainjob``
+makes through the real ``kubernetes`` client, answered the way the API server answers them.
+
+* TrainJobs (``/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs``): create (201;
+  409 AlreadyExists; 422 for a name the CRD refuses), get, list, watch (chunked JSON lines,
+  events after ``resourceVersion``, closed after ``timeoutSeconds``), delete (a Status; with
+  ``deletion_seconds`` the object stays with a ``deletionTimestamp`` that long, as foreground
+  deletion keeps it until its pods are gone); 404 NotFound Status for a missing one.
+* Pods (``/api/v1/namespaces/{ns}/pods``): list by an equality label selector, and
+  ``/{name}/log`` (plain text; ``follow`` streams new lines until the pod ends; ``tailLines``;
+  400 while the pod is Pending).
+
+What a created TrainJob does is scripted (:meth:`State.script`): a list of steps run by a thread
+of its own, in order: ``("running",)`` makes its pods (numNodes of them, Running, labelled as
+JobSet labels them), ``("log", text)`` / ``("log", text, node)`` appends a line to a pod's log,
+``("sleep", seconds)``, ``("complete",)``, ``("failed", reason, message)`` (node 0's pod
+Failed, the others Succeeded... unless ``("failed", reason, message, node)`` names another).
+A TrainJob without a script stays as it was created: it runs forever.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+TRAINJOBS = re.compile(rf"^/apis/{GROUP}/{VERSION}/namespaces/([^/]+)/{PLURAL}(?:/([^/]+))?$")
+PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+)(/log)?)?$")
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _flag(value: str | None) -> bool:
+    """A boolean query parameter as the API server parses it (Go's strconv.ParseBool): the
+    Python client sends ``True``."""
+    return (value or "").lower() in ("1", "t", "true")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(code: int, reason: str, message: str, name: str = "") -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason,
+            "details": {"name": name, "group": GROUP, "kind": PLURAL}, "code": code}  # fmt: skip
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any = None
+
+
+@dataclass
+class Pod:
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    phase: str = "Running"
+    lines: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels},
+            "spec": {"containers": [{"name": "node", "image": "x"}]},
+            "status": {"phase": self.phase,
+                       "containerStatuses": [{"name": "node", "restartCount": 0, "ready": True,
+                                              "image": "x", "imageID": "x"}]},
+        }  # fmt: skip
+
+
+@dataclass
+class State:
+    trainjobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    pods: dict[tuple[str, str], Pod] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    scripts: dict[str, list[tuple]] = field(default_factory=dict)
+    deletion_seconds: float = 0.0  # how long a deleted TrainJob lingers (foreground deletion)
+    versions: Any = field(default_factory=lambda: itertools.count(100))
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    # -- for tests ------------------------------------------------------------------------------
+    def script(self, name: str, steps: list[tuple]) -> None:
+        """What the TrainJob called ``name`` does once created (or :meth:`run` for one
+        already there)."""
+        self.scripts[name] = steps
+
+    def add(self, manifest: dict[str, Any], conditions: list[dict] | None = None) -> None:
+        """A TrainJob left by an earlier attempt (as if created then)."""
+        with self.changed:
+            obj = self._stored(copy.deepcopy(manifest))
+            obj["status"] = {"conditions": conditions or []}
+            self._put(obj, "ADDED")
+
+    def run(self, namespace: str, name: str, steps: list[tuple]) -> None:
+        threading.Thread(target=self._play, args=(namespace, name, steps), daemon=True).start()
+
+    def trainjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.changed:
+            return copy.deepcopy(self.trainjobs.get((namespace, name)))
+
+    def sent(self, method: str, pattern: str = "") -> list[Request]:
+        return [r for r in self.requests if r.method == method and pattern in r.path]
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        end = time.monotonic() + timeout
+        with self.changed:
+            while not predicate():  # requests are recorded without a notify: poll too
+                if time.monotonic() > end:
+                    raise TimeoutError("the server state never got there")
+                self.changed.wait(timeout=0.05)
+
+    # -- inside the server ----------------------------------------------------------------------
+    def _stored(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj.setdefault("metadata", {})
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("suspend", False)  # the CRD's defaults
+        spec.setdefault("managedBy", "trainer.kubeflow.org/trainjob-controller")
+        return obj
+
+    def _put(self, obj: dict[str, Any], kind: str) -> None:
+        """Store a change and wake the watches (call with ``changed`` held)."""
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(next(self.versions))
+        key = (meta["namespace"], meta["name"])
+        if kind == "DELETED":
+            self.trainjobs.pop(key, None)
+            for pod_key in [k for k, p in self.pods.items()
+                            if p.labels.get("jobset.sigs.k8s.io/jobset-name") == key[1]]:  # fmt: skip
+                del self.pods[pod_key]  # the garbage collector takes its pods
+        else:
+            self.trainjobs[key] = obj
+        self.events.append((int(meta["resourceVersion"]), kind, copy.deepcopy(obj)))
+        self.changed.notify_all()
+
+    def _play(self, namespace: str, name: str, steps: list[tuple]) -> None:
+        for step in steps:
+            with self.changed:
+                obj = self.trainjobs.get((namespace, name))
+                if obj is None or obj["metadata"].get("deletionTimestamp"):
+                    return  # deleted: its script ends with it
+                kind = step[0]
+                if kind == "sleep":
+                    pass
+                elif kind == "running":
+                    nodes = obj["spec"].get("trainer", {}).get("numNodes", 1)
+                    for i in range(nodes):
+                        pod = Pod(f"{name}-node-0-{i}-{uuid.uuid4().hex[:5]}", namespace, {
+                            "jobset.sigs.k8s.io/jobset-name": name,
+                            "jobset.sigs.k8s.io/replicatedjob-name": "node",
+                            "batch.kubernetes.io/job-completion-index": str(i),
+                        })  # fmt: skip
+                        self.pods[(namespace, pod.name)] = pod
+                    obj["status"] = {"jobsStatus": [{"name": "node", "active": nodes}]}
+                    self._put(obj, "MODIFIED")
+                elif kind == "log":
+                    self._node(name, step[2] if len(step) > 2 else 0).lines.append(step[1])
+                    self.changed.notify_all()
+                elif kind in ("complete", "failed"):
+                    failing = step[3] if len(step) > 3 else 0
+                    for pod in self.pods.values():
+                        if pod.labels["jobset.sigs.k8s.io/jobset-name"] == name:
+                            index = int(pod.labels["batch.kubernetes.io/job-completion-index"])
+                            failed = kind == "failed" and index == failing
+                            pod.phase = "Failed" if failed else "Succeeded"
+                    condition = (
+                        {"type": "Complete", "status": "True", "reason": "JobSetCompleted",
+                         "message": "jobset completed successfully"}
+                        if kind == "complete" else
+                        {"type": "Failed", "status": "True", "reason": step[1],
+                         "message": step[2]}
+                    )  # fmt: skip
+                    condition["lastTransitionTime"] = _now()
+                    obj.setdefault("status", {}).setdefault("conditions", []).append(condition)
+                    self._put(obj, "MODIFIED")
+            if step[0] == "sleep":
+                time.sleep(step[1])
+
+    def _node(self, name: str, index: int) -> Pod:
+        for pod in self.pods.values():
+            labels = pod.labels
+            if (labels["jobset.sigs.k8s.io/jobset-name"] == name
+                    and labels["batch.kubernetes.io/job-completion-index"] == str(index)):  # fmt: skip
+                return pod
+        raise KeyError(f"no pod of node {index} of {name} (script 'running' first)")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, and chunked streams as the API server sends
+    state: State  # set on the subclass by K8sApiServer
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _reply(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _start_stream(self, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _handle(self, method: str) -> None:
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        request = Request(method, url.path, query, body)
+        self.state.requests.append(request)
+        try:
+            if m := TRAINJOBS.match(url.path):
+                self._trainjobs(request, m.group(1), m.group(2))
+            elif m := PODS.match(url.path):
+                self._pods(request, m.group(1), m.group(2), bool(m.group(3)))
+            else:
+                self._reply(404, _status(404, "NotFound", f"no route for {method} {url.path}"))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away (a stream it closed)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    # -- TrainJobs ----------------------------------------------------------------------------
+    def _trainjobs(self, r: Request, ns: str, name: str | None) -> None:
+        s = self.state
+        if r.method == "POST" and name is None:
+            obj = copy.deepcopy(r.body)
+            new = obj.get("metadata", {}).get("name", "")
+            if not NAME_RE.match(new) or len(new) > 63:
+                message = f'TrainJob.trainer.kubeflow.org "{new}" is invalid: metadata.name'
+                return self._reply(422, _status(422, "Invalid", message, new))
+            with s.changed:
+                if (ns, new) in s.trainjobs:
+                    message = f'{PLURAL}.{GROUP} "{new}" already exists'
+                    return self._reply(409, _status(409, "AlreadyExists", message, new))
+                obj["metadata"]["namespace"] = ns
+                self.state._put(self.state._stored(obj), "ADDED")
+                created = copy.deepcopy(obj)
+            if new in s.scripts:
+                s.run(ns, new, s.scripts[new])
+            return self._reply(201, created)
+        if r.method == "GET" and name is None and _flag(r.query.get("watch")):
+            return self._watch(r, ns)
+        if r.method == "GET" and name is None:
+            with s.changed:
+                items = [copy.deepcopy(o) for (n, _), o in s.trainjobs.items() if n == ns]
+                version = str(next(s.versions))
+            return self._reply(200, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainJobList",
+                                     "metadata": {"resourceVersion": version}, "items": items})  # fmt: skip
+        with s.changed:
+            obj = s.trainjobs.get((ns, name))
+            if obj is None:
+                message = f'{PLURAL}.{GROUP} "{name}" not found'
+                return self._reply(404, _status(404, "NotFound", message, name))
+            if r.method == "GET":
+                return self._reply(200, copy.deepcopy(obj))
+            if r.method != "DELETE":
+                return self._reply(405, _status(405, "MethodNotAllowed", r.method, name))
+            if s.deletion_seconds and not obj["metadata"].get("deletionTimestamp"):
+                obj["metadata"]["deletionTimestamp"] = _now()
+                s._put(obj, "MODIFIED")
+                threading.Timer(s.deletion_seconds, self._remove, (ns, name)).start()
+            elif not s.deletion_seconds:
+                s._put(obj, "DELETED")
+            return self._reply(200, copy.deepcopy(obj))
+
+    def _remove(self, ns: str, name: str) -> None:
+        with self.state.changed:
+            obj = self.state.trainjobs.get((ns, name))
+            if obj is not None:
+                self.state._put(obj, "DELETED")
+
+    def _watch(self, r: Request, ns: str) -> None:
+        s = self.state
+        wanted = r.query.get("fieldSelector", "").removeprefix("metadata.name=") or None
+        since = int(r.query.get("resourceVersion") or 0)
+        end = time.monotonic() + float(r.query.get("timeoutSeconds", 1800))
+        self._start_stream("application/json")
+        with s.changed:
+            if not since:  # the current state first, as ADDED events
+                pending = [(int(o["metadata"]["resourceVersion"]), "ADDED", copy.deepcopy(o))
+                           for o in s.trainjobs.values()]  # fmt: skip
+                since = max((v for v, _, _ in s.events), default=0)
+            else:
+                pending = []
+        while True:
+            for _, kind, obj in pending:
+                meta = obj["metadata"]
+                if meta["namespace"] == ns and wanted in (None, meta["name"]):
+                    self._chunk(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+            with s.changed:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    break
+                if not any(v > since for v, _, _ in s.events):
+                    s.changed.wait(timeout=remaining)
+                pending = [e for e in s.events if e[0] > since]
+                since = max([since, *(v for v, _, _ in pending)])
+        self._chunk(b"")
+
+    # -- pods ---------------------------------------------------------------------------------
+    def _pods(self, r: Request, ns: str, name: str | None, log: bool) -> None:
+        s = self.state
+        if name is None:
+            wanted = dict(p.split("=", 1) for p in r.query.get("labelSelector", "").split(",") if p)
+            with s.changed:
+                items = [p.as_json() for (n, _), p in s.pods.items()
+                         if n == ns and all(p.labels.get(k) == v for k, v in wanted.items())]  # fmt: skip
+            return self._reply(200, {"apiVersion": "v1", "kind": "PodList",
+                                     "metadata": {"resourceVersion": "1"}, "items": items})  # fmt: skip
+        with s.changed:
+            pod = s.pods.get((ns, name))
+        if pod is None:
+            return self._reply(404, _status(404, "NotFound", f'pods "{name}" not found', name))
+        if not log:
+            return self._reply(200, pod.as_json())
+        if pod.phase == "Pending":
+            message = f'container "node" in pod "{name}" is waiting to start: ContainerCreating'
+            return self._reply(400, _status(400, "BadRequest", message, name))
+        self._start_stream("text/plain")
+        if not _flag(r.query.get("follow")):
+            lines = pod.lines[-int(r.query["tailLines"]) :] if "tailLines" in r.query else pod.lines
+            self._chunk("".join(f"{line}\n" for line in lines).encode())
+            return self._chunk(b"")
+        sent = 0
+        while True:
+            with s.changed:
+                while sent == len(pod.lines) and pod.phase == "Running" and (ns, name) in s.pods:
+                    s.changed.wait(timeout=1.0)
+                new, sent = pod.lines[sent:], len(pod.lines)
+                ended = pod.phase != "Running" or (ns, name) not in s.pods
+            if new:
+                self._chunk("".join(f"{line}\n" for line in new).encode())
+            if ended:
+                return self._chunk(b"")
+
+
+class K8sApiServer:
+    """``with K8sApiServer() as server:`` -> ``server.url``, ``server.state``."""
+
+    def __init__(self) -> None:
+        self.state = State()
+        handler = type("BoundHandler", (Handler,), {"state": self.state})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> K8sApiServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
