@@ -118,9 +118,7 @@ def test_submit_uploads_the_pipeline_and_creates_a_run(kfp_api, run_config, monk
 
 def test_submit_with_another_cluster_config_uploads_a_new_version(kfp_api, tmp_path):
     cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(
-        "registry: registry.example.com/ml\nstages:\n  sft: {gpus: 4}\n"
-    )
+    cluster.write_text("registry: registry.example.com/ml\nstages:\n  sft: {gpus: 4}\n")
     assert main(["submit", "--host", kfp_api.url]) == 0
     assert main(["submit", "--host", kfp_api.url, "--cluster-config", str(cluster)]) == 0
     first, second = kfp_api.state.sent("POST", "/pipelines/upload_version")

@@ -28,10 +28,9 @@ from kfp.dsl.graph_component import GraphComponent
 from rlhf import __version__
 from rlhf.config import from_dict
 from rlhf.pipeline.images import DEFAULT_REGISTRY, FLAVOURS, image_ref
-from rlhf.pipeline.pod_env import PROCESSES_ENV
+from rlhf.pipeline.pod_env import PROCESSES_ENV, STAGE_LABEL
 from rlhf.stages.specs import STAGES
 
-STAGE_LABEL = "rlhf/stage"
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
 
 

@@ -48,11 +48,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rlhf.pipeline.pod_env import STAGE_LABEL
+
 GROUP = "trainer.kubeflow.org"
 VERSION = "v1alpha1"
 PLURAL = "trainjobs"
 KIND = "TrainJob"
-STAGE_LABEL = "rlhf/stage"
 RUN_LABEL = "rlhf/run"
 SPEC_DIGEST = "rlhf/spec-digest"  # annotation: what the TrainJob was made from
 PATCH_MANAGER = "rlhf/pipeline"  # our entry in spec.runtimePatches (keyed by manager)
