@@ -29,9 +29,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from json_http import JsonHandler
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 TRAINJOBS = re.compile(rf"^/apis/{GROUP}/{VERSION}/namespaces/([^/]+)/{PLURAL}(?:/([^/]+))?$")
@@ -200,20 +202,9 @@ class State:
         raise KeyError(f"no pod of node {index} of {name} (script 'running' first)")
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, and chunked streams as the API server sends
     state: State  # set on the subclass by K8sApiServer
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def _reply(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _start_stream(self, content_type: str) -> None:
         self.send_response(200)

@@ -14,9 +14,11 @@ import itertools
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from json_http import JsonHandler
 
 API = "/apis/v2beta1"
 
@@ -68,19 +70,8 @@ def _upload(body: bytes, content_type: str) -> str:
     raise ValueError("no uploadfile part")
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     state: State  # set on the subclass by serve()
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def _reply(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _handle(self, method: str) -> None:
         url = urlparse(self.path)
