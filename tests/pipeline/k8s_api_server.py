@@ -29,11 +29,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from json_http import JsonHandler
+from json_http import JsonHandler, ThreadedServer
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 TRAINJOBS = re.compile(rf"^/apis/{GROUP}/{VERSION}/namespaces/([^/]+)/{PLURAL}(?:/([^/]+))?$")
@@ -357,22 +356,8 @@ class Handler(JsonHandler):
                 return self._chunk(b"")
 
 
-class K8sApiServer:
+class K8sApiServer(ThreadedServer):
     """``with K8sApiServer() as server:`` -> ``server.url``, ``server.state``."""
 
     def __init__(self) -> None:
-        self.state = State()
-        handler = type("BoundHandler", (Handler,), {"state": self.state})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> K8sApiServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(Handler, State())

@@ -12,13 +12,11 @@ from __future__ import annotations
 import email.parser
 import itertools
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from json_http import JsonHandler
+from json_http import JsonHandler, ThreadedServer
 
 API = "/apis/v2beta1"
 
@@ -188,21 +186,8 @@ class Handler(JsonHandler):
         return {k: v for k, v in self.state.versions[vid].items() if k != "package"}
 
 
-class KfpApiServer:
+class KfpApiServer(ThreadedServer):
     """``with KfpApiServer() as server:`` -> ``server.url``, ``server.state``."""
 
     def __init__(self) -> None:
-        self.state = State()
-        handler = type("BoundHandler", (Handler,), {"state": self.state})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> KfpApiServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(Handler, State())
