@@ -101,7 +101,7 @@ def run_component(stage: str, arguments: dict[str, Any]) -> str | None:
     processes = processes_per_pod()
     if processes > 1:  # one process per GPU of the pod (cluster config: gpus)
         job = StageJob.of(stage, config, inputs, outputs, pipeline_run=pipeline_run,
-                          experiment=experiment, track=track, tags=tags, metrics_file="")  # fmt: skip
+                          experiment=experiment, track=track, tags=tags)  # fmt: skip
         metrics = run_on_processes(job, processes)
     else:
         metrics = run_tracked(spec, config, inputs, outputs, pipeline_run, experiment, track, tags)

@@ -39,7 +39,7 @@ class StageJob:
     experiment: str
     track: bool
     tags: dict[str, str]  # set on the stage's MLflow run
-    metrics_file: str  # rank 0 writes the stage's metrics here (JSON)
+    metrics_file: str = ""  # rank 0 writes the stage's metrics here (JSON); set by the launch
 
     @classmethod
     def of(cls, stage: str, config: Any, inputs: Any, outputs: Any, **context: Any) -> StageJob:
