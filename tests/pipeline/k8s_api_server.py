@@ -14,7 +14,8 @@ What a created TrainJob does is scripted (:meth:`State.script`): a list of steps
 of its own, in order: ``("running",)`` makes its pods (numNodes of them, Running, labelled as
 JobSet labels them), ``("log", text)`` / ``("log", text, node)`` appends a line to a pod's log,
 ``("sleep", seconds)``, ``("complete",)``, ``("failed", reason, message)`` (node 0's pod
-Failed, the others Succeeded... unless ``("failed", reason, message, node)`` names another).
+Failed, the others Succeeded... unless ``("failed", reason, message, node)`` names another),
+``("call", fn)``: ``fn(trainjob)`` runs (the nodes' work, say) and returns the steps that follow.
 A TrainJob without a script stays as it was created: it runs forever.
 """
 
@@ -150,7 +151,15 @@ class State:
         self.changed.notify_all()
 
     def _play(self, namespace: str, name: str, steps: list[tuple]) -> None:
-        for step in steps:
+        steps = list(steps)
+        while steps:
+            step = steps.pop(0)
+            if step[0] == "call":  # what the nodes do, outside the lock; returns more steps
+                obj = self.trainjob(namespace, name)
+                if obj is None or obj["metadata"].get("deletionTimestamp"):
+                    return
+                steps[:0] = step[1](obj)
+                continue
             with self.changed:
                 obj = self.trainjobs.get((namespace, name))
                 if obj is None or obj["metadata"].get("deletionTimestamp"):

@@ -214,8 +214,10 @@ def add_pipeline_commands(sub: Any) -> None:
         description="Write <out>/<pipeline>.yaml (the package to upload in the KFP UI), "
         "<out>/k8s/<pipeline>.yaml (Pipeline and PipelineVersion resources for kubectl apply), "
         "<out>/k8s/submit-run.yaml (a Job submitting a run from inside the cluster, for "
-        "kubectl create) and one component spec per stage. Images, resources, GPUs, secrets, "
-        "retries and caching come from --cluster-config (see docs/configuration.md).",
+        "kubectl create), one component spec per stage, and for stages on several nodes "
+        "<out>/k8s/trainjobs/<pipeline>-<stage>.yaml (the TrainJob each such task creates) and "
+        "<out>/k8s/trainjob-rbac.yaml. Images, resources, GPUs, nodes, secrets, retries and "
+        "caching come from --cluster-config (see docs/configuration.md).",
     )
     p.add_argument("--out", default="pipelines", help="folder for packages (default: pipelines)")
     p.add_argument(

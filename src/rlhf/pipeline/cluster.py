@@ -28,7 +28,14 @@ from kfp.dsl.graph_component import GraphComponent
 from rlhf import __version__
 from rlhf.config import from_dict
 from rlhf.pipeline.images import DEFAULT_REGISTRY, FLAVOURS, image_ref
-from rlhf.pipeline.pod_env import PROCESSES_ENV, STAGE_LABEL
+from rlhf.pipeline.multi_node import NodeLaunch
+from rlhf.pipeline.pod_env import (
+    CHECKPOINT_MOUNT,
+    CHECKPOINTS_ENV,
+    PROCESSES_ENV,
+    STAGE_LABEL,
+    TRAINJOB_ENV,
+)
 from rlhf.stages.specs import STAGES
 
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
@@ -48,9 +55,17 @@ class StageResources:
     # "nvidia.com/gpu"; "" for none. Pick a GPU model with node_selector (the label your
     # cluster uses, e.g. nvidia.com/gpu.product).
     accelerator_type: str = ""
-    # GPUs of the pod (KFP's accelerator limit). With more than one, the stage runs as that
-    # many processes under torchrun, one per GPU (docs/scaling.md).
+    # GPUs of the pod (KFP's accelerator limit), or of each node. With more than one, the
+    # stage runs as that many processes under torchrun, one per GPU (docs/scaling.md).
     gpus: int = 0
+    # Nodes of a training stage. With more than one, the task creates a Kubeflow Trainer
+    # TrainJob of that many nodes, each with this stage's image, resources, GPUs, /dev/shm,
+    # node selector and tolerations, and follows it (docs/kubeflow.md); the task itself is a
+    # small CPU pod. Needs the cluster config's staging.
+    nodes: int = 1
+    # The TrainJob's ClusterTrainingRuntime: one with Trainer's torch policy, which sets the
+    # PET_* variables torchrun reads (torch-distributed; see docs/kubeflow.md).
+    trainjob_runtime: str = "torch-distributed"
     # In-memory emptyDir mounted on /dev/shm: PyTorch data loaders and NCCL need more shared
     # memory than the container runtime's 64 MiB. "" mounts none.
     shm_size: str = ""
@@ -131,6 +146,17 @@ class ClusterConfig:
     # Endpoints (not secret): each ConfigMap's keys become environment variables.
     config_maps: list[EnvSource] = dataclasses.field(default_factory=_default_config_maps)
     stages: dict[str, StageResources] = dataclasses.field(default_factory=default_stages)
+    # An s3:// prefix where a multi-node stage's task and nodes exchange its inputs, outputs,
+    # metrics and job file (<staging>/<run>/<stage>/); needed when a stage has nodes > 1.
+    staging: str = ""
+    # A PersistentVolumeClaim mounted on every training pod and TrainJob node at
+    # /rlhf-checkpoints; checkpoints go there under <run>/<stage>, so a retried task or
+    # TrainJob resumes instead of starting over. ReadWriteMany for multi-node stages (every
+    # rank writes its shard). "" keeps checkpoints in the pod: a retry starts over.
+    checkpoint_volume: str = ""
+    # The ServiceAccount the pipeline's pods run as (KFP's pipeline-runner; default-editor in
+    # a multi-user profile); pipelines/k8s/trainjob-rbac.yaml lets it run TrainJobs.
+    pipeline_service_account: str = "pipeline-runner"
 
     def image(self, name: str) -> str:
         """A stage's ``image`` setting as a full reference."""
@@ -168,6 +194,12 @@ def _check_stage(name: str, stage: StageResources, where: str) -> StageResources
         raise ValueError(f"{where}: gpus needs an accelerator_type (nvidia.com/gpu)")
     if stage.gpus > 1 and not STAGES[name].gpu:
         raise ValueError(f"{where}: gpus > 1: only the training stages run one process per GPU")
+    if stage.nodes < 1:
+        raise ValueError(f"{where}: nodes must be >= 1, got {stage.nodes}")
+    if stage.nodes > 1 and not STAGES[name].gpu:
+        raise ValueError(f"{where}: nodes > 1: only the training stages run on several nodes")
+    if stage.nodes > 1 and not stage.trainjob_runtime:
+        raise ValueError(f"{where}: nodes > 1 needs a trainjob_runtime (torch-distributed)")
     return stage
 
 
@@ -202,6 +234,13 @@ def cluster_config_from_dict(data: dict[str, Any], where: str = "cluster config"
                 raise ValueError(f"{where}: {key}[{i}]: expected a mapping with name and keys")
             parsed.append(_partial(EnvSource, EnvSource("", []), item, f"{where}: {key}[{i}]"))
         setattr(config, key, parsed)
+    multi_node = sorted(name for name, stage in config.stages.items() if stage.nodes > 1)
+    if multi_node and not config.staging.startswith("s3://"):
+        raise ValueError(
+            f"{where}: staging: stages {multi_node} run on several nodes, which exchange their "
+            f"inputs and outputs through object storage: set staging to an s3:// prefix, got "
+            f"{config.staging!r}"
+        )
     if config.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
         raise ValueError(
             f"{where}: image_pull_policy: expected Always, IfNotPresent or Never, "
@@ -243,10 +282,34 @@ def build(pipeline: GraphComponent, config: ClusterConfig | str) -> GraphCompone
         )
 
 
+def node_launch(config: ClusterConfig, stage: str) -> NodeLaunch:
+    """The TrainJob a multi-node stage's task launches: the stage's pod settings on each node,
+    the same Secrets and ConfigMaps as environment references."""
+    s = config.stages[stage]
+    env = {
+        key: ["secret" if kind == "secrets" else "configMap", source.name, key, source.optional]
+        for kind in ("secrets", "config_maps")
+        for source in getattr(config, kind)
+        if source.name
+        for key in source.keys
+    }
+    return NodeLaunch(
+        runtime=s.trainjob_runtime, image=config.image(s.image), nodes=s.nodes,
+        gpus_per_node=s.gpus, staging=config.staging,
+        gpu_resource=s.accelerator_type or "nvidia.com/gpu",
+        cpu_request=s.cpu_request, cpu_limit=s.cpu_limit, memory_request=s.memory_request,
+        memory_limit=s.memory_limit, env=env, node_selector=dict(s.node_selector),
+        tolerations=[dict(t) for t in s.tolerations], shm_size=s.shm_size,
+        image_pull_secrets=list(config.image_pull_secrets),
+        checkpoint_volume=config.checkpoint_volume, timeout_seconds=s.timeout_seconds,
+    )  # fmt: skip
+
+
 def configure(task: Any, stage: str) -> Any:
     """Apply the active cluster config's settings for ``stage`` to a pipeline task: image,
     CPU/memory/GPU, /dev/shm, node selector, tolerations, timeout, retries, caching, pull
-    secrets, and the Secrets/ConfigMaps as environment variables. Returns the task."""
+    secrets, the checkpoint volume, and the Secrets/ConfigMaps as environment variables; for a
+    multi-node stage, the TrainJob its task launches. Returns the task."""
     from kfp import kubernetes
 
     active = _ACTIVE.get()
@@ -259,6 +322,18 @@ def configure(task: Any, stage: str) -> Any:
             "(declare it in rlhf/stages/specs.py)"
         )
     s = config.stages[stage]
+    if s.nodes > 1:
+        # The task creates and follows the stage's TrainJob: a small CPU pod, off the GPU nodes;
+        # the nodes get the stage's image and resources (node_launch).
+        task.set_env_variable(TRAINJOB_ENV, node_launch(config, stage).to_json())
+        s = dataclasses.replace(
+            StageResources(), timeout_seconds=s.timeout_seconds, retries=s.retries,
+            retry_backoff=s.retry_backoff, retry_backoff_factor=s.retry_backoff_factor,
+            retry_backoff_max=s.retry_backoff_max, caching=s.caching,
+        )  # fmt: skip
+    elif config.checkpoint_volume and STAGES[stage].gpu:
+        kubernetes.mount_pvc(task, pvc_name=config.checkpoint_volume, mount_path=CHECKPOINT_MOUNT)
+        task.set_env_variable(CHECKPOINTS_ENV, CHECKPOINT_MOUNT)
     # The stage on the pod: `kubectl get pods -l rlhf/stage=sft`; tests read it back too.
     kubernetes.add_pod_label(task, STAGE_LABEL, stage)
     task.set_container_image(config.image(s.image))

@@ -6,6 +6,9 @@
 - ``<out>/k8s/submit-run.yaml``: a Job that submits a run from inside the cluster
   (``kubectl create -f``, once per run), and ``<out>/k8s/submitter-rbac.yaml``: its
   ServiceAccount and RBAC (``kubectl apply -f``, once);
+- with stages on several nodes: ``<out>/k8s/trainjobs/<pipeline>-<stage>.yaml``, the TrainJob
+  each such task creates (for review), and ``<out>/k8s/trainjob-rbac.yaml``, what the
+  pipeline's ServiceAccount needs to run them (``kubectl apply -f``, once);
 - ``<components>/<component>.yaml``: each stage's component spec, for reuse in other pipelines.
 """
 
@@ -21,7 +24,7 @@ from kfp.dsl.base_component import BaseComponent
 
 from rlhf import __version__
 from rlhf.pipeline import cluster, components, k8s_manifests
-from rlhf.pipeline.pipelines import PIPELINE_NAME, PIPELINES, get_pipeline
+from rlhf.pipeline.pipelines import PIPELINE_NAME, PIPELINES, get_pipeline, stage_sections
 
 _SDK_VERSION_LINE = re.compile(r"^\s*sdkVersion:.*$", re.MULTILINE)
 
@@ -89,6 +92,32 @@ def compile_components(out_dir: str | Path = "components") -> list[Path]:
     return written
 
 
+def compile_trainjobs(k8s_dir: Path, config: cluster.ClusterConfig) -> list[Path]:
+    """For every stage with ``nodes > 1`` in every pipeline, the TrainJob its task creates
+    (``trainjobs/<pipeline>-<stage>.yaml``, checked against the Trainer API), and the RBAC the
+    pipeline's ServiceAccount needs for them; files an earlier compile left for stages that no
+    longer run on several nodes are removed."""
+    written = []
+    for name in sorted(PIPELINES):
+        for stage in stage_sections(name):
+            if stage not in config.stages or config.stages[stage].nodes < 2:
+                continue
+            launch = cluster.node_launch(config, stage)
+            manifest = launch.manifest(
+                run_id=k8s_manifests.RUN_ID_PLACEHOLDER, stage=stage, namespace="default"
+            )
+            text = k8s_manifests.trainjob_review_manifest(name, stage, manifest)
+            written.append(_write(k8s_dir / "trainjobs" / f"{name}-{stage}.yaml", text))
+    rbac = k8s_dir / "trainjob-rbac.yaml"
+    if written:
+        text = k8s_manifests.trainjob_rbac_manifest(config.pipeline_service_account)
+        written.append(_write(rbac, text))
+    for stale in [*(k8s_dir / "trainjobs").glob("*.yaml"), rbac]:
+        if stale.exists() and stale not in written:
+            stale.unlink()
+    return written
+
+
 def compile_all(
     out_dir: str | Path = "pipelines",
     config: cluster.ClusterConfig | None = None,
@@ -110,6 +139,7 @@ def compile_all(
     written.append(_write(out_dir / "k8s" / "submit-run.yaml", job))
     rbac = k8s_manifests.submitter_rbac_manifest()
     written.append(_write(out_dir / "k8s" / "submitter-rbac.yaml", rbac))
+    written += compile_trainjobs(out_dir / "k8s", config)
     if components_dir is not None:
         written += compile_components(components_dir)
     return written

@@ -1,7 +1,7 @@
 """The one body of every KFP component: read the component's arguments as its stage's spec
 declares them, build the stage's config and ports, run the stage inside its MLflow run (as
-one process per GPU when the pod has several: ``stage_job.py``) and copy its metrics into KFP
-``Metrics``.
+one process per GPU when the pod has several: ``stage_job.py``; as a TrainJob when the stage
+has several nodes: ``multi_node.py``) and copy its metrics into KFP ``Metrics``.
 
 The component functions in ``components.py`` are one-line calls into here, because KFP ships a
 lightweight component's *source* to the pod: keeping logic here keeps it importable, testable
@@ -11,11 +11,14 @@ and versioned with the package in the image.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from rlhf import log_setup
 from rlhf.config import DemoConfig, from_dict
+from rlhf.pipeline.multi_node import NodeLaunch, run_on_nodes
+from rlhf.pipeline.pod_env import CHECKPOINTS_ENV, run_checkpoint_dir
 from rlhf.pipeline.stage_job import StageJob, processes_per_pod, run_on_processes
 from rlhf.stages.specs import ARTIFACTS, StageSpec, get_stage, ports, uris_parameter
 from rlhf.stages.tracked_run import run_tracked
@@ -96,13 +99,19 @@ def run_component(stage: str, arguments: dict[str, Any]) -> str | None:
             inputs, source = _demo_inputs(spec, outputs, demo_overrides), "demo"
     if args:
         raise TypeError(f"component {stage}: arguments its spec does not declare: {sorted(args)}")
+    checkpoints = os.environ.get(CHECKPOINTS_ENV)
+    if checkpoints and spec.gpu and pipeline_run:  # the cluster config's checkpoint_volume
+        fields["checkpoint_dir"] = run_checkpoint_dir(pipeline_run, stage, checkpoints)
     config = from_dict(spec.config, {**fields, **overrides}, f"{stage} overrides")
     tags = {"data_source": source} if source else {}
+    launch = NodeLaunch.from_env()
     processes = processes_per_pod()
-    if processes > 1:  # one process per GPU of the pod (cluster config: gpus)
+    if launch or processes > 1:
         job = StageJob.of(stage, config, inputs, outputs, pipeline_run=pipeline_run,
                           experiment=experiment, track=track, tags=tags)  # fmt: skip
-        metrics = run_on_processes(job, processes)
+        # A TrainJob of several nodes (cluster config: nodes), or one process per GPU of the
+        # pod (gpus).
+        metrics = run_on_nodes(job, launch) if launch else run_on_processes(job, processes)
     else:
         metrics = run_tracked(spec, config, inputs, outputs, pipeline_run, experiment, track, tags)
     for key, value in metrics.items():

@@ -67,6 +67,7 @@ INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 # <trainjob>-<replicated job>-<job index>-<pod index>, and that must be a label too.
 MAX_NAME = 40
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+CLAIM_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # a DNS subdomain
 QUANTITY_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?$")
 TOLERATION_FIELDS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 FAILED_TAIL_LINES = 30
@@ -143,6 +144,7 @@ def trainjob_manifest(
     node_selector: Mapping[str, str] | None = None,
     tolerations: Sequence[Mapping[str, Any]] = (),
     shm_size: str = "",
+    volume_claims: Mapping[str, str] | None = None,
     service_account: str = "",
     image_pull_secrets: Sequence[str] = (),
     active_deadline_seconds: int = 0,
@@ -157,6 +159,7 @@ def trainjob_manifest(
     :class:`EnvRef`. ``tolerations`` are pod-spec tolerations (``toleration_seconds`` is
     accepted for ``tolerationSeconds``). ``shm_size`` mounts an in-memory emptyDir of that size
     on /dev/shm (NCCL and data loaders need more than the runtime's 64 MiB).
+    ``volume_claims`` mounts each PersistentVolumeClaim (name: mount path) on every node.
     ``active_deadline_seconds`` (0: none) makes the controller fail a TrainJob that runs longer,
     even one whose task is gone.
     """
@@ -208,14 +211,24 @@ def trainjob_manifest(
         pod["serviceAccountName"] = service_account
     if image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": s} for s in image_pull_secrets]
+    volumes, mounts = [], []
     if shm_size:
         _quantity(shm_size, "spec.runtimePatches[].volumes[dshm].emptyDir.sizeLimit")
-        pod["volumes"] = [
+        volumes.append(
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}}
-        ]
-        pod["containers"] = [
-            {"name": TRAINER_JOB, "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}]}
-        ]
+        )
+        mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    for i, (claim, path) in enumerate(sorted((volume_claims or {}).items())):
+        if not CLAIM_RE.match(claim or "") or not str(path).startswith("/"):
+            raise TrainJobSpecError(
+                f"TrainJob spec.runtimePatches[].volumes[{claim!r}]: a claim name (a DNS "
+                f"subdomain) and an absolute mount path are required, got {claim!r}: {path!r}"
+            )
+        volumes.append({"name": f"claim-{i}", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": f"claim-{i}", "mountPath": path})
+    if volumes:
+        pod["volumes"] = volumes
+        pod["containers"] = [{"name": TRAINER_JOB, "volumeMounts": mounts}]
 
     spec: dict[str, Any] = {
         "runtimeRef": {"apiGroup": GROUP, "kind": runtime_kind, "name": runtime},
@@ -234,7 +247,10 @@ def trainjob_manifest(
                                 "name": TRAINER_JOB,
                                 "template": {
                                     "spec": {
-                                        "template": {"metadata": {"labels": labels}, "spec": pod}
+                                        "template": {
+                                            "metadata": {"labels": dict(labels)},
+                                            "spec": pod,
+                                        }
                                     }
                                 },
                             }

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from rlhf.storage.cache import cache_dir
+from rlhf.storage.cache import exclusive as cache_lock
 from rlhf.storage.errors import IntegrityError, MissingManifestError, StorageError
 from rlhf.storage.local import atomic_dir, atomic_write_bytes, atomic_write_text, temp_sibling
 from rlhf.storage.manifest import (
@@ -41,6 +42,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "cache_dir",
+    "cache_lock",
     "file_listing",
     "is_s3",
     "local_path",

@@ -14,9 +14,11 @@ half-written one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,21 @@ Fetch = Callable[[str, Path], None]
 def cache_dir() -> Path:
     """Local cache for downloaded objects (``RLHF_CACHE_DIR`` or ``~/.cache/rlhf``)."""
     return Path(os.environ.get("RLHF_CACHE_DIR", Path.home() / ".cache" / "rlhf"))
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """Hold the cache's machine-wide lock: the processes of one node that all need the same
+    download (the ranks of a launch) take turns, so the first downloads and the others find
+    it cached, instead of each downloading its own copy."""
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def blob_path(sha256: str) -> Path:
