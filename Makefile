@@ -13,7 +13,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # constraints.txt pins each package the project pulls in; `make lock` refreshes it.
 LOCK := constraints.txt
 
-.PHONY: demo test bench test-images test-architectures test-distributed lint format compile install install-dev clean images push-images lock
+.PHONY: demo test bench test-images test-architectures test-distributed test-pipelines lint format compile install install-dev clean images push-images lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +49,16 @@ test: install-dev
 test-architectures: install-dev
 	$(BIN)/python -m pytest -q -m architectures
 
-# Every training stage under torchrun on 2 gloo ranks with DeepSpeed ZeRO-2/3, killed-rank
-# resume (docs/scaling.md; minutes). `make test` keeps SFT under ZeRO-3.
+# Every training stage under torchrun on 2 gloo ranks with DeepSpeed ZeRO-2/3 (with and
+# without LoRA), killed-rank resume, a 2-GPU task and a 2-node TrainJob (docs/scaling.md,
+# docs/kubeflow.md; minutes). `make test` keeps one run of each stage under ZeRO-3.
 test-distributed: install-dev
 	$(BIN)/python -m pytest -q -m distributed
+
+# The DPO and GRPO pipelines end to end through kfp.local (minutes). `make test` runs the PPO
+# pipeline end to end, tracked.
+test-pipelines: install-dev
+	$(BIN)/python -m pytest -q -m pipelines
 
 # Memory per rank and throughput of a ~100M model under plain PyTorch, ZeRO 0-3 and LoRA on 2
 # CPU ranks, 3 rounds (benchmarks/README.md; about 15 minutes on 2 cores). Not in `make test`.

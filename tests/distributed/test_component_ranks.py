@@ -1,6 +1,7 @@
 """A KFP task whose pod has several GPUs (cluster config ``gpus: N``) runs its stage as N
 ranks under torchrun: the component launches them, rank 0 tracks and publishes, and the
-task's metrics are rank 0's. On CPU: 2 gloo ranks under ZeRO-3, compared with one process."""
+task's metrics are rank 0's. On CPU: 2 gloo ranks under ZeRO-3, compared with one process
+(``make test-distributed``); a failing rank fails the task (``make test``)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def _sft_task(data: str, model: str, metrics: Metrics) -> dict:
                 publish_to="")  # fmt: skip
 
 
+@pytest.mark.distributed  # a reference run and a 2-rank launch: make test-distributed
 def test_a_task_with_two_gpus_runs_its_stage_on_two_ranks(
     prepared, tmp_path, monkeypatch, capfd
 ) -> None:

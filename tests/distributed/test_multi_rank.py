@@ -3,9 +3,10 @@ under ZeRO ends where one process ends on the same global batches (PPO and GRPO:
 DDP ends on the same ranks); a rank killed mid-run stops the run, which then resumes to the
 same weights; a ZeRO config without DeepSpeed fails clearly.
 
-``make test`` runs every stage under ZeRO-3, with and without LoRA, the bf16 master-weights
-check and the missing-DeepSpeed check; ZeRO-2 and the killed-rank resume (marker
-``distributed``, minutes more of torchrun launches) run in ``make test-distributed``.
+``make test`` runs SFT and the reward model (full) and DPO (LoRA) under ZeRO-3, PPO (full)
+against DDP, the bf16 master-weights check and the missing-DeepSpeed check; the other stage x
+LoRA pairs, ZeRO-2 and the killed-rank resume (marker ``distributed``, minutes more of torchrun
+launches) run in ``make test-distributed``.
 
 Tolerance: weights within rtol 1e-4 / atol 1e-5 of the single-process run. The ranks sum the
 same numbers in another order (each rank's share of a batch, then the all-reduce), so bitwise
@@ -51,8 +52,21 @@ def sft_zero3(prepared, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-@pytest.mark.parametrize("stage", ["sft", "reward", "dpo"])
+def _matrix(stages: list[str], in_make_test: set[tuple[str, bool]]) -> list:
+    """(stage, lora) for each stage, with and without LoRA; the pairs not ``in_make_test`` run
+    in ``make test-distributed`` only (marker ``distributed``)."""
+    return [
+        pytest.param(stage, lora, id=f"{stage}-{'lora' if lora else 'full'}",
+                     marks=() if (stage, lora) in in_make_test else pytest.mark.distributed)
+        for stage in stages
+        for lora in (False, True)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "stage, lora",
+    _matrix(["sft", "reward", "dpo"], {("sft", False), ("reward", False), ("dpo", True)}),
+)
 def test_supervised_stage_on_two_ranks_under_zero3_matches_one_process(
     prepared, micro_models, tmp_path, stage, lora
 ) -> None:
@@ -142,8 +156,7 @@ ON_POLICY = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-@pytest.mark.parametrize("stage", ["ppo", "grpo"])
+@pytest.mark.parametrize("stage, lora", _matrix(["ppo", "grpo"], {("ppo", False)}))
 def test_on_policy_stage_under_zero3_matches_plain_ddp(
     prepared, micro_models, tmp_path, stage, lora
 ) -> None:

@@ -86,6 +86,7 @@ def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path, capsys)
     assert client.list_artifacts(sft_run.info.run_id, "model")
 
 
+@pytest.mark.pipelines  # minutes: make test-pipelines
 @pytest.mark.parametrize("pipeline", ["dpo", "grpo"])
 def test_dpo_and_grpo_pipelines_run_end_to_end(pipeline, tmp_path, capsys):
     """prepare -> SFT -> [reward model ->] DPO / GRPO -> evaluate, untracked to stay cheap; the

@@ -172,6 +172,13 @@ def test_recompiling_without_multi_node_stages_removes_the_trainjobs(tmp_path) -
             {"staging": "s3://b/p", "stages": {"sft": {"nodes": 2, "trainjob_runtime": ""}}},
             "needs a trainjob_runtime",
         ),
+        (
+            {
+                "staging": "s3://b/p",
+                "stages": {"ppo": {"nodes": 2, "trainjob_runtime": "deepspeed-distributed"}},
+            },
+            "'deepspeed-distributed' is an MPI runtime",
+        ),
     ],
 )
 def test_multi_node_mistakes_are_named(data, message) -> None:

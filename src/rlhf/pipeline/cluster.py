@@ -39,6 +39,8 @@ from rlhf.pipeline.pod_env import (
 from rlhf.stages.specs import STAGES
 
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
+# Kubeflow Trainer's shipped MPI runtime (see trainjob_runtime below).
+MPI_RUNTIMES = {"deepspeed-distributed"}
 
 
 @dataclasses.dataclass
@@ -200,6 +202,13 @@ def _check_stage(name: str, stage: StageResources, where: str) -> StageResources
         raise ValueError(f"{where}: nodes > 1: only the training stages run on several nodes")
     if stage.nodes > 1 and not stage.trainjob_runtime:
         raise ValueError(f"{where}: nodes > 1 needs a trainjob_runtime (torch-distributed)")
+    if stage.trainjob_runtime in MPI_RUNTIMES:
+        raise ValueError(
+            f"{where}: trainjob_runtime: {stage.trainjob_runtime!r} is an MPI runtime (a "
+            "launcher starting the ranks over SSH), which the stage job does not run under; "
+            "use a runtime with the torch policy (torch-distributed): DeepSpeed ZeRO runs "
+            "inside it, from the stage's distributed config"
+        )
     return stage
 
 
