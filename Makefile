@@ -102,7 +102,7 @@ lock:
 	rm -rf $(LOCK_VENV) build
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip -q install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(LOCK_VENV)/bin/python -m pip -q install '.[dev]'
+	$(LOCK_VENV)/bin/python -m pip -q install '.[dev,tracking]'
 	# DeepSpeed builds against the installed torch (its build would otherwise fetch another).
 	$(LOCK_VENV)/bin/python -m pip -q install --no-build-isolation '.[deepspeed]'
 	$(LOCK_VENV)/bin/python -m pip check

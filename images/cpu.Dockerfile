@@ -24,7 +24,7 @@ RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 # constraints.txt: the exact versions the project was tested with (`make lock`).
 COPY pyproject.toml README.md constraints.txt /tmp/rlhf-src/
 COPY src/rlhf /tmp/rlhf-src/src/rlhf
-RUN pip install -c /tmp/rlhf-src/constraints.txt /tmp/rlhf-src \
+RUN pip install -c /tmp/rlhf-src/constraints.txt "/tmp/rlhf-src[tracking]" \
     && rm -rf /tmp/rlhf-src \
     && python -m pip check \
     && python -c "import rlhf, torch, kfp, kfp.kubernetes; print('rlhf', rlhf.__version__, 'torch', torch.__version__, 'kfp', kfp.__version__)"
