@@ -17,7 +17,7 @@ from k8s_api_server import K8sApiServer
 from kubernetes import client
 
 from rlhf.pipeline import cluster, k8s_manifests
-from rlhf.pipeline.compile import compile_all
+from rlhf.pipeline.compile import compile_all, compile_trainjobs
 from rlhf.pipeline.multi_node import NodeLaunch
 from rlhf.pipeline.pod_env import CHECKPOINT_MOUNT, CHECKPOINTS_ENV, PROCESSES_ENV, TRAINJOB_ENV
 from rlhf.pipeline.stage_job import torchrun_command
@@ -154,11 +154,11 @@ def test_the_rbac_is_valid_and_bound_to_the_pipeline_service_account(compiled) -
 
 def test_recompiling_without_multi_node_stages_removes_the_trainjobs(tmp_path) -> None:
     config = cluster.cluster_config_from_dict(json.loads(json.dumps(DONE_WHEN)))
-    compile_all(tmp_path, config)
-    assert (tmp_path / "k8s" / "trainjob-rbac.yaml").exists()
-    compile_all(tmp_path, cluster.ClusterConfig())
-    assert not list((tmp_path / "k8s" / "trainjobs").glob("*.yaml"))
-    assert not (tmp_path / "k8s" / "trainjob-rbac.yaml").exists()
+    written = compile_trainjobs(tmp_path, config)
+    assert {p.name for p in written} == {"ppo-ppo.yaml", "trainjob-rbac.yaml"}
+    assert compile_trainjobs(tmp_path, cluster.ClusterConfig()) == []
+    assert not list((tmp_path / "trainjobs").glob("*.yaml"))
+    assert not (tmp_path / "trainjob-rbac.yaml").exists()
 
 
 @pytest.mark.parametrize(
