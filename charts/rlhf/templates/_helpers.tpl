@@ -34,13 +34,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" .Values.image.repository (default (printf "%s-cpu" .Chart.AppVersion) .Values.image.tag) -}}
 {{- end -}}
 
+{{/* imagePullSecrets on one line, or nothing. */}}
 {{- define "rlhf.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-{{- range . }}
-  - name: {{ . }}
-{{- end }}
-{{- end }}
+{{- with .Values.imagePullSecrets -}}
+imagePullSecrets: [{{ range $i, $n := . }}{{ if $i }}, {{ end }}{name: {{ $n }}}{{ end }}]
+{{- end -}}
 {{- end -}}
 
 {{/* A pod's securityContext; call with the UID. */}}
