@@ -317,6 +317,9 @@ def test_rbac_is_exactly_the_codes(chart: Any) -> None:
     submitter = find(default, "Role", k8s_manifests.SUBMITTER)
     assert _rules(submitter) == k8s_manifests._rbac()[1]["rules"]
     assert not [d for d in default if d["metadata"]["name"] == k8s_manifests.TRAINJOB_ROLE]
+    # With schedules, the recurring runs' rules too (and nothing else).
+    scheduling = find(objects(chart, CASES["bundled-storage"]), "Role", k8s_manifests.SUBMITTER)
+    assert _rules(scheduling) == k8s_manifests._rbac()[1]["rules"] + k8s_manifests.SCHEDULER_RULES
 
     docs = objects(chart, CASES["multi-node"])
     role = find(docs, "Role", k8s_manifests.TRAINJOB_ROLE)
