@@ -425,3 +425,22 @@ def test_the_run_config_map_holds_configs_rlhf_accepts(chart: Any, case: str) ->
     assert isinstance(yaml.safe_load(config_map["data"]["run.yaml"]), dict)
     cluster = yaml.safe_load(config_map["data"]["cluster.yaml"])
     cluster_config_from_dict(cluster, where=f"{case}: cluster.yaml")  # raises on a mistake
+
+
+def _value_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the documented values: leaves, lists, empty maps and resources."""
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key != "resources":
+            paths += _value_paths(value, f"{path}.")
+        else:
+            paths.append(path)
+    return paths
+
+
+def test_every_value_is_documented() -> None:
+    doc = (CHART.parents[1] / "docs" / "chart.md").read_text()
+    paths = _value_paths(yaml.safe_load((CHART / "values.yaml").read_text()))
+    assert "mlflow.ingress.annotations" in paths and "postgresql.resources" in paths
+    assert [p for p in paths if f"| `{p}` |" not in doc] == []
