@@ -408,7 +408,7 @@ def test_schedules_are_replaced_with_rlhf_schedule_create(chart: Any) -> None:
         "replace 'weekly-grpo' --pipeline 'grpo' --experiment 'rlhf-grpo' "
         "--interval '7d' --max-concurrency 1",
     ]
-    assert "rlhf schedule disable \"$id\" --namespace 'team-ml'" in script
+    assert 'rlhf schedule create --replace --name "$name"' in script
     assert "--cluster-config /etc/rlhf/cluster.yaml --namespace 'team-ml' \"$@\"" in script
     catchup = {"schedules": [{"name": "x", "interval": "12h", "catchup": True}]}
     script = pod_spec(find(objects(chart, catchup), "Job", "demo-rlhf-schedules"))

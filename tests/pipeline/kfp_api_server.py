@@ -97,6 +97,9 @@ class Handler(JsonHandler):
     def do_POST(self) -> None:
         self._handle("POST")
 
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
     def _route(self, r: Request) -> tuple[int, Any]:
         s, path = self.state, r.path.removeprefix(API)
         if path == "/healthz":
@@ -171,6 +174,9 @@ class Handler(JsonHandler):
             found = list(s.recurring_runs.values())
             # The API's JSON name for this list is camelCase (json_name in its proto).
             return 200, {"recurringRuns": found, "total_size": len(found)} if found else {}
+        if path.startswith("/recurringruns/") and r.method == "DELETE":
+            del s.recurring_runs[path.split("/")[2]]
+            return 200, {}
         if path.startswith("/recurringruns/") and path.endswith(":disable"):
             recurring = s.recurring_runs[path.split("/")[2].removesuffix(":disable")]
             recurring["status"], recurring["mode"] = "DISABLED", "DISABLE"

@@ -221,6 +221,23 @@ def test_schedule_create_list_disable(kfp_api, run_config, capsys):
     assert "no schedule with id or name 'nope'" in capsys.readouterr().err
 
 
+def test_schedule_create_replace_moves_the_schedule_to_the_new_version(kfp_api, run_config,
+                                                                       capsys):  # fmt: skip
+    """What the Helm chart's hook runs on every install and upgrade: one schedule of that name
+    remains, on the version just uploaded; other schedules are left alone."""
+    flags = ["--host", kfp_api.url, "--config", str(run_config), "--cron", "0 0 3 * * *"]
+    assert main(["schedule", "create", *flags, "--name", "other"]) == 0
+    for epochs in (2, 3):
+        assert main(["schedule", "create", *flags, "--name", "nightly", "--replace",
+                     "--set", f"sft.epochs={epochs}"]) == 0  # fmt: skip
+    nightly = [r for r in kfp_api.state.recurring_runs.values() if r["display_name"] == "nightly"]
+    assert len(nightly) == 1
+    assert nightly[0]["runtime_config"]["parameters"]["sft_epochs"] == 3
+    assert [r["display_name"] for r in kfp_api.state.recurring_runs.values()].count("other") == 1
+    assert [r.method for r in kfp_api.state.requests].count("DELETE") == 1
+    assert "deleted the earlier schedule" in capsys.readouterr().out
+
+
 def test_schedule_with_a_crontab_expression_is_rejected_before_any_request(kfp_api, capsys):
     code = main(["schedule", "create", "--host", kfp_api.url, "--cron", "0 3 * * *"])
     assert code == 2

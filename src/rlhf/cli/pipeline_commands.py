@@ -159,6 +159,11 @@ def cmd_schedule_create(args: argparse.Namespace) -> int:
     )  # fmt: skip
     trigger = f"cron '{schedule.validate_cron(args.cron)}'" if args.cron else f"every {interval} s"
     print(f"schedule: {rid} ({name}), {trigger}, in experiment '{args.experiment}'")
+    if args.replace:
+        for old in schedule.delete_others(client, name, keep=rid, namespace=args.namespace):
+            print(
+                f"deleted the earlier schedule {old.recurring_run_id} ({old.name}, {old.trigger})"
+            )
     return 0
 
 
@@ -299,6 +304,12 @@ def add_pipeline_commands(sub: Any) -> None:
     )  # fmt: skip
     q.add_argument("--start-time", help="RFC 3339 time of the first possible run (default: now)")
     q.add_argument("--end-time", help="RFC 3339 time after which no run starts (default: never)")
+    q.add_argument(
+        "--replace", action="store_true",
+        help="then delete the other recurring runs with this name (a schedule is pinned to the "
+        "pipeline version it was created with: this moves it to the new one; the Helm chart's "
+        "hook uses it)",
+    )  # fmt: skip
     q.set_defaults(fn=cmd_schedule_create)
     q = actions.add_parser("list", help="list the recurring runs", epilog=KFP_EPILOG)
     add_kfp_flags(q)

@@ -139,13 +139,13 @@ def _job(image: str) -> dict[str, Any]:
     }
 
 
-# What `rlhf schedule create`, `list` and `disable` add (the charts/rlhf schedule hook runs
-# them): KFP checks recurring runs as resource "jobs", disabling one with the verb "disable".
+# What `rlhf schedule create --replace` adds (the charts/rlhf schedule hook runs it): KFP
+# checks recurring runs as resource "jobs".
 SCHEDULER_RULES = [
     {
         "apiGroups": ["pipelines.kubeflow.org"],
         "resources": ["jobs"],
-        "verbs": ["get", "list", "create", "disable"],
+        "verbs": ["get", "list", "create", "delete"],
     }
 ]
 

@@ -206,6 +206,19 @@ def disable_schedule(client: Any, recurring_run_id: str) -> None:
     client.disable_recurring_run(recurring_run_id)
 
 
+def delete_others(
+    client: Any, name: str, keep: str, namespace: str | None = None
+) -> list[ScheduleInfo]:
+    """Delete every recurring run called ``name`` except ``keep`` (the one just created): what
+    ``rlhf schedule create --replace`` does after creating, so a failed create leaves the
+    earlier schedule running and a repeated install leaves one. Returns the deleted ones."""
+    gone = [s for s in list_schedules(client, namespace=namespace)
+            if s.name == name and s.recurring_run_id != keep]  # fmt: skip
+    for s in gone:
+        client.delete_recurring_run(s.recurring_run_id)
+    return gone
+
+
 def find_schedule(client: Any, key: str, namespace: str | None = None) -> ScheduleInfo:
     """A recurring run by id or by name (a name must be unique)."""
     schedules = list_schedules(client, namespace=namespace)
