@@ -59,7 +59,15 @@ def configure(verbose: bool | None = None) -> None:
         ours.addHandler(handler)
         ours.propagate = False
     import datasets
+    import torch
     import transformers
+
+    # Without a GPU DeepSpeed picks its CPU accelerator with a warning on stdout ("Setting
+    # accelerator to CPU. If you have GPU ..."), printed in every CPU run that saves a model
+    # (transformers imports DeepSpeed to unwrap it). Naming that choice gives the same
+    # accelerator, silently.
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
 
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()

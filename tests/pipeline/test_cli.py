@@ -131,6 +131,24 @@ def test_the_rlhf_command_reports_bad_data_in_one_line_without_a_traceback(tmp_p
     assert done.stdout == "" and not out.exists()
 
 
+def test_a_stage_command_prints_its_lines_and_no_library_noise(prepared, tmp_path):
+    """In a fresh process, as a user runs it: the start, progress and summary lines, and none of
+    the libraries' chatter (DeepSpeed's accelerator warning when transformers saves the model,
+    load reports, progress bars of other libraries)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rlhf.cli", "sft", "--no-track", "--data", prepared["sft"],
+         "--out", str(tmp_path / "sft"), "--set", "base_model=preset:micro-llama",
+         "--set", "max_steps=1", "--set", "eval_every=0"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "==> sft: supervised fine-tuning" in output and "<== sft done in" in output
+    for noise in ("[WARNING]", "Setting accelerator", "LOAD REPORT", "Loading weights", "it/s]"):
+        assert noise not in output, noise
+
+
 def test_allow_empty_from_the_command_line(tmp_path, capsys):
     (tmp_path / "empty.jsonl").write_bytes(b"")
     code = main(["prepare", "--no-track", "--preferences", str(tmp_path / "empty.jsonl"),
