@@ -6,31 +6,11 @@ task's metrics are rank 0's. On CPU: 2 gloo ranks under ZeRO-3, compared with on
 from __future__ import annotations
 
 import pytest
+from component_task import Metrics, sft_task
 from launch import assert_same_weights
 
 from rlhf.pipeline import component_runner
 from rlhf.pipeline.pod_env import PROCESSES_ENV
-
-
-class Artifact:  # what KFP hands a component for an input or output artifact
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.logged: dict[str, float] = {}
-
-    def log_metric(self, key: str, value: float) -> None:
-        self.logged[key] = value
-
-
-def _sft_task(data: str, model: str, metrics: Metrics) -> dict:
-    overrides = {"max_steps": 3, "eval_every": 0, "distributed": {"zero_stage": 3}}
-    return dict(base_model="preset:micro-llama", seed=0, max_length=64, epochs=1, lr=1e-3,
-                batch_size=16, overrides=overrides, pipeline_run="r", mlflow_experiment="e",
-                track=False, data=Artifact(data), model=Artifact(model), metrics=metrics,
-                publish_to="")  # fmt: skip
 
 
 @pytest.mark.distributed  # a reference run and a 2-rank launch: make test-distributed
@@ -39,10 +19,10 @@ def test_a_task_with_two_gpus_runs_its_stage_on_two_ranks(
 ) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     one, two = Metrics(), Metrics()
-    component_runner.run_component("sft", _sft_task(prepared["sft"], str(tmp_path / "one"), one))
+    component_runner.run_component("sft", sft_task(prepared["sft"], str(tmp_path / "one"), one))
     capfd.readouterr()
     monkeypatch.setenv(PROCESSES_ENV, "2")
-    component_runner.run_component("sft", _sft_task(prepared["sft"], str(tmp_path / "two"), two))
+    component_runner.run_component("sft", sft_task(prepared["sft"], str(tmp_path / "two"), two))
     err = capfd.readouterr().err
     assert "rank 0 of 2" in err and "rank 1 of 2" in err
     assert err.count("==> sft") == 1  # rank 0 alone reports
@@ -55,8 +35,8 @@ def test_a_task_with_two_gpus_runs_its_stage_on_two_ranks(
 def test_a_failing_rank_fails_the_task(prepared, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv(PROCESSES_ENV, "2")
-    task = _sft_task(prepared["sft"], str(tmp_path / "model"), Metrics())
-    task["data"] = Artifact(str(tmp_path / "missing"))
+    task = sft_task(prepared["sft"], str(tmp_path / "model"), Metrics())
+    task["data"].path = str(tmp_path / "missing")
     with pytest.raises(RuntimeError, match=r"sft: torchrun with 2 processes exited with status"):
         component_runner.run_component("sft", task)
     assert not (tmp_path / "model").exists()

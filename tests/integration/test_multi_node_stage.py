@@ -28,36 +28,17 @@ from rlhf.pipeline.pod_env import CHECKPOINT_MOUNT, CHECKPOINTS_ENV, TRAINJOB_EN
 from rlhf.pipeline.trainjob import TrainJobFailed
 from rlhf.storage import s3 as s3_storage
 
-# The Kubernetes API server stand-in and the weight comparison live beside their own tests.
+# The Kubernetes API server stand-in, the component's arguments and the weight comparison live
+# beside their own tests.
 for folder in ("pipeline", "distributed"):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / folder))
+from component_task import Metrics, sft_task  # noqa: E402
 from k8s_api_server import K8sApiServer  # noqa: E402
 from launch import assert_same_weights  # noqa: E402
 
 SRC = str(Path(rlhf.__file__).resolve().parents[1])
 RUN = "run-7f3a"
 NAMESPACE = "team-a"
-
-
-class Artifact:  # what KFP hands a component for an input or output artifact
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.logged: dict[str, float] = {}
-
-    def log_metric(self, key: str, value: float) -> None:
-        self.logged[key] = value
-
-
-def _sft_task(data: str, model: str, metrics: Metrics) -> dict:
-    overrides = {"max_steps": 3, "eval_every": 0, "distributed": {"zero_stage": 3}}
-    return dict(base_model="preset:micro-llama", seed=0, max_length=64, epochs=1, lr=1e-3,
-                batch_size=16, overrides=overrides, pipeline_run=RUN, mlflow_experiment="e",
-                track=False, data=Artifact(data), model=Artifact(model), metrics=metrics,
-                publish_to="")  # fmt: skip
 
 
 def _nodes(root: Path):
@@ -127,7 +108,9 @@ def test_a_two_node_stage_runs_as_a_trainjob(cluster, prepared, tmp_path, monkey
     name = launch.manifest(run_id=RUN, stage="sft", namespace=NAMESPACE)["metadata"]["name"]
     server.state.script(name, [("running",), ("call", _nodes(tmp_path / "nodes"))])
     two = Metrics()
-    component_runner.run_component("sft", _sft_task(prepared["sft"], str(tmp_path / "two"), two))
+    component_runner.run_component(
+        "sft", sft_task(prepared["sft"], str(tmp_path / "two"), two, RUN)
+    )
     # Node 0's log in the task's log: a world of 2 ranks, one per node; rank 0 reports.
     log = capfd.readouterr().err
     assert re.search(r"\[rlhf-sft-run-7f3a-node-0-0-\w+\] .*rank 0 of 2", log)
@@ -143,7 +126,9 @@ def test_a_two_node_stage_runs_as_a_trainjob(cluster, prepared, tmp_path, monkey
 
     monkeypatch.delenv(TRAINJOB_ENV)
     one = Metrics()
-    component_runner.run_component("sft", _sft_task(prepared["sft"], str(tmp_path / "one"), one))
+    component_runner.run_component(
+        "sft", sft_task(prepared["sft"], str(tmp_path / "one"), one, RUN)
+    )
     assert_same_weights(tmp_path / "one", tmp_path / "two")
     assert two.logged["steps"] == one.logged["steps"] == 3
     assert two.logged["val_loss"] == pytest.approx(one.logged["val_loss"], abs=1e-4)
@@ -160,7 +145,7 @@ def test_a_failed_trainjob_fails_the_task_with_its_reason(cluster, prepared, tmp
     ])  # fmt: skip
     with pytest.raises(TrainJobFailed, match=r"NodeFailed.*node 1: CUDA out of memory"):
         component_runner.run_component(
-            "sft", _sft_task(prepared["sft"], str(tmp_path / "model"), Metrics())
+            "sft", sft_task(prepared["sft"], str(tmp_path / "model"), Metrics(), RUN)
         )
     assert not (tmp_path / "model").exists()
     # The nodes would have checkpointed to the volume, under this run and stage.
@@ -178,7 +163,7 @@ def test_a_training_pod_checkpoints_to_the_volume(prepared, tmp_path, monkeypatc
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv(TRAINJOB_ENV, raising=False)
     monkeypatch.setenv(CHECKPOINTS_ENV, str(tmp_path / "volume"))
-    task = _sft_task(prepared["sft"], str(tmp_path / "model"), Metrics())
+    task = sft_task(prepared["sft"], str(tmp_path / "model"), Metrics(), RUN)
     task["overrides"] = {"max_steps": 2, "eval_every": 0, "checkpoint_every": 1}
     component_runner.run_component("sft", task)
     folder = tmp_path / "volume" / RUN / "sft"
