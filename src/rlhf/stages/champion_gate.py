@@ -50,6 +50,15 @@ class GateDecision:
         return {**asdict(self), "promoted": self.promoted}
 
 
+@dataclass(frozen=True)
+class ServingSettings:
+    """How the registered models run when loaded or served: the evaluation's settings."""
+
+    generation: Mapping[str, Any]  # the policy's generate() keywords
+    chat_template: bool  # prompts rendered with the tokenizer's chat template
+    scoring: Mapping[str, Any]  # the reward model's device, dtype and batch_size
+
+
 def decide(
     win_rate: float | None, samples: int, threshold: float, min_samples: int, judge: str
 ) -> GateDecision:
@@ -105,10 +114,12 @@ def register_outcome(
     reward_model: str | None,
     run_id: str,
     tags: Mapping[str, Any],
+    serving: ServingSettings,
 ) -> dict[str, Version]:
     """Register the candidate policy (and its reward model, when there is one and
-    ``reward_model_name`` is set) with ``tags`` and give both the decision's alias. Returns the
-    new versions by role."""
+    ``reward_model_name`` is set) with ``tags`` and give both the decision's alias; each is an
+    MLflow model logged into ``run_id`` that loads and serves as ``serving`` says (the
+    evaluation's own settings). Returns the new versions by role."""
     gate_tags = {
         "rlhf.gate.alias": decision.alias,
         "rlhf.gate.reason": decision.reason,
@@ -116,15 +127,23 @@ def register_outcome(
         "rlhf.gate.samples": decision.samples,
         "rlhf.gate.win_rate": "" if decision.win_rate is None else f"{decision.win_rate:.6f}",
     }
-    source, source_run = registry.source_of(candidate, run_id, "registered/policy")
-    versions = {"policy": registry.register(policy_name, source, source_run, {**tags, **gate_tags})}
+    versions = {
+        "policy": registry.register_policy(
+            policy_name,
+            candidate,
+            run_id,
+            {**tags, **gate_tags},
+            serving.generation,
+            serving.chat_template,
+        )
+    }
     if reward_model and reward_model_name:
-        source, source_run = registry.source_of(reward_model, run_id, "registered/reward_model")
-        versions["reward_model"] = registry.register(
+        versions["reward_model"] = registry.register_reward_model(
             reward_model_name,
-            source,
-            source_run,
+            reward_model,
+            run_id,
             {**tags, "rlhf.policy_version": versions["policy"].version},
+            serving.scoring,
         )
     for version in versions.values():
         registry.set_alias(version, decision.alias)

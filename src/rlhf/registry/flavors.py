@@ -1,0 +1,156 @@
+"""Registered versions as MLflow models that load and serve.
+
+A version's source is an MLflow model directory, with our ``manifest.json`` covering all of it
+(the registry verifies and caches a fetched version by that manifest, like any artifact):
+
+    policy (transformers flavor, task llm/v1/chat, or llm/v1/completions without a chat
+    template)                                 reward model (pyfunc, rlhf.modeling.reward_pyfunc)
+      MLmodel, requirements.txt, ...            MLmodel, requirements.txt, python_model.pkl, ...
+      model/        the policy's HF folder      artifacts/<name>/   the reward model's HF folder
+      components/tokenizer/                     code/rlhf/          the package, for the pyfunc
+      manifest.json                             manifest.json
+
+The manifest's ``hf_folder`` field names the Hugging Face folder inside, which is what our own
+loaders read (``models.load_causal_lm``, ``RewardScorer.load``); a version registered before
+(a plain HF folder) has no such field and is that folder itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rlhf import storage
+from rlhf.registry import requirements
+from rlhf.storage import manifest
+
+log = logging.getLogger("rlhf.registry")
+
+HF_FOLDER = "hf_folder"  # manifest field: the Hugging Face folder inside the MLflow model
+POLICY_ARTIFACT = "registered_policy"
+REWARD_MODEL_ARTIFACT = "registered_reward_model"
+CHAT_TASK = "llm/v1/chat"  # OpenAI-style messages in, the tokenizer's chat template applied
+COMPLETIONS_TASK = "llm/v1/completions"  # the prompt as given
+
+
+def hf_folder(model_dir: Path, fields: Mapping[str, Any]) -> Path:
+    """The Hugging Face folder of a fetched version, from its manifest ``fields``."""
+    rel = fields.get(HF_FOLDER)
+    if not rel:
+        return model_dir
+    manifest.check_relative(str(rel), f"{model_dir}/{manifest.MANIFEST}: {HF_FOLDER}")
+    return model_dir / str(rel)
+
+
+def generation_config(max_new_tokens: int, temperature: float, top_p: float) -> dict[str, Any]:
+    """The policy's generation settings as the transformers pipeline takes them: sampled from
+    the full distribution, as the evaluation samples (``modeling.generation``)."""
+    return {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": True,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": 0,
+    }
+
+
+def _checked_model_folder(folder: Path, what: str) -> None:
+    if (folder / "config.json").is_file():
+        return
+    if (folder / "adapter_config.json").is_file():
+        raise ValueError(
+            f"{folder}: the {what} is a LoRA adapter (lora.publish: adapter); a registered "
+            "model must be a whole transformers model: publish it 'merged' to register it"
+        )
+    raise ValueError(f"{folder}: no config.json; not a transformers model folder ({what})")
+
+
+def save_policy(
+    folder: Path, dest: Path, generation: Mapping[str, Any], chat_template: bool, source: str
+) -> Path:
+    """``dest``: the policy folder as an MLflow transformers model generating with
+    ``generation``; manifest last. Its ``model/`` is kept a whole Hugging Face folder: MLflow
+    saves the tokenizer apart (``components/tokenizer``), so the folder's other files
+    (tokenizer, chat template, our manifest of it) are copied in beside the weights."""
+    import mlflow.transformers
+    from huggingface_hub import ModelCard
+
+    from rlhf.modeling import models
+
+    _checked_model_folder(folder, "policy")
+    # MLflow 3.17 cannot save a checkpoint path with transformers 5 (it reads a pipeline
+    # class's name where transformers now gives a string), so the model is loaded and saved.
+    components = {
+        "model": models.load_causal_lm(str(folder)),
+        "tokenizer": models.load_tokenizer(str(folder)),
+    }
+    with storage.atomic_dir(dest) as tmp:
+        mlflow.transformers.save_model(
+            transformers_model=components,
+            path=str(tmp),
+            task=CHAT_TASK if chat_template else COMPLETIONS_TASK,
+            model_config=dict(generation),
+            pip_requirements=requirements.pinned(requirements.POLICY),
+            # A card of our own: MLflow would otherwise look the model up on the Hub.
+            model_card=ModelCard(f"rlhf policy, registered from {source}"),
+        )
+        hf = mlflow.models.Model.load(str(tmp)).flavors["transformers"]["model_binary"]
+        for path in sorted(folder.rglob("*")):
+            target = tmp / hf / path.relative_to(folder)
+            if path.is_file() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+        _write_manifest(tmp, POLICY_ARTIFACT, hf, source)
+    return dest
+
+
+def save_reward_model(folder: Path, dest: Path, run_config: Mapping[str, Any], source: str) -> Path:
+    """``dest``: the reward model folder as an MLflow pyfunc model scoring (prompt, response)
+    rows (``rlhf.modeling.reward_pyfunc``), with ``rlhf`` bundled as its code; manifest last."""
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    import rlhf
+    from rlhf.modeling import reward_pyfunc
+
+    _checked_model_folder(folder, "reward model")
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", c) for c in reward_pyfunc.COLUMNS]),
+        outputs=Schema([ColSpec("double")]),
+    )
+    with storage.atomic_dir(dest) as tmp, tempfile.TemporaryDirectory() as code:
+        package = Path(code) / "rlhf"  # the package's sources, without bytecode caches
+        shutil.copytree(
+            Path(rlhf.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+        mlflow.pyfunc.save_model(
+            path=str(tmp),
+            python_model=reward_pyfunc.__file__,  # a model from code: nothing pickled
+            artifacts={reward_pyfunc.ARTIFACT: str(folder)},
+            code_paths=[str(package)],
+            signature=signature,
+            model_config=dict(run_config),
+            pip_requirements=requirements.pinned(requirements.REWARD_MODEL),
+        )
+        conf = mlflow.models.Model.load(str(tmp)).flavors["python_function"]
+        _write_manifest(
+            tmp, REWARD_MODEL_ARTIFACT, conf["artifacts"][reward_pyfunc.ARTIFACT]["path"], source
+        )
+    return dest
+
+
+def _write_manifest(model_dir: Path, artifact: str, hf: str, source: str) -> None:
+    fields: dict[str, Any] = {"artifact": artifact, HF_FOLDER: hf, "source": source}
+    try:  # what the model was trained from, as its training stage recorded it
+        recorded = storage.read_manifest(model_dir / hf)
+    except storage.StorageError:
+        recorded = {}
+    for key in ("artifact", "mlflow_run_id", "data_sha256"):
+        if recorded.get(key):
+            fields[f"model_{key}"] = recorded[key]
+    storage.write_manifest(model_dir, fields)
