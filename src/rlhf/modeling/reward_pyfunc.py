@@ -7,7 +7,7 @@
 It is ``RewardScorer`` on the reward model folder saved inside the MLflow model (artifact
 ``reward_model``), so scores equal the evaluation's, both heads. The model config says how it
 runs: ``device``, ``dtype`` and ``batch_size`` (the evaluation's, when it was registered).
-It is saved as a model from code (``rlhf.registry.flavors``): ``python_model`` is this file,
+It is saved as a model from code (``rlhf.modeling.mlflow_models``): ``python_model`` is this file,
 which names its model with ``mlflow.models.set_model``, so loading runs this file and unpickles
 nothing; ``rlhf`` itself travels as the model's code.
 """

@@ -1,6 +1,6 @@
 """The MLflow Model Registry: register models, move aliases, fetch a version.
 
-A registered version is an MLflow model (``rlhf.registry.flavors``: the policy in the
+A registered version is an MLflow model (``rlhf.registry.layout``: the policy in the
 transformers flavor, the reward model as a pyfunc model) that the evaluation stage builds from
 the model folder it evaluated and logs into its own run (``registered/policy``,
 ``registered/reward_model``); the version's ``source`` is that artifact URI (with ``mlflow
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import storage
+from rlhf.registry import layout
 from rlhf.storage import cache, manifest
 
 log = logging.getLogger("rlhf.registry")
@@ -29,8 +30,6 @@ log = logging.getLogger("rlhf.registry")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT_PATH = "model"  # where publish_model logs a model folder in its stage run
-POLICY_ARTIFACT_PATH = "registered/policy"  # where the evaluation logs what it registers
-REWARD_MODEL_ARTIFACT_PATH = "registered/reward_model"
 MAX_TAG_VALUE = 5000  # MLflow's limit on a model version tag value
 
 
@@ -84,53 +83,14 @@ class ModelRegistry:
             model_dir = cache.cached_folder(
                 data, listing, lambda rel, dest: shutil.move(download(rel), dest), where
             )
-        from rlhf.registry import flavors
-
-        return flavors.hf_folder(model_dir, listing)
+        return layout.hf_folder(model_dir, listing)
 
     def log_model(self, model_dir: Path, run_id: str, artifact_path: str) -> str:
         """Log a packaged MLflow model directory into ``run_id``; its artifact URI."""
         self.client.log_artifacts(run_id, str(model_dir), artifact_path)
         return f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
 
-    def register_policy(
-        self,
-        name: str,
-        folder: str,
-        run_id: str,
-        tags: Mapping[str, Any],
-        generation: Mapping[str, Any],
-        chat_template: bool = True,
-    ) -> Version:
-        """A new version of ``name``: the policy ``folder`` (local or ``s3://``) as an MLflow
-        transformers model generating with ``generation``, logged into ``run_id``."""
-        from rlhf.registry import flavors
-
-        return self._register_packaged(
-            name, folder, run_id, POLICY_ARTIFACT_PATH, tags,
-            lambda local, dest: flavors.save_policy(
-                local, dest, generation, chat_template, folder
-            ),
-        )  # fmt: skip
-
-    def register_reward_model(
-        self,
-        name: str,
-        folder: str,
-        run_id: str,
-        tags: Mapping[str, Any],
-        run_config: Mapping[str, Any],
-    ) -> Version:
-        """A new version of ``name``: the reward model ``folder`` as an MLflow pyfunc model
-        (``run_config``: its device, dtype and batch_size), logged into ``run_id``."""
-        from rlhf.registry import flavors
-
-        return self._register_packaged(
-            name, folder, run_id, REWARD_MODEL_ARTIFACT_PATH, tags,
-            lambda local, dest: flavors.save_reward_model(local, dest, run_config, folder),
-        )  # fmt: skip
-
-    def _register_packaged(
+    def register_model(
         self,
         name: str,
         folder: str,
@@ -139,6 +99,10 @@ class ModelRegistry:
         tags: Mapping[str, Any],
         save: Callable[[Path, Path], Path],
     ) -> Version:
+        """A new version of ``name``: the model ``folder`` (local or ``s3://``) made into an
+        MLflow model by ``save(local folder, destination)`` (``rlhf.modeling.mlflow_models``),
+        logged into ``run_id`` under ``artifact_path`` (``layout``), tagged with where it came
+        from."""
         local = storage.local_path(folder)
         try:  # the training stage's run, when it logged one (its manifest says)
             training_run = storage.read_manifest(local).get("mlflow_run_id")

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rlhf.config import GATE_JUDGES
-from rlhf.registry import CHALLENGER, CHAMPION, ModelRegistry, Version
+from rlhf.modeling import mlflow_models
+from rlhf.registry import CHALLENGER, CHAMPION, ModelRegistry, Version, layout
 
 log = logging.getLogger("rlhf.gate")
 
@@ -128,22 +129,27 @@ def register_outcome(
         "rlhf.gate.win_rate": "" if decision.win_rate is None else f"{decision.win_rate:.6f}",
     }
     versions = {
-        "policy": registry.register_policy(
+        "policy": registry.register_model(
             policy_name,
             candidate,
             run_id,
+            layout.POLICY_ARTIFACT_PATH,
             {**tags, **gate_tags},
-            serving.generation,
-            serving.chat_template,
+            lambda local, dest: mlflow_models.save_policy(
+                local, dest, serving.generation, serving.chat_template, candidate
+            ),
         )
     }
     if reward_model and reward_model_name:
-        versions["reward_model"] = registry.register_reward_model(
+        versions["reward_model"] = registry.register_model(
             reward_model_name,
             reward_model,
             run_id,
+            layout.REWARD_MODEL_ARTIFACT_PATH,
             {**tags, "rlhf.policy_version": versions["policy"].version},
-            serving.scoring,
+            lambda local, dest: mlflow_models.save_reward_model(
+                local, dest, serving.scoring, reward_model
+            ),
         )
     for version in versions.values():
         registry.set_alias(version, decision.alias)

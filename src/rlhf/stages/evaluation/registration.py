@@ -11,7 +11,8 @@ from rlhf import storage
 from rlhf.algorithms.ranking import win_rate
 from rlhf.config import EvalConfig
 from rlhf.data.artifacts import manifest_checksum
-from rlhf.registry import ModelRegistry, Version, flavors
+from rlhf.modeling import mlflow_models
+from rlhf.registry import ModelRegistry, Version
 from rlhf.stages import champion_gate
 from rlhf.stages.champion_gate import GateDecision, ServingSettings
 from rlhf.stages.evaluation.compared import CANDIDATE, CHAMPION_MODEL, ModelResult
@@ -59,7 +60,7 @@ def data_checksums(inputs: EvalInputs) -> dict[str, str]:
 def serving_settings(config: EvalConfig) -> ServingSettings:
     """The registered models generate and score as this evaluation did."""
     return ServingSettings(
-        generation=flavors.generation_config(
+        generation=mlflow_models.generation_config(
             config.max_new_tokens, config.temperature, config.top_p
         ),
         chat_template=config.chat_template,

@@ -1,49 +1,29 @@
-"""Registered versions as MLflow models that load and serve.
+"""The registered models as MLflow models that load and serve (``rlhf.registry.layout``
+says where things sit in them).
 
-A version's source is an MLflow model directory, with our ``manifest.json`` covering all of it
-(the registry verifies and caches a fetched version by that manifest, like any artifact):
-
-    policy (transformers flavor, task llm/v1/chat, or llm/v1/completions without a chat
-    template)                                 reward model (pyfunc, rlhf.modeling.reward_pyfunc)
-      MLmodel, requirements.txt, ...            MLmodel, requirements.txt, python_model.pkl, ...
-      model/        the policy's HF folder      artifacts/<name>/   the reward model's HF folder
-      components/tokenizer/                     code/rlhf/          the package, for the pyfunc
-      manifest.json                             manifest.json
-
-The manifest's ``hf_folder`` field names the Hugging Face folder inside, which is what our own
-loaders read (``models.load_causal_lm``, ``RewardScorer.load``); a version registered before
-(a plain HF folder) has no such field and is that folder itself.
+The policy: the transformers flavor, task ``llm/v1/chat`` (OpenAI-style messages in, the
+tokenizer's chat template applied; ``llm/v1/completions`` for a policy evaluated without one),
+generating with the evaluation's sampling settings (the model config). The reward model: a
+pyfunc model from code (``rlhf.modeling.reward_pyfunc``) scoring ``(prompt, response)`` rows
+with ``RewardScorer``. Requirements are pinned from the installed versions
+(``rlhf.registry.requirements``), never inferred.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import rlhf
 from rlhf import storage
-from rlhf.registry import requirements
-from rlhf.storage import manifest
+from rlhf.modeling import models, reward_pyfunc
+from rlhf.registry import layout, requirements
 
-log = logging.getLogger("rlhf.registry")
-
-HF_FOLDER = "hf_folder"  # manifest field: the Hugging Face folder inside the MLflow model
-POLICY_ARTIFACT = "registered_policy"
-REWARD_MODEL_ARTIFACT = "registered_reward_model"
-CHAT_TASK = "llm/v1/chat"  # OpenAI-style messages in, the tokenizer's chat template applied
-COMPLETIONS_TASK = "llm/v1/completions"  # the prompt as given
-
-
-def hf_folder(model_dir: Path, fields: Mapping[str, Any]) -> Path:
-    """The Hugging Face folder of a fetched version, from its manifest ``fields``."""
-    rel = fields.get(HF_FOLDER)
-    if not rel:
-        return model_dir
-    manifest.check_relative(str(rel), f"{model_dir}/{manifest.MANIFEST}: {HF_FOLDER}")
-    return model_dir / str(rel)
+CHAT_TASK = "llm/v1/chat"
+COMPLETIONS_TASK = "llm/v1/completions"
 
 
 def generation_config(max_new_tokens: int, temperature: float, top_p: float) -> dict[str, Any]:
@@ -79,8 +59,6 @@ def save_policy(
     import mlflow.transformers
     from huggingface_hub import ModelCard
 
-    from rlhf.modeling import models
-
     _checked_model_folder(folder, "policy")
     # MLflow 3.17 cannot save a checkpoint path with transformers 5 (it reads a pipeline
     # class's name where transformers now gives a string), so the model is loaded and saved.
@@ -104,7 +82,7 @@ def save_policy(
             if path.is_file() and not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
-        _write_manifest(tmp, POLICY_ARTIFACT, hf, source)
+        layout.write_manifest(tmp, layout.POLICY_ARTIFACT, hf, source)
     return dest
 
 
@@ -114,9 +92,6 @@ def save_reward_model(folder: Path, dest: Path, run_config: Mapping[str, Any], s
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
-
-    import rlhf
-    from rlhf.modeling import reward_pyfunc
 
     _checked_model_folder(folder, "reward model")
     signature = ModelSignature(
@@ -138,19 +113,10 @@ def save_reward_model(folder: Path, dest: Path, run_config: Mapping[str, Any], s
             pip_requirements=requirements.pinned(requirements.REWARD_MODEL),
         )
         conf = mlflow.models.Model.load(str(tmp)).flavors["python_function"]
-        _write_manifest(
-            tmp, REWARD_MODEL_ARTIFACT, conf["artifacts"][reward_pyfunc.ARTIFACT]["path"], source
+        layout.write_manifest(
+            tmp,
+            layout.REWARD_MODEL_ARTIFACT,
+            conf["artifacts"][reward_pyfunc.ARTIFACT]["path"],
+            source,
         )
     return dest
-
-
-def _write_manifest(model_dir: Path, artifact: str, hf: str, source: str) -> None:
-    fields: dict[str, Any] = {"artifact": artifact, HF_FOLDER: hf, "source": source}
-    try:  # what the model was trained from, as its training stage recorded it
-        recorded = storage.read_manifest(model_dir / hf)
-    except storage.StorageError:
-        recorded = {}
-    for key in ("artifact", "mlflow_run_id", "data_sha256"):
-        if recorded.get(key):
-            fields[f"model_{key}"] = recorded[key]
-    storage.write_manifest(model_dir, fields)
