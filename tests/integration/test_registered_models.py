@@ -117,36 +117,66 @@ def test_fetched_version_is_verified_and_our_loaders_read_it(registered, micro_m
     tags = client.get_model_version(version.name, version.version).tags
     assert tags["rlhf.source"] == micro_models["sft"]
 
+    # The reward model brings the rlhf code its pyfunc runs; its HF folder is the one scored.
+    version = registry.by_alias(registered["reward"], CHAMPION)
+    folder = registry.fetch(version)
+    listed = {e["path"] for e in storage.verify_folder(folder.parents[1])["files"]}
+    assert {"code/rlhf/modeling/reward_scoring.py", "reward_pyfunc.py"} <= listed
+    assert (folder / "reference" / "config.json").is_file()  # the log_ratio head's reference
+    assert RewardScorer.load(str(folder)).score(PROMPTS, RESPONSES).tolist() == (
+        RewardScorer.load(micro_models["reward"]).score(PROMPTS, RESPONSES).tolist()
+    )
 
-def test_served_champion_answers_invocations(registered, mlflow_server, tmp_path):
+
+def serve_and_post(model_uri: str, body: dict, tracking_uri: str, log: Path) -> object:
+    """``mlflow models serve`` for ``model_uri`` on a free 127.0.0.1 port, one real POST to
+    /invocations, then the server stopped by its own process group (also on failure)."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # mlflow runs uvicorn from its PATH
     mlflow_cli = shutil.which("mlflow", path=bin_dir) or "mlflow"
     argv = [
-        mlflow_cli, "models", "serve", "-m", f"models:/{registered['policy']}@champion",
-        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        mlflow_cli, "models", "serve", "-m", model_uri, "--env-manager", "local",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "MLFLOW_TRACKING_URI": tracking_uri,
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
     }
-    server = Server("mlflow models serve", argv, port, tmp_path / "serve.log", env)
+    server = Server("mlflow models serve", argv, port, log, env)
     try:
         server.wait_ready("/ping", timeout=240)
-        body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 4}
         request = urllib.request.Request(
             f"{server.url}/invocations",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=120) as response:
-            answer = json.loads(response.read())
+            return json.loads(response.read())
     finally:
         server.stop()
+
+
+def test_served_champion_answers_invocations(registered, mlflow_server, tmp_path):
+    body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 4}
+    answer = serve_and_post(
+        f"models:/{registered['policy']}@champion", body, mlflow_server.url, tmp_path / "log"
+    )
     # A chat model answers with a list of OpenAI-style chat completions, one per request row.
     assert isinstance(answer, list) and len(answer) == 1, answer
     choice = answer[0]["choices"][0]
     assert choice["message"]["role"] == "assistant"
     assert isinstance(choice["message"]["content"], str)
     assert 1 <= answer[0]["usage"]["completion_tokens"] <= 4
+
+
+def test_served_reward_model_scores_in_a_fresh_process(
+    registered, micro_models, mlflow_server, tmp_path
+):
+    rows = [list(pair) for pair in zip(PROMPTS, RESPONSES, strict=True)]
+    body = {"dataframe_split": {"columns": ["prompt", "response"], "data": rows}}
+    answer = serve_and_post(
+        f"models:/{registered['reward_scalar']}@champion", body, mlflow_server.url, tmp_path / "log"
+    )
+    expected = RewardScorer.load(micro_models["reward_scalar"]).score(PROMPTS, RESPONSES)
+    assert torch.allclose(torch.tensor(answer["predictions"]), expected, atol=1e-5)
