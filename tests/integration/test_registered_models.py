@@ -110,6 +110,11 @@ def test_fetched_version_is_verified_and_our_loaders_read_it(registered, micro_m
     assert {"MLmodel", "requirements.txt", "model/model.safetensors"} <= listed
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert "torch==2.13.0" in requirements and not any("torchvision" in r for r in requirements)
+    # model/ is the evaluated folder byte for byte: its own manifest still verifies it.
+    assert (
+        storage.verify_folder(folder)["files"]
+        == storage.verify_folder(micro_models["sft"])["files"]
+    )
     fetched = models.load_causal_lm(str(folder)).state_dict()
     original = models.load_causal_lm(micro_models["sft"]).state_dict()
     assert all(torch.equal(fetched[k], original[k]) for k in original)

@@ -53,15 +53,17 @@ def save_policy(
     folder: Path, dest: Path, generation: Mapping[str, Any], chat_template: bool, source: str
 ) -> Path:
     """``dest``: the policy folder as an MLflow transformers model generating with
-    ``generation``; manifest last. Its ``model/`` is kept a whole Hugging Face folder: MLflow
-    saves the tokenizer apart (``components/tokenizer``), so the folder's other files
-    (tokenizer, chat template, our manifest of it) are copied in beside the weights."""
+    ``generation``; manifest last. Its ``model/`` is the policy folder itself, byte for byte
+    (weights in their own dtype and shards, tokenizer, chat template, our manifest of it): what
+    was evaluated is what is registered, and a whole Hugging Face folder. MLflow keeps its own
+    copy of the tokenizer in ``components/tokenizer``."""
     import mlflow.transformers
     from huggingface_hub import ModelCard
 
     _checked_model_folder(folder, "policy")
     # MLflow 3.17 cannot save a checkpoint path with transformers 5 (it reads a pipeline
-    # class's name where transformers now gives a string), so the model is loaded and saved.
+    # class's name where transformers now gives a string), so the model is loaded and saved,
+    # and its saved weights are then replaced by the folder's own.
     components = {
         "model": models.load_causal_lm(str(folder)),
         "tokenizer": models.load_tokenizer(str(folder)),
@@ -77,11 +79,8 @@ def save_policy(
             model_card=ModelCard(f"rlhf policy, registered from {source}"),
         )
         hf = mlflow.models.Model.load(str(tmp)).flavors["transformers"]["model_binary"]
-        for path in sorted(folder.rglob("*")):
-            target = tmp / hf / path.relative_to(folder)
-            if path.is_file() and not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+        shutil.rmtree(tmp / hf)
+        shutil.copytree(folder, tmp / hf)
         layout.write_manifest(tmp, layout.POLICY_ARTIFACT, hf, source)
     return dest
 
