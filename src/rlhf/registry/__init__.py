@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import storage
+from rlhf.redaction import redact
 from rlhf.registry import layout
 from rlhf.storage import cache, manifest
 
@@ -134,7 +135,7 @@ class ModelRegistry:
             name,
             source,
             run_id=run_id,
-            tags={k: str(v)[:MAX_TAG_VALUE] for k, v in tags.items()},
+            tags={k: redact(str(v))[:MAX_TAG_VALUE] for k, v in tags.items()},
             description=description or None,
         )
         return Version(mv.name, str(mv.version), mv.source)
