@@ -11,15 +11,19 @@ with ``RewardScorer``. Requirements are pinned from the installed versions
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import rlhf
 from rlhf import storage
-from rlhf.modeling import models, reward_pyfunc
+from rlhf.modeling import models
 from rlhf.registry import layout, requirements
 
 CHAT_TASK = "llm/v1/chat"
@@ -61,6 +65,10 @@ def save_policy(
     from huggingface_hub import ModelCard
 
     _checked_model_folder(folder, "policy")
+    if not torch.cuda.is_available():
+        # MLflow's save imports accelerate, which imports DeepSpeed where it is installed; on a
+        # machine without a GPU DeepSpeed would warn that it fell back to the CPU.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # MLflow 3.17 cannot save a checkpoint path with transformers 5 (it reads a pipeline
     # class's name where transformers now gives a string), so the model is loaded and saved,
     # and its saved weights are then replaced by the folder's own.
@@ -76,7 +84,9 @@ def save_policy(
             model_config=dict(generation),
             pip_requirements=requirements.pinned(requirements.POLICY),
             # A card of our own: MLflow would otherwise look the model up on the Hub.
-            model_card=ModelCard(f"rlhf policy, registered from {source}"),
+            model_card=ModelCard(
+                f"---\nlibrary_name: transformers\n---\nrlhf policy from {source}\n"
+            ),
         )
         hf = mlflow.models.Model.load(str(tmp)).flavors["transformers"]["model_binary"]
         shutil.rmtree(tmp / hf)
@@ -92,6 +102,8 @@ def save_reward_model(folder: Path, dest: Path, run_config: Mapping[str, Any], s
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    from rlhf.modeling import reward_pyfunc  # imported when needed: it names MLflow's model
+
     _checked_model_folder(folder, "reward model")
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", c) for c in reward_pyfunc.COLUMNS]),
@@ -102,15 +114,18 @@ def save_reward_model(folder: Path, dest: Path, run_config: Mapping[str, Any], s
         shutil.copytree(
             Path(rlhf.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__")
         )
-        mlflow.pyfunc.save_model(
-            path=str(tmp),
-            python_model=reward_pyfunc.__file__,  # a model from code: nothing pickled
-            artifacts={reward_pyfunc.ARTIFACT: str(folder)},
-            code_paths=[str(package)],
-            signature=signature,
-            model_config=dict(run_config),
-            pip_requirements=requirements.pinned(requirements.REWARD_MODEL),
-        )
+        with warnings.catch_warnings():
+            # The signature is given; MLflow warns that there is no input example regardless.
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            mlflow.pyfunc.save_model(
+                path=str(tmp),
+                python_model=reward_pyfunc.__file__,  # a model from code: nothing pickled
+                artifacts={reward_pyfunc.ARTIFACT: str(folder)},
+                code_paths=[str(package)],
+                signature=signature,
+                model_config=dict(run_config),
+                pip_requirements=requirements.pinned(requirements.REWARD_MODEL),
+            )
         conf = mlflow.models.Model.load(str(tmp)).flavors["python_function"]
         layout.write_manifest(
             tmp,
