@@ -46,6 +46,8 @@ def configure(verbose: bool | None = None) -> None:
         verbose = os.environ.get(VERBOSE_ENV) == "1"
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # MLflow's bar while it copies a folder into a model it saves (the registered reward model).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Our own handler on the "rlhf" logger: inside a KFP task the root logger is already
     # configured by the executor, so basicConfig would do nothing there.

@@ -118,16 +118,18 @@ def test_pipeline_reads_and_publishes_s3_tracks_on_server_and_never_leaks_creden
     logged = [k for k in s3_keys(ARTIFACT_BUCKET) if ppo.info.run_id in k]
     assert any(k.endswith("/artifacts/model/model.safetensors") for k in logged)
 
-    # The policy is registered as champion, pointing at the PPO run's logged folder.
+    # The policy is registered as champion: an MLflow model logged into the evaluation run,
+    # built from the PPO run's folder (its tag names that run).
     version = client.get_model_version_by_alias(name, "champion")
-    assert version.run_id == ppo.info.run_id
-    assert version.source == f"{ppo.info.artifact_uri}/model"
+    assert version.run_id == stages["evaluate"].info.run_id
+    assert version.source == f"{stages['evaluate'].info.artifact_uri}/registered/policy"
+    assert version.tags["rlhf.training_run"] == ppo.info.run_id
     assert version.tags["rlhf.pipeline_run"] == run_key
     prompts_manifest = json.loads(objects[f"runs/{run_key}/data/prompts/manifest.json"])
     assert version.tags["rlhf.data_sha256.policy"] == prompts_manifest["content_sha256"]
     assert "eval.win_rate_gold" in version.tags
     reward_version = client.get_model_version_by_alias(f"{name}-rm", "champion")
-    assert reward_version.run_id == stages["reward"].info.run_id
+    assert reward_version.tags["rlhf.training_run"] == stages["reward"].info.run_id
 
     # Secrets: scan everything the run wrote for the fake credentials.
     out, err = capfd.readouterr()

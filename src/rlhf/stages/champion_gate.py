@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rlhf.config import GATE_JUDGES
-from rlhf.registry import CHALLENGER, CHAMPION, ModelRegistry, Version
+from rlhf.modeling import mlflow_models
+from rlhf.registry import CHALLENGER, CHAMPION, ModelRegistry, Version, layout
 
 log = logging.getLogger("rlhf.gate")
 
@@ -48,6 +49,15 @@ class GateDecision:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "promoted": self.promoted}
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How the registered models run when loaded or served: the evaluation's settings."""
+
+    generation: Mapping[str, Any]  # the policy's generate() keywords
+    chat_template: bool  # prompts rendered with the tokenizer's chat template
+    scoring: Mapping[str, Any]  # the reward model's device, dtype and batch_size
 
 
 def decide(
@@ -105,10 +115,12 @@ def register_outcome(
     reward_model: str | None,
     run_id: str,
     tags: Mapping[str, Any],
+    serving: ServingSettings,
 ) -> dict[str, Version]:
     """Register the candidate policy (and its reward model, when there is one and
-    ``reward_model_name`` is set) with ``tags`` and give both the decision's alias. Returns the
-    new versions by role."""
+    ``reward_model_name`` is set) with ``tags`` and give both the decision's alias; each is an
+    MLflow model logged into ``run_id`` that loads and serves as ``serving`` says (the
+    evaluation's own settings). Returns the new versions by role."""
     gate_tags = {
         "rlhf.gate.alias": decision.alias,
         "rlhf.gate.reason": decision.reason,
@@ -116,15 +128,28 @@ def register_outcome(
         "rlhf.gate.samples": decision.samples,
         "rlhf.gate.win_rate": "" if decision.win_rate is None else f"{decision.win_rate:.6f}",
     }
-    source, source_run = registry.source_of(candidate, run_id, "registered/policy")
-    versions = {"policy": registry.register(policy_name, source, source_run, {**tags, **gate_tags})}
+    versions = {
+        "policy": registry.register_model(
+            policy_name,
+            candidate,
+            run_id,
+            layout.POLICY_ARTIFACT_PATH,
+            {**tags, **gate_tags},
+            lambda local, dest: mlflow_models.save_policy(
+                local, dest, serving.generation, serving.chat_template, candidate
+            ),
+        )
+    }
     if reward_model and reward_model_name:
-        source, source_run = registry.source_of(reward_model, run_id, "registered/reward_model")
-        versions["reward_model"] = registry.register(
+        versions["reward_model"] = registry.register_model(
             reward_model_name,
-            source,
-            source_run,
+            reward_model,
+            run_id,
+            layout.REWARD_MODEL_ARTIFACT_PATH,
             {**tags, "rlhf.policy_version": versions["policy"].version},
+            lambda local, dest: mlflow_models.save_reward_model(
+                local, dest, serving.scoring, reward_model
+            ),
         )
     for version in versions.values():
         registry.set_alias(version, decision.alias)

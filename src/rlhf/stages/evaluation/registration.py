@@ -11,9 +11,10 @@ from rlhf import storage
 from rlhf.algorithms.ranking import win_rate
 from rlhf.config import EvalConfig
 from rlhf.data.artifacts import manifest_checksum
+from rlhf.modeling import mlflow_models
 from rlhf.registry import ModelRegistry, Version
 from rlhf.stages import champion_gate
-from rlhf.stages.champion_gate import GateDecision
+from rlhf.stages.champion_gate import GateDecision, ServingSettings
 from rlhf.stages.evaluation.compared import CANDIDATE, CHAMPION_MODEL, ModelResult
 from rlhf.stages.specs import EvalInputs
 from rlhf.tracking import Tracker
@@ -56,6 +57,17 @@ def data_checksums(inputs: EvalInputs) -> dict[str, str]:
     return tags
 
 
+def serving_settings(config: EvalConfig) -> ServingSettings:
+    """The registered models generate and score as this evaluation did."""
+    return ServingSettings(
+        generation=mlflow_models.generation_config(
+            config.max_new_tokens, config.temperature, config.top_p
+        ),
+        chat_template=config.chat_template,
+        scoring={"device": "auto", "dtype": config.dtype, "batch_size": config.batch_size},
+    )
+
+
 def register(
     registry: ModelRegistry,
     gate: GateDecision,
@@ -84,6 +96,7 @@ def register(
         inputs.reward_model,
         tracker.run_id,
         tags,
+        serving_settings(config),
     )
     tracker.set_tags(
         {

@@ -1,11 +1,14 @@
-"""The MLflow Model Registry: register model folders, move aliases, fetch a version.
+"""The MLflow Model Registry: register models, move aliases, fetch a version.
 
-A registered version's ``source`` is the artifact URI of the model folder a training stage
-logged into its MLflow run (``<run artifact_uri>/model``; with ``mlflow server
---artifacts-destination s3://...`` that is an ``mlflow-artifacts:`` URI the server proxies to
-S3). MLflow 3's ``register_model`` does not take a plain folder, so versions are made with
-``MlflowClient.create_model_version``. A fetched version is checked against its own
-``manifest.json`` and cached by that manifest's checksum, like an S3 download.
+A registered version is an MLflow model (``rlhf.registry.layout``: the policy in the
+transformers flavor, the reward model as a pyfunc model) that the evaluation stage builds from
+the model folder it evaluated and logs into its own run (``registered/policy``,
+``registered/reward_model``); the version's ``source`` is that artifact URI (with ``mlflow
+server --artifacts-destination s3://...`` an ``mlflow-artifacts:`` URI the server proxies to
+S3), so ``models:/<name>@champion`` loads with ``mlflow.transformers`` / ``mlflow.pyfunc`` and
+serves with ``mlflow models serve``. Versions are made with ``MlflowClient.create_model_version``.
+A fetched version is checked against its own ``manifest.json`` and cached by that manifest's
+checksum, like an S3 download; ``fetch`` returns the Hugging Face folder inside it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlhf import storage
+from rlhf.redaction import redact
+from rlhf.registry import layout
 from rlhf.storage import cache, manifest
 
 log = logging.getLogger("rlhf.registry")
@@ -58,7 +63,8 @@ class ModelRegistry:
         return Version(mv.name, str(mv.version), mv.source)
 
     def fetch(self, version: Version) -> Path:
-        """A verified local copy of ``version``'s model folder (cached by manifest checksum)."""
+        """The Hugging Face folder of a verified local copy of ``version`` (cached by its
+        manifest's checksum): what ``models.load_causal_lm`` and ``RewardScorer.load`` read."""
         import mlflow
 
         where = f"models:/{version.name}/{version.version}"
@@ -75,29 +81,39 @@ class ModelRegistry:
 
             data = download(manifest.MANIFEST).read_bytes()
             listing = manifest.parse(data, f"{where}/{manifest.MANIFEST}")
-            return cache.cached_folder(
+            model_dir = cache.cached_folder(
                 data, listing, lambda rel, dest: shutil.move(download(rel), dest), where
             )
+        return layout.hf_folder(model_dir, listing)
 
-    def source_of(self, folder: str, current_run_id: str, copy_path: str) -> tuple[str, str]:
-        """``(source, run_id)`` for registering a model folder: the artifacts its training
-        stage logged (the manifest's ``mlflow_run_id``) when that run is on this server, else
-        a copy logged now into ``current_run_id`` under ``copy_path``."""
-        from mlflow.exceptions import MlflowException
+    def log_model(self, model_dir: Path, run_id: str, artifact_path: str) -> str:
+        """Log a packaged MLflow model directory into ``run_id``; its artifact URI."""
+        self.client.log_artifacts(run_id, str(model_dir), artifact_path)
+        return f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
 
+    def register_model(
+        self,
+        name: str,
+        folder: str,
+        run_id: str,
+        artifact_path: str,
+        tags: Mapping[str, Any],
+        save: Callable[[Path, Path], Path],
+    ) -> Version:
+        """A new version of ``name``: the model ``folder`` (local or ``s3://``) made into an
+        MLflow model by ``save(local folder, destination)`` (``rlhf.modeling.mlflow_models``),
+        logged into ``run_id`` under ``artifact_path`` (``layout``), tagged with where it came
+        from."""
         local = storage.local_path(folder)
-        recorded = storage.read_manifest(local).get("mlflow_run_id")
-        if recorded:
-            try:
-                if self.client.list_artifacts(recorded, MODEL_ARTIFACT_PATH):
-                    run = self.client.get_run(recorded)
-                    return f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}", recorded
-            except MlflowException:
-                pass
-        log.info("registry: %s was not logged by a run on this server; logging a copy", folder)
-        self.client.log_artifacts(current_run_id, str(local), copy_path)
-        run = self.client.get_run(current_run_id)
-        return f"{run.info.artifact_uri}/{copy_path}", current_run_id
+        try:  # the training stage's run, when it logged one (its manifest says)
+            training_run = storage.read_manifest(local).get("mlflow_run_id")
+        except storage.StorageError:
+            training_run = None
+        with tempfile.TemporaryDirectory(prefix="rlhf-registry-") as tmp:
+            model_dir = save(local, Path(tmp) / "model")
+            source = self.log_model(model_dir, run_id, artifact_path)
+        extra = {"rlhf.source": folder, "rlhf.training_run": training_run or ""}
+        return self.register(name, source, run_id, {**tags, **extra})
 
     def register(
         self,
@@ -119,7 +135,7 @@ class ModelRegistry:
             name,
             source,
             run_id=run_id,
-            tags={k: str(v)[:MAX_TAG_VALUE] for k, v in tags.items()},
+            tags={k: redact(str(v))[:MAX_TAG_VALUE] for k, v in tags.items()},
             description=description or None,
         )
         return Version(mv.name, str(mv.version), mv.source)
