@@ -87,8 +87,10 @@ def wait_for_change(
     try:
         for _ in w.stream(
             custom.list_namespaced_custom_object,
-            *resource,
+            resource[0],
+            resource[1],
             namespace,
+            resource[2],
             field_selector=f"metadata.name={name}",
             resource_version=resource_version,
             timeout_seconds=max(1, math.ceil(seconds)),

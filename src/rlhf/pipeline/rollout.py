@@ -114,7 +114,7 @@ def roll_out(
                 f"`kubectl describe inferenceservice {service.name}`"
             ) from None
         service.roll_back(previous, timeout_seconds)
-        raise DeployFailed(
+        raise type(e)(
             f"{e}; rolled back to the previous spec (generation "
             f"{previous['metadata'].get('generation')}, "
             f"storageUri {_storage_uri(previous.get('spec', {}))})"
@@ -323,4 +323,5 @@ class _Service:
             seen = (c.get("status", ""), c.get("reason", ""), c.get("message", ""))
             if self._reported.get(c.get("type", "")) != seen:
                 self._reported[c.get("type", "")] = seen
-                self.log(f"{self.what}: {c.get('type')}={seen[0]} {seen[1]}: {seen[2]}".rstrip())
+                why = f" {seen[1]}: {seen[2]}" if seen[1] or seen[2] else ""
+                self.log(f"{self.what}: {c.get('type')}={seen[0]}{why}")
