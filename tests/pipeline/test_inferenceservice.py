@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import cache
-from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
+from kserve_schema import check
 
 from rlhf.pipeline.inferenceservice import (
     InferenceServiceSpecError,
@@ -19,37 +17,8 @@ from rlhf.pipeline.inferenceservice import (
     inferenceservice_manifest,
 )
 
-SCHEMA = Path(__file__).parents[1] / "data" / "kserve-v0.15.2-inferenceservice-v1beta1.schema.yaml"
 URI = "s3://rlhf-artifacts/runs/3f2a9c1e/policy"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-
-
-def _strict(node):
-    """The schema with unknown fields refused wherever it lists the fields (the API server's
-    strict field validation; a structural schema prunes them silently otherwise)."""
-    if isinstance(node, list):
-        return [_strict(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _strict(v) for k, v in node.items()}
-    if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
-        out.setdefault("additionalProperties", False)
-    return out
-
-
-@cache
-def _validator():
-    schema = yaml.load(SCHEMA.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
-    return jsonschema.Draft7Validator(_strict(schema))
-
-
-def check(manifest):
-    """Raise with every problem, each named by its path."""
-    errors = sorted(_validator().iter_errors(manifest), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise jsonschema.ValidationError(
-            "; ".join(f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
-        )
 
 
 def _predictor(**overrides):
