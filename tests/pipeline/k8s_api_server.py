@@ -117,6 +117,7 @@ class State:
     trainjobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     inferenceservices: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     change_scripts: dict[str, list[list[tuple]]] = field(default_factory=dict)
+    unavailable_gets: int = 0  # the next GETs of one InferenceService answer 503 (a restart)
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     # (resourceVersion, ADDED|MODIFIED|DELETED, object, plural)
@@ -461,6 +462,9 @@ class Handler(JsonHandler):
             if obj is None:
                 message = f'{plural}.{resource[0]} "{name}" not found'
                 return self._reply(404, _status(404, "NotFound", message, name, resource))
+            if r.method == "GET" and s.unavailable_gets:
+                s.unavailable_gets -= 1
+                return self._reply(503, _status(503, "ServiceUnavailable", "etcd leader changed"))
             if r.method == "GET":
                 return self._reply(200, copy.deepcopy(obj))
             if r.method != "PATCH":

@@ -102,6 +102,14 @@ def test_created_then_ready_then_the_smoke_request_is_answered(k8s, model_server
     assert any("smoke request answered" in line for line in lines)
 
 
+def test_the_api_server_unavailable_for_a_while_is_waited_out(k8s, model_server):
+    k8s.state.script_changes(NAME, [("progress",), ("sleep", 0.3), ("ready", model_server.url)])
+    k8s.state.unavailable_gets = 3  # the GETs after the create, while it is in progress
+    result, lines = _roll_out(k8s, _manifest(), _smoke(model_server))
+    assert result.completion and k8s.state.unavailable_gets == 0
+    assert sum("the API did not answer" in line for line in lines) >= 1
+
+
 def test_an_existing_champion_is_updated_and_its_spec_kept(k8s, model_server):
     old = _manifest(OLD, "run-1", gpus=2)
     old["metadata"]["annotations"] = {"team": "nlp"}

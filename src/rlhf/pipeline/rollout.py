@@ -214,6 +214,8 @@ class _Service:
         except ApiException as e:
             if e.status == 404:
                 return None
+            if transient(e):
+                raise  # the wait tries again
             raise DeployError(f"{self.what}: cannot read it: {api_message(e)}") from None
 
     def create(self) -> None:
