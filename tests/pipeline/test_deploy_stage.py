@@ -300,8 +300,10 @@ def test_the_role_grants_exactly_the_calls_the_rollout_makes(model_server):
     smoke = SmokeRequest(prompt="hi", url=model_server.url)
     with K8sApiServer() as server:
         api = client.ApiClient(client.Configuration(host=server.url))
-        server.state.script_changes("p", [("progress",), ("ready",)], [("not_ready", "X", "y")],
-                                    [("ready",)])  # fmt: skip
+        # Each change takes a moment: the task waits (watches) for each.
+        server.state.script_changes("p", [("progress",), ("sleep", 0.3), ("ready",)],
+                                    [("sleep", 0.3), ("not_ready", "X", "y")],
+                                    [("sleep", 0.3), ("ready",)])  # fmt: skip
         roll_out(manifest("s3://b/1"), api, 10, smoke, log=lambda _: None, poll_seconds=0.05)
         with pytest.raises(DeployFailed):  # an update, failed and rolled back
             roll_out(manifest("s3://b/2"), api, 10, smoke, log=lambda _: None, poll_seconds=0.05)
