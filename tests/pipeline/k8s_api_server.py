@@ -118,6 +118,8 @@ class State:
     inferenceservices: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     change_scripts: dict[str, list[list[tuple]]] = field(default_factory=dict)
     unavailable_gets: int = 0  # the next GETs of one InferenceService answer 503 (a restart)
+    # The answers to the next PATCHes of an InferenceService: 0 applies it, a status refuses it.
+    patch_answers: list[int] = field(default_factory=list)
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     # (resourceVersion, ADDED|MODIFIED|DELETED, object, plural)
@@ -469,6 +471,10 @@ class Handler(JsonHandler):
                 return self._reply(200, copy.deepcopy(obj))
             if r.method != "PATCH":
                 return self._reply(405, _status(405, "MethodNotAllowed", r.method, name, resource))
+            refused = s.patch_answers.pop(0) if s.patch_answers else 0
+            if refused:
+                message = f'inferenceservices "{name}" is forbidden: the webhook refused it'
+                return self._reply(refused, _status(refused, "Forbidden", message, name, resource))
             content_type = self.headers.get("Content-Type", "")
             if content_type != "application/merge-patch+json":
                 message = f"the fake server takes merge patches only, got {content_type}"

@@ -161,6 +161,18 @@ def test_not_ready_rolls_back_to_the_previous_spec_with_the_reason(k8s, model_se
     assert not model_server.state.requests  # never sent to a service that is not ready
 
 
+def test_a_rollback_the_api_refuses_reports_both_reasons(k8s, model_server):
+    k8s.state.add_service(_manifest(OLD, "run-1"), model_server.url)
+    k8s.state.script_changes(NAME, [("not_ready", "RevisionFailed", "OOMKilled")])
+    k8s.state.patch_answers = [0, 403]  # the update goes through, the rollback does not
+    with pytest.raises(DeployFailed) as failed:
+        _roll_out(k8s, _manifest(), _smoke(model_server))
+    message = str(failed.value)
+    assert "RevisionFailed: OOMKilled; the rollback failed too: " in message
+    assert "the API refused the rollback: " in message and "forbidden" in message
+    assert _uri(k8s.state.service(NS, NAME)) == NEW  # what a person restores by hand
+
+
 def test_a_failing_smoke_request_rolls_back(k8s, model_server):
     old = _manifest(OLD, "run-1")
     k8s.state.add_service(old, model_server.url)

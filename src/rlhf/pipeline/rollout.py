@@ -109,11 +109,14 @@ def roll_out(
             log(f"{service.what}: smoke request answered: {completion!r}")
     except DeployFailed as e:
         if previous is None:
-            raise DeployFailed(
+            raise type(e)(
                 f"{e}; there was no previous InferenceService to roll back to: it is left for "
                 f"`kubectl describe inferenceservice {service.name}`"
             ) from None
-        service.roll_back(previous, timeout_seconds)
+        try:
+            service.roll_back(previous, timeout_seconds)
+        except DeployError as rollback:  # the reason it failed comes first, then this
+            raise type(e)(f"{e}; the rollback failed too: {rollback}") from None
         raise type(e)(
             f"{e}; rolled back to the previous spec (generation "
             f"{previous['metadata'].get('generation')}, "
