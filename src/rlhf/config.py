@@ -161,7 +161,9 @@ def _nest_dotted(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(inner, dict):
             raise ValueError(f"config field {head!r} has no fields; cannot set {key!r}")
         inner[rest] = value
-    return {k: _nest_dotted(v) if isinstance(v, dict) else v for k, v in out.items()}
+    # One level only: a nested dataclass nests its own keys when from_dict builds it, and a
+    # mapping field keeps its keys as written (node_selector: {"nvidia.com/gpu.product": ...}).
+    return out
 
 
 def flat_dict(config: Any) -> dict[str, Any]:
@@ -663,3 +665,49 @@ class EvalConfig(Checked):
         c.holds(0 <= self.gate_threshold <= 1, "gate_threshold", "must be in [0, 1] (a win rate)")
         c.one_of("gate_judge", GATE_JUDGES)
         c.one_of("dtype", DTYPES)
+
+
+@dataclasses.dataclass
+class DeployConfig(Checked):
+    """Serving the champion policy as a KServe InferenceService (docs/serving.md). The
+    predictor's GPUs and resources come from the cluster config's ``deploy`` stage."""
+
+    # The policy folder to serve (s3://, gs://, pvc://, hf://): in a pipeline, the policy the
+    # run published (<publish_to>/<run>/policy); `rlhf deploy` needs it set.
+    storage_uri: str | None = None
+    name: str = "rlhf-policy"  # the InferenceService's name, also the served model's name
+    # Where it goes: "" for the task pod's namespace (or the kubeconfig context's).
+    namespace: str = ""
+    # A ServingRuntime to use; "" lets KServe pick its runtime for modelFormat huggingface.
+    runtime: str = ""
+    # Extra arguments of the model server, e.g. ["--max_model_len=2048"] or, for a model vLLM
+    # does not run, ["--backend=huggingface"].
+    server_args: list[str] = dataclasses.field(default_factory=list)
+    min_replicas: int = 1  # 0 lets KServe scale it to zero (serverless mode only)
+    max_replicas: int = 1
+    # How long to wait for Ready (image pull, model download, load) before rolling back.
+    ready_timeout_seconds: int = 1800
+    # The smoke request: one completion asked of the served model once it is ready.
+    smoke_request: bool = True
+    smoke_prompt: str = "Hello"
+    smoke_max_tokens: int = 16
+    smoke_path: str = "/openai/v1/completions"  # the Hugging Face runtime's OpenAI endpoint
+    # A base URL the smoke request goes to instead of the service's cluster address
+    # (status.address.url): a port-forward, a gateway, a test's stub server.
+    smoke_url: str = ""
+    # `rlhf deploy` outside a pipeline: the cluster config (YAML) whose stages.deploy and
+    # serving_service_account size and credit the predictor; "" uses the defaults. In a
+    # pipeline the compiled cluster config applies.
+    cluster_config: str = ""
+
+    def _check(self, c: _Checks) -> None:
+        for name in ("ready_timeout_seconds", "smoke_max_tokens", "max_replicas"):
+            c.holds(getattr(self, name) >= 1, name, "must be >= 1")
+        c.holds(self.min_replicas >= 0, "min_replicas", "must be >= 0")
+        c.holds(self.max_replicas >= self.min_replicas, "max_replicas", "must be >= min_replicas")
+        c.holds(self.smoke_path.startswith("/"), "smoke_path", "must start with /")
+        c.holds(
+            not self.smoke_url or self.smoke_url.startswith(("http://", "https://")),
+            "smoke_url",
+            "must be an http:// or https:// URL (or empty)",
+        )

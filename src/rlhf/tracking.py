@@ -173,7 +173,9 @@ def stage_run(
     With ``enabled=False`` the stage records in memory only. The run ends FAILED if the stage
     raises, FINISHED otherwise."""
     if not enabled:
-        yield Tracker()
+        tracker = Tracker()
+        tracker.pipeline_run = pipeline_run  # what a stage labels its work with
+        yield tracker
         return
     client = _client()
     exp_id = _experiment_id(client, experiment)

@@ -335,6 +335,21 @@ def test_rbac_is_exactly_the_codes(chart: Any) -> None:
     assert binding["roleRef"]["name"] == k8s_manifests.TRAINJOB_ROLE
 
 
+def test_serving_rbac_is_exactly_the_codes(chart: Any) -> None:
+    """serving.enabled: the deploy step's Role (exactly INFERENCESERVICE_RULES) bound to the
+    pipeline's ServiceAccount, and the predictor's ServiceAccount naming the S3 Secret."""
+    assert not [d for d in objects(chart, {})
+                if d["metadata"]["name"] == k8s_manifests.INFERENCESERVICE_ROLE]  # fmt: skip
+    docs = objects(chart, {"serving": {"enabled": True}})
+    role = find(docs, "Role", k8s_manifests.INFERENCESERVICE_ROLE)
+    assert _rules(role) == k8s_manifests.INFERENCESERVICE_RULES
+    binding = find(docs, "RoleBinding", k8s_manifests.INFERENCESERVICE_ROLE)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "namespace": NAMESPACE,
+                                    "name": ClusterConfig().pipeline_service_account}]  # fmt: skip
+    account = find(docs, "ServiceAccount", ClusterConfig().serving_service_account)
+    assert account["secrets"] == [{"name": "rlhf-s3"}]  # a reference, never a credential
+
+
 def test_network_policies(chart: Any) -> None:
     docs = objects(chart, {})
     mlflow = find(docs, "NetworkPolicy", "demo-rlhf-mlflow")

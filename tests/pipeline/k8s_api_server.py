@@ -6,6 +6,10 @@ makes through the real ``kubernetes`` client, answered the way the API server an
   events after ``resourceVersion``, closed after ``timeoutSeconds``), delete (a Status; with
   ``deletion_seconds`` the object stays with a ``deletionTimestamp`` that long, as foreground
   deletion keeps it until its pods are gone); 404 NotFound Status for a missing one.
+* InferenceServices (``/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices``),
+  through the same custom-object routes: create, get, list, watch, and patch (a JSON merge
+  patch, RFC 7386, as the client sends it; ``metadata.generation`` goes up when the spec
+  changes). A 404 Status for any other custom resource.
 * Pods (``/api/v1/namespaces/{ns}/pods``): list by an equality label selector, and
   ``/{name}/log`` (plain text; ``follow`` streams new lines until the pod ends; ``tailLines``;
   400 while the pod is Pending).
@@ -17,6 +21,12 @@ JobSet labels them), ``("log", text)`` / ``("log", text, node)`` appends a line 
 Failed, the others Succeeded... unless ``("failed", reason, message, node)`` names another),
 ``("call", fn)``: ``fn(trainjob)`` runs (the nodes' work, say) and returns the steps that follow.
 A TrainJob without a script stays as it was created: it runs forever.
+
+What KServe's controller does with an InferenceService is scripted per change of its spec
+(:meth:`State.script_changes`): the create, then each patch that changes the spec, plays the next
+list of steps: ``("ready", url)`` (``Ready=True`` for the current generation, ``status.url`` and
+``status.address.url``), ``("not_ready", reason, message)`` (``Ready=False``), ``("progress",)``
+(``Ready=Unknown``), ``("sleep", seconds)``. A change with no steps left changes no status.
 """
 
 from __future__ import annotations
@@ -36,7 +46,10 @@ from urllib.parse import parse_qs, urlparse
 from json_http import JsonHandler, ThreadedServer
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
-TRAINJOBS = re.compile(rf"^/apis/{GROUP}/{VERSION}/namespaces/([^/]+)/{PLURAL}(?:/([^/]+))?$")
+CUSTOM = re.compile(r"^/apis/([^/]+)/([^/]+)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?$")
+# The custom resources served: (group, version, plural) -> kind.
+KINDS = {(GROUP, VERSION, PLURAL): "TrainJob",
+         ("serving.kserve.io", "v1beta1", "inferenceservices"): "InferenceService"}  # fmt: skip
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+)(/log)?)?$")
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -51,10 +64,25 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _status(code: int, reason: str, message: str, name: str = "") -> dict[str, Any]:
+def _status(code: int, reason: str, message: str, name: str = "",
+            resource: tuple[str, str, str] = (GROUP, VERSION, PLURAL)) -> dict[str, Any]:  # fmt: skip
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason,
-            "details": {"name": name, "group": GROUP, "kind": PLURAL}, "code": code}  # fmt: skip
+            "details": {"name": name, "group": resource[0], "kind": resource[2]},
+            "code": code}  # fmt: skip
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: ``patch`` applied to ``target`` (null removes a field)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 @dataclass
@@ -87,9 +115,15 @@ class Pod:
 @dataclass
 class State:
     trainjobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    inferenceservices: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    change_scripts: dict[str, list[list[tuple]]] = field(default_factory=dict)
+    unavailable_gets: int = 0  # the next GETs of one InferenceService answer 503 (a restart)
+    # The answers to the next PATCHes of an InferenceService: 0 applies it, a status refuses it.
+    patch_answers: list[int] = field(default_factory=list)
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
-    events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    # (resourceVersion, ADDED|MODIFIED|DELETED, object, plural)
+    events: list[tuple[int, str, dict[str, Any], str]] = field(default_factory=list)
     scripts: dict[str, list[tuple]] = field(default_factory=dict)
     deletion_seconds: float = 0.0  # how long a deleted TrainJob lingers (foreground deletion)
     versions: Any = field(default_factory=lambda: itertools.count(100))
@@ -107,6 +141,23 @@ class State:
             obj = self._stored(copy.deepcopy(manifest))
             obj["status"] = {"conditions": conditions or []}
             self._put(obj, "ADDED")
+
+    def script_changes(self, name: str, *changes: list[tuple]) -> None:
+        """What KServe's controller does with the InferenceService ``name``: on its create
+        and on each patch that changes its spec, the next of ``changes`` plays."""
+        self.change_scripts[name] = list(changes)
+
+    def add_service(self, manifest: dict[str, Any], url: str) -> None:
+        """An InferenceService that is there and ready (the previous champion), generation 1."""
+        with self.changed:
+            obj = copy.deepcopy(manifest)
+            obj["metadata"].update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+            obj["status"] = _service_status(obj, "True", "", "", url)
+            self._put(obj, "ADDED", "inferenceservices")
+
+    def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.changed:
+            return copy.deepcopy(self.inferenceservices.get((namespace, name)))
 
     def run(self, namespace: str, name: str, steps: list[tuple]) -> None:
         threading.Thread(target=self._play, args=(namespace, name, steps), daemon=True).start()
@@ -135,19 +186,28 @@ class State:
         spec.setdefault("managedBy", "trainer.kubeflow.org/trainjob-controller")
         return obj
 
-    def _put(self, obj: dict[str, Any], kind: str) -> None:
+    def store(self, plural: str) -> dict[tuple[str, str], dict[str, Any]]:
+        return getattr(self, plural)
+
+    def _put(self, obj: dict[str, Any], kind: str, plural: str = PLURAL) -> None:
         """Store a change and wake the watches (call with ``changed`` held)."""
         meta = obj["metadata"]
         meta["resourceVersion"] = str(next(self.versions))
         key = (meta["namespace"], meta["name"])
-        if kind == "DELETED":
+        if plural != PLURAL:
+            store = self.store(plural)
+            if kind == "DELETED":
+                store.pop(key, None)
+            else:
+                store[key] = obj
+        elif kind == "DELETED":
             self.trainjobs.pop(key, None)
             for pod_key in [k for k, p in self.pods.items()
                             if p.labels.get("jobset.sigs.k8s.io/jobset-name") == key[1]]:  # fmt: skip
                 del self.pods[pod_key]  # the garbage collector takes its pods
         else:
             self.trainjobs[key] = obj
-        self.events.append((int(meta["resourceVersion"]), kind, copy.deepcopy(obj)))
+        self.events.append((int(meta["resourceVersion"]), kind, copy.deepcopy(obj), plural))
         self.changed.notify_all()
 
     def _play(self, namespace: str, name: str, steps: list[tuple]) -> None:
@@ -201,6 +261,27 @@ class State:
             if step[0] == "sleep":
                 time.sleep(step[1])
 
+    def _play_change(self, namespace: str, name: str) -> None:
+        """The controller's answer to a change of an InferenceService's spec (its next script)."""
+        with self.changed:
+            changes = self.change_scripts.get(name)
+            steps = changes.pop(0) if changes else []
+        for step in steps:
+            if step[0] == "sleep":
+                time.sleep(step[1])
+                continue
+            with self.changed:
+                obj = self.inferenceservices.get((namespace, name))
+                if obj is None:
+                    return
+                status, reason, message, url = {
+                    "ready": ("True", "", "", step[1] if len(step) > 1 else ""),
+                    "not_ready": ("False", *step[1:3], ""),
+                    "progress": ("Unknown", "Progressing", "revision is being deployed", ""),
+                }[step[0]]
+                obj["status"] = _service_status(obj, status, reason, message, url)
+                self._put(obj, "MODIFIED", "inferenceservices")
+
     def _node(self, name: str, index: int) -> Pod:
         for pod in self.pods.values():
             labels = pod.labels
@@ -208,6 +289,22 @@ class State:
                     and labels["batch.kubernetes.io/job-completion-index"] == str(index)):  # fmt: skip
                 return pod
         raise KeyError(f"no pod of node {index} of {name} (script 'running' first)")
+
+
+def _service_status(obj: dict, ready: str, reason: str, message: str, url: str) -> dict:
+    """An InferenceService's status as KServe writes it, for its current generation."""
+    name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    condition = {"type": "Ready", "status": ready, "lastTransitionTime": _now()}
+    if reason:
+        condition.update(reason=reason, message=message)
+    status: dict[str, Any] = {
+        "observedGeneration": obj["metadata"].get("generation", 1),
+        "conditions": [{**condition, "type": "PredictorReady"}, condition],
+    }
+    if ready == "True":
+        status["url"] = f"http://{name}.{ns}.example.com"
+        status["address"] = {"url": url or f"http://{name}-predictor.{ns}.svc.cluster.local"}
+    return status
 
 
 class Handler(JsonHandler):
@@ -232,8 +329,10 @@ class Handler(JsonHandler):
         request = Request(method, url.path, query, body)
         self.state.requests.append(request)
         try:
-            if m := TRAINJOBS.match(url.path):
-                self._trainjobs(request, m.group(1), m.group(2))
+            if (m := CUSTOM.match(url.path)) and m.group(1, 2, 4) == (GROUP, VERSION, PLURAL):
+                self._trainjobs(request, m.group(3), m.group(5))
+            elif m and m.group(1, 2, 4) in KINDS:
+                self._services(request, m.group(1, 2, 4), m.group(3), m.group(5))
             elif m := PODS.match(url.path):
                 self._pods(request, m.group(1), m.group(2), bool(m.group(3)))
             else:
@@ -249,6 +348,9 @@ class Handler(JsonHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
 
     # -- TrainJobs ----------------------------------------------------------------------------
     def _trainjobs(self, r: Request, ns: str, name: str | None) -> None:
@@ -270,7 +372,7 @@ class Handler(JsonHandler):
                 s.run(ns, new, s.scripts[new])
             return self._reply(201, created)
         if r.method == "GET" and name is None and _flag(r.query.get("watch")):
-            return self._watch(r, ns)
+            return self._watch(r, ns, PLURAL)
         if r.method == "GET" and name is None:
             with s.changed:
                 items = [copy.deepcopy(o) for (n, _), o in s.trainjobs.items() if n == ns]
@@ -300,7 +402,7 @@ class Handler(JsonHandler):
             if obj is not None:
                 self.state._put(obj, "DELETED")
 
-    def _watch(self, r: Request, ns: str) -> None:
+    def _watch(self, r: Request, ns: str, plural: str) -> None:
         s = self.state
         wanted = r.query.get("fieldSelector", "").removeprefix("metadata.name=") or None
         since = int(r.query.get("resourceVersion") or 0)
@@ -308,25 +410,86 @@ class Handler(JsonHandler):
         self._start_stream("application/json")
         with s.changed:
             if not since:  # the current state first, as ADDED events
-                pending = [(int(o["metadata"]["resourceVersion"]), "ADDED", copy.deepcopy(o))
-                           for o in s.trainjobs.values()]  # fmt: skip
-                since = max((v for v, _, _ in s.events), default=0)
+                pending = [(int(o["metadata"]["resourceVersion"]), "ADDED", copy.deepcopy(o),
+                            plural) for o in s.store(plural).values()]  # fmt: skip
+                since = max((e[0] for e in s.events), default=0)
             else:
                 pending = []
         while True:
-            for _, kind, obj in pending:
+            for _, kind, obj, of in pending:
                 meta = obj["metadata"]
-                if meta["namespace"] == ns and wanted in (None, meta["name"]):
+                if of == plural and meta["namespace"] == ns and wanted in (None, meta["name"]):
                     self._chunk(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
             with s.changed:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     break
-                if not any(v > since for v, _, _ in s.events):
+                if not any(e[0] > since for e in s.events):
                     s.changed.wait(timeout=remaining)
                 pending = [e for e in s.events if e[0] > since]
-                since = max([since, *(v for v, _, _ in pending)])
+                since = max([since, *(e[0] for e in pending)])
         self._chunk(b"")
+
+    # -- InferenceServices (and any other custom resource but TrainJobs) ------------------------
+    def _services(self, r: Request, resource: tuple[str, str, str], ns: str,
+                  name: str | None) -> None:  # fmt: skip
+        s, plural, kind = self.state, resource[2], KINDS[resource]
+        store = s.store(plural)
+        if r.method == "POST" and name is None:
+            obj = copy.deepcopy(r.body)
+            new = obj.get("metadata", {}).get("name", "")
+            if not NAME_RE.match(new) or len(new) > 63:
+                message = f'{kind}.{resource[0]} "{new}" is invalid: metadata.name'
+                return self._reply(422, _status(422, "Invalid", message, new, resource))
+            with s.changed:
+                if (ns, new) in store:
+                    message = f'{plural}.{resource[0]} "{new}" already exists'
+                    return self._reply(409, _status(409, "AlreadyExists", message, new, resource))
+                obj["metadata"].update(namespace=ns, uid=str(uuid.uuid4()),
+                                       creationTimestamp=_now(), generation=1)  # fmt: skip
+                s._put(obj, "ADDED", plural)
+                created = copy.deepcopy(obj)
+            threading.Thread(target=s._play_change, args=(ns, new), daemon=True).start()
+            return self._reply(201, created)
+        if r.method == "GET" and name is None and _flag(r.query.get("watch")):
+            return self._watch(r, ns, plural)
+        if r.method == "GET" and name is None:
+            with s.changed:
+                items = [copy.deepcopy(o) for (n, _), o in store.items() if n == ns]
+                version = str(next(s.versions))
+            return self._reply(200, {"apiVersion": "/".join(resource[:2]), "kind": f"{kind}List",
+                                     "metadata": {"resourceVersion": version}, "items": items})  # fmt: skip
+        with s.changed:
+            obj = store.get((ns, name))
+            if obj is None:
+                message = f'{plural}.{resource[0]} "{name}" not found'
+                return self._reply(404, _status(404, "NotFound", message, name, resource))
+            if r.method == "GET" and s.unavailable_gets:
+                s.unavailable_gets -= 1
+                return self._reply(503, _status(503, "ServiceUnavailable", "etcd leader changed"))
+            if r.method == "GET":
+                return self._reply(200, copy.deepcopy(obj))
+            if r.method != "PATCH":
+                return self._reply(405, _status(405, "MethodNotAllowed", r.method, name, resource))
+            refused = s.patch_answers.pop(0) if s.patch_answers else 0
+            if refused:
+                message = f'inferenceservices "{name}" is forbidden: the webhook refused it'
+                return self._reply(refused, _status(refused, "Forbidden", message, name, resource))
+            content_type = self.headers.get("Content-Type", "")
+            if content_type != "application/merge-patch+json":
+                message = f"the fake server takes merge patches only, got {content_type}"
+                return self._reply(415, _status(415, "UnsupportedMediaType", message, name))
+            patched = merge_patch(obj, r.body)
+            patched["metadata"].update({k: obj["metadata"][k] for k in
+                                        ("name", "namespace", "uid", "generation")})  # fmt: skip
+            spec_changed = patched.get("spec") != obj.get("spec")
+            if spec_changed:
+                patched["metadata"]["generation"] = obj["metadata"]["generation"] + 1
+            s._put(patched, "MODIFIED", plural)
+            reply = copy.deepcopy(patched)
+        if spec_changed:
+            threading.Thread(target=s._play_change, args=(ns, name), daemon=True).start()
+        return self._reply(200, reply)
 
     # -- pods ---------------------------------------------------------------------------------
     def _pods(self, r: Request, ns: str, name: str | None, log: bool) -> None:

@@ -173,9 +173,10 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
         package = yaml.safe_load((tmp_path / f"{name}.yaml").read_text().split("\n---\n")[0])
         return set(package["root"]["dag"]["tasks"])
 
-    assert tasks("ppo") == {"prepare", "sft", "reward", "ppo", "evaluate"}
-    assert tasks("dpo") == {"prepare", "sft", "dpo", "evaluate"}
-    assert tasks("grpo") == {"prepare", "sft", "reward", "grpo", "evaluate"}
+    # condition-1: the optional deploy step, under its conditions (test_deploy_stage.py).
+    assert tasks("ppo") == {"prepare", "sft", "reward", "ppo", "evaluate", "condition-1"}
+    assert tasks("dpo") == {"prepare", "sft", "dpo", "evaluate", "condition-1"}
+    assert tasks("grpo") == {"prepare", "sft", "reward", "grpo", "evaluate", "condition-1"}
 
 
 def test_stage_config_file_without_its_section_is_an_error(tmp_path, capsys):

@@ -318,6 +318,7 @@ _COMMON = {
     "sft_overrides": {"warmup_ratio": 0.05},
     "evaluate_samples_per_prompt": 2,
     "evaluate_overrides": {"max_prompts": 50},
+    "deploy_overrides": {},  # every stage section of the pipeline, set or not
 }
 _REWARD = {"reward_lr": 5e-4, "reward_overrides": {"head": "scalar"}}
 # The parameters each pipeline's run must carry for EVERY_SECTION, worked out by hand from the

@@ -59,6 +59,9 @@ def test_component_signature_matches_the_spec(stage):
         for name, tp in _expected_component_signature(spec).items()
     }
     assert actual == expected
+    # What later tasks read: prepare's data source, or whether the spec's metric is 1.
+    returns = str if stage == "prepare" else bool if spec.returns_metric else inspect._empty
+    assert signature.return_annotation is returns
     for name, p in signature.parameters.items():
         optional = {q.name for q in ports(spec.inputs) if not q.required and q.kind != "uris"}
         port_optional = name in optional
@@ -82,6 +85,9 @@ def test_pipeline_signature_matches_the_specs(pipeline):
     for stage in stages:
         spec = STAGES[stage]
         expected.add(f"{stage}_overrides")
+        if spec.optional:  # an optional step: off unless its switch is on
+            expected.add(f"{stage}_enabled")
+            assert params[f"{stage}_enabled"].default is False
         uris = [p for p in ports(spec.inputs) if p.kind == "uris" and p.in_pipeline]
         expected |= {uris_parameter(p.name) for p in uris}
         for field in dataclasses.fields(spec.config):

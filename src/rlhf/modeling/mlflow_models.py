@@ -11,15 +11,12 @@ with ``RewardScorer``. Requirements are pinned from the installed versions
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import torch
 
 import rlhf
 from rlhf import storage
@@ -65,10 +62,6 @@ def save_policy(
     from huggingface_hub import ModelCard
 
     _checked_model_folder(folder, "policy")
-    if not torch.cuda.is_available():
-        # MLflow's save imports accelerate, which imports DeepSpeed where it is installed; on a
-        # machine without a GPU DeepSpeed would warn that it fell back to the CPU.
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # MLflow 3.17 cannot save a checkpoint path with transformers 5 (it reads a pipeline
     # class's name where transformers now gives a string), so the model is loaded and saved,
     # and its saved weights are then replaced by the folder's own.

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import inspect
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,16 +30,20 @@ from kfp.dsl.graph_component import GraphComponent
 from rlhf import __version__
 from rlhf.config import from_dict
 from rlhf.pipeline.images import DEFAULT_REGISTRY, FLAVOURS, image_ref
+from rlhf.pipeline.inferenceservice import Predictor
 from rlhf.pipeline.multi_node import NodeLaunch
 from rlhf.pipeline.pod_env import (
     CHECKPOINT_MOUNT,
     CHECKPOINTS_ENV,
+    PREDICTOR_ENV,
     PROCESSES_ENV,
     STAGE_LABEL,
     TRAINJOB_ENV,
 )
 from rlhf.stages.specs import STAGES
 
+# The pipeline parameter that turns the optional deploy step on (specs: optional=True).
+DEPLOY_SWITCH = "deploy_enabled"
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
 # Kubeflow Trainer's shipped MPI runtime (see trainjob_runtime below).
 MPI_RUNTIMES = {"deepspeed-distributed"}
@@ -159,6 +165,14 @@ class ClusterConfig:
     # The ServiceAccount the pipeline's pods run as (KFP's pipeline-runner; default-editor in
     # a multi-user profile); pipelines/k8s/trainjob-rbac.yaml lets it run TrainJobs.
     pipeline_service_account: str = "pipeline-runner"
+    # The deploy step (docs/serving.md): true compiles the pipelines with deploy_enabled on by
+    # default and writes k8s/inferenceservices/<pipeline>.yaml (for review) and
+    # k8s/inferenceservice-rbac.yaml. A run may still set deploy_enabled either way.
+    deploy: bool = False
+    # The ServiceAccount of the InferenceService's predictor: KServe's storage initializer
+    # reads the S3 credentials from its Secret (annotated serving.kserve.io/s3-*), so they
+    # never appear in the InferenceService. "" for none (a public bucket, node IAM roles).
+    serving_service_account: str = "rlhf-serving"
 
     def image(self, name: str) -> str:
         """A stage's ``image`` setting as a full reference."""
@@ -194,7 +208,7 @@ def _check_stage(name: str, stage: StageResources, where: str) -> StageResources
         raise ValueError(f"{where}: gpus, retries and timeout_seconds must be >= 0")
     if stage.gpus and not stage.accelerator_type:
         raise ValueError(f"{where}: gpus needs an accelerator_type (nvidia.com/gpu)")
-    if stage.gpus > 1 and not STAGES[name].gpu:
+    if stage.gpus > 1 and not (STAGES[name].gpu or STAGES[name].launcher):
         raise ValueError(f"{where}: gpus > 1: only the training stages run one process per GPU")
     if stage.nodes < 1:
         raise ValueError(f"{where}: nodes must be >= 1, got {stage.nodes}")
@@ -284,11 +298,40 @@ def _using(config: ClusterConfig | str) -> Iterator[None]:
 
 
 def build(pipeline: GraphComponent, config: ClusterConfig | str) -> GraphComponent:
-    """``pipeline`` defined again with ``config`` (or :data:`LOCAL`) applied to its tasks."""
+    """``pipeline`` defined again with ``config`` (or :data:`LOCAL`) applied to its tasks; with
+    the config's ``deploy``, its ``deploy_enabled`` parameter defaults to true."""
+    func = pipeline.pipeline_func
+    if isinstance(config, ClusterConfig) and config.deploy:
+        func = _with_default(func, DEPLOY_SWITCH, True)
     with _using(config):
-        return dsl.pipeline(name=pipeline.name, description=pipeline.description)(
-            pipeline.pipeline_func
-        )
+        return dsl.pipeline(name=pipeline.name, description=pipeline.description)(func)
+
+
+def _with_default(func: Any, name: str, value: Any) -> Any:
+    """A copy of the pipeline function ``func`` whose parameter ``name`` defaults to ``value``
+    (KFP reads a pipeline's parameter defaults from its signature)."""
+    names = list(inspect.signature(func).parameters)
+    defaults = list(func.__defaults__)
+    defaults[names.index(name) - (len(names) - len(defaults))] = value
+    copy = types.FunctionType(func.__code__, func.__globals__, func.__name__, tuple(defaults),
+                              func.__closure__)  # fmt: skip
+    copy.__annotations__ = dict(func.__annotations__)
+    copy.__doc__, copy.__module__, copy.__qualname__ = (
+        func.__doc__,
+        func.__module__,
+        func.__qualname__,
+    )
+    return copy
+
+
+def _launcher(s: StageResources) -> StageResources:
+    """The small CPU pod of a task that starts the stage's real work elsewhere (a TrainJob, an
+    InferenceService) on the CPU image, keeping the stage's timeout, retries and caching."""
+    return dataclasses.replace(
+        StageResources(), timeout_seconds=s.timeout_seconds, retries=s.retries,
+        retry_backoff=s.retry_backoff, retry_backoff_factor=s.retry_backoff_factor, retry_backoff_max=s.retry_backoff_max,
+        caching=s.caching,
+    )  # fmt: skip
 
 
 def node_launch(config: ClusterConfig, stage: str) -> NodeLaunch:
@@ -314,6 +357,19 @@ def node_launch(config: ClusterConfig, stage: str) -> NodeLaunch:
     )  # fmt: skip
 
 
+def predictor(config: ClusterConfig) -> Predictor:
+    """The deploy stage's InferenceService predictor: the ``deploy`` stage's resources, GPUs,
+    node selector and tolerations, and the serving ServiceAccount."""
+    s = config.stages["deploy"]
+    return Predictor(
+        service_account=config.serving_service_account, gpus=s.gpus,
+        gpu_resource=s.accelerator_type or "nvidia.com/gpu",
+        cpu_request=s.cpu_request, cpu_limit=s.cpu_limit, memory_request=s.memory_request,
+        memory_limit=s.memory_limit, node_selector=dict(s.node_selector),
+        tolerations=[dict(t) for t in s.tolerations],
+    )  # fmt: skip
+
+
 def configure(task: Any, stage: str) -> Any:
     """Apply the active cluster config's settings for ``stage`` to a pipeline task: image,
     CPU/memory/GPU, /dev/shm, node selector, tolerations, timeout, retries, caching, pull
@@ -331,15 +387,16 @@ def configure(task: Any, stage: str) -> Any:
             "(declare it in rlhf/stages/specs.py)"
         )
     s = config.stages[stage]
-    if s.nodes > 1:
+    if STAGES[stage].launcher:
+        # The task creates the InferenceService and waits for it: a small CPU pod; the
+        # predictor gets the stage's resources (predictor).
+        task.set_env_variable(PREDICTOR_ENV, predictor(config).to_json())
+        s = _launcher(s)
+    elif s.nodes > 1:
         # The task creates and follows the stage's TrainJob: a small CPU pod, off the GPU nodes;
         # the nodes get the stage's image and resources (node_launch).
         task.set_env_variable(TRAINJOB_ENV, node_launch(config, stage).to_json())
-        s = dataclasses.replace(
-            StageResources(), timeout_seconds=s.timeout_seconds, retries=s.retries,
-            retry_backoff=s.retry_backoff, retry_backoff_factor=s.retry_backoff_factor,
-            retry_backoff_max=s.retry_backoff_max, caching=s.caching,
-        )  # fmt: skip
+        s = _launcher(s)
     elif config.checkpoint_volume and STAGES[stage].gpu:
         kubernetes.mount_pvc(task, pvc_name=config.checkpoint_volume, mount_path=CHECKPOINT_MOUNT)
         task.set_env_variable(CHECKPOINTS_ENV, CHECKPOINT_MOUNT)

@@ -9,6 +9,10 @@
 - with stages on several nodes: ``<out>/k8s/trainjobs/<pipeline>-<stage>.yaml``, the TrainJob
   each such task creates (for review), and ``<out>/k8s/trainjob-rbac.yaml``, what the
   pipeline's ServiceAccount needs to run them (``kubectl apply -f``, once);
+- with the cluster config's ``deploy``: ``<out>/k8s/inferenceservices/<pipeline>.yaml``, the
+  InferenceService its deploy step creates (for review), ``<out>/k8s/inferenceservice-rbac.yaml``
+  (what the pipeline's ServiceAccount needs for it) and ``<out>/k8s/serving-account.yaml`` (the
+  predictor's ServiceAccount, naming the S3 Secret);
 - ``<components>/<component>.yaml``: each stage's component spec, for reuse in other pipelines.
 """
 
@@ -23,8 +27,11 @@ from kfp import compiler
 from kfp.dsl.base_component import BaseComponent
 
 from rlhf import __version__
+from rlhf.config import DeployConfig
 from rlhf.pipeline import cluster, components, k8s_manifests
+from rlhf.pipeline.inferenceservice import inferenceservice_manifest
 from rlhf.pipeline.pipelines import PIPELINE_NAME, PIPELINES, get_pipeline, stage_sections
+from rlhf.stages.specs import STAGES
 
 _SDK_VERSION_LINE = re.compile(r"^\s*sdkVersion:.*$", re.MULTILINE)
 
@@ -118,6 +125,55 @@ def compile_trainjobs(k8s_dir: Path, config: cluster.ClusterConfig) -> list[Path
     return written
 
 
+def compile_inferenceservices(k8s_dir: Path, config: cluster.ClusterConfig) -> list[Path]:
+    """With the cluster config's ``deploy``: for every pipeline with a deploy step, the
+    InferenceService it creates (``inferenceservices/<pipeline>.yaml``, with the deploy
+    config's defaults), the RBAC the pipeline's ServiceAccount needs for it and the predictor's
+    ServiceAccount; without it, files an earlier compile left are removed."""
+    written = []
+    if config.deploy:
+        deploy = DeployConfig()
+        storage_uri = (
+            f"{k8s_manifests.PUBLISH_TO_PLACEHOLDER}/{k8s_manifests.RUN_ID_PLACEHOLDER}/"
+            f"{STAGES['deploy'].publish_folder}"
+        )
+        for name in sorted(PIPELINES):
+            if "deploy" not in stage_sections(name):
+                continue
+            manifest = inferenceservice_manifest(
+                name=deploy.name, namespace="default", storage_uri=storage_uri,
+                predictor=cluster.predictor(config), run_id=k8s_manifests.RUN_ID_PLACEHOLDER,
+                runtime=deploy.runtime, args=deploy.server_args,
+                min_replicas=deploy.min_replicas, max_replicas=deploy.max_replicas,
+            )  # fmt: skip
+            text = k8s_manifests.inferenceservice_review_manifest(name, manifest)
+            written.append(_write(k8s_dir / "inferenceservices" / f"{name}.yaml", text))
+        rbac = k8s_manifests.inferenceservice_rbac_manifest(config.pipeline_service_account)
+        written.append(_write(k8s_dir / "inferenceservice-rbac.yaml", rbac))
+        if config.serving_service_account:
+            account = k8s_manifests.serving_account_manifest(
+                config.serving_service_account, s3_secret(config)
+            )
+            written.append(_write(k8s_dir / "serving-account.yaml", account))
+    generated = [k8s_dir / "inferenceservice-rbac.yaml", k8s_dir / "serving-account.yaml"]
+    for stale in [*(k8s_dir / "inferenceservices").glob("*.yaml"), *generated]:
+        if stale.exists() and stale not in written:
+            stale.unlink()
+    return written
+
+
+def s3_secret(config: cluster.ClusterConfig) -> str:
+    """The Secret the cluster config reads the S3 credentials from (AWS_ACCESS_KEY_ID)."""
+    for source in config.secrets:
+        if source.name and "AWS_ACCESS_KEY_ID" in source.keys:
+            return source.name
+    raise ValueError(
+        "cluster config: deploy: no Secret in secrets has the key AWS_ACCESS_KEY_ID: the "
+        "predictor's ServiceAccount must name the Secret with the S3 credentials (or set "
+        'serving_service_account to "" for a bucket that needs none)'
+    )
+
+
 def compile_all(
     out_dir: str | Path = "pipelines",
     config: cluster.ClusterConfig | None = None,
@@ -140,6 +196,7 @@ def compile_all(
     rbac = k8s_manifests.submitter_rbac_manifest()
     written.append(_write(out_dir / "k8s" / "submitter-rbac.yaml", rbac))
     written += compile_trainjobs(out_dir / "k8s", config)
+    written += compile_inferenceservices(out_dir / "k8s", config)
     if components_dir is not None:
         written += compile_components(components_dir)
     return written

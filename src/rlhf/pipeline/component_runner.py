@@ -31,12 +31,13 @@ CONTEXT = ("pipeline_run", "mlflow_experiment", "track", "publish_to")
 
 
 def publish_destination(publish_to: str, pipeline_run: str, stage: str) -> dict[str, str]:
-    """``{"publish_to": "<root>/<pipeline_run>/<folder>"}`` for a stage's config, or ``{}``
-    when the pipeline publishes nothing (a stage's own ``publish_to`` override wins)."""
+    """``{"publish_to": "<root>/<pipeline_run>/<folder>"}`` for a stage's config (the deploy
+    stage's ``storage_uri``: the published policy it serves), or ``{}`` when the pipeline
+    publishes nothing (a stage's own override wins)."""
     if not publish_to:
         return {}
-    folder = get_stage(stage).publish_folder
-    return {"publish_to": f"{publish_to.rstrip('/')}/{pipeline_run}/{folder}"}
+    spec = get_stage(stage)
+    return {spec.publish_field: f"{publish_to.rstrip('/')}/{pipeline_run}/{spec.publish_folder}"}
 
 
 def resolve_gold(gold_reward: str, data_source: str) -> str | None:
@@ -71,12 +72,14 @@ def _demo_inputs(spec: StageSpec, outputs: Any, demo_overrides: dict) -> Any:
     return spec.inputs(**{name: [str(files[name])] for name in ARTIFACTS})
 
 
-def run_component(stage: str, arguments: dict[str, Any]) -> str | None:
+def run_component(stage: str, arguments: dict[str, Any]) -> str | bool | None:
     """Run ``stage`` from a component's ``arguments`` (its ``locals()``). Every argument must
     be one the spec accounts for, so a component that drifts from its spec fails loudly.
 
     Returns the prepare stage's data source ("demo" when no data was given and the demo task
-    was generated, else "files"; later stages pick the demo's gold reward from it), else None.
+    was generated, else "files"; later stages pick the demo's gold reward from it); for a
+    stage with ``returns_metric``, whether that metric is 1 (the evaluation: the gate promoted
+    the candidate); else None.
     """
     spec = get_stage(stage)
     log_setup.configure()
@@ -116,4 +119,6 @@ def run_component(stage: str, arguments: dict[str, Any]) -> str | None:
         metrics = run_tracked(spec, config, inputs, outputs, pipeline_run, experiment, track, tags)
     for key, value in metrics.items():
         metrics_artifact.log_metric(key.replace("/", "."), float(value))
+    if spec.returns_metric:
+        return metrics.get(spec.returns_metric) == 1.0
     return source

@@ -196,14 +196,34 @@ def evaluate(
     reward_model: Input[Model] | None = None,
     sft_data: Input[Dataset] | None = None,
     publish_to: str = "",
-):
+) -> bool:
     """Compare the candidate policy with the reference on held-out prompts (judged by the
-    reward model when one is given, and by the gold reward when there is one)."""
+    reward model when one is given, and by the gold reward when there is one). Returns whether
+    the champion gate made it the champion (the deploy step runs on that)."""
     arguments = dict(locals())
     from rlhf.pipeline.component_runner import run_component
 
-    run_component("evaluate", arguments)
+    return run_component("evaluate", arguments)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def deploy(
+    name: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    service: Output[Artifact],
+    metrics: Output[Metrics],
+    publish_to: str = "",  # the run's policy is served from <publish_to>/<run>/policy
+):
+    """Serve the champion policy as a KServe InferenceService: create or update it, wait until
+    it is ready, send a smoke request, roll back to the previous spec on a failure."""
+    arguments = dict(locals())
+    from rlhf.pipeline.component_runner import run_component
+
+    run_component("deploy", arguments)
 
 
 # Every stage's component, by stage name.
-COMPONENTS = {c.name: c for c in (prepare, sft, reward, ppo, dpo, grpo, evaluate)}
+COMPONENTS = {c.name: c for c in (prepare, sft, reward, ppo, dpo, grpo, evaluate, deploy)}

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from rlhf import storage
+from rlhf.pipeline.kube_api import kubernetes_api
 from rlhf.pipeline.pod_env import CHECKPOINT_MOUNT, TRAINJOB_ENV, run_checkpoint_dir
 from rlhf.pipeline.stage_job import StageJob
 from rlhf.pipeline.trainjob import EnvRef, run_trainjob, trainjob_manifest
 
 log = logging.getLogger("rlhf.pipeline")
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # How long the task follows a TrainJob when the stage sets no timeout.
 NO_TIMEOUT_SECONDS = 30 * 24 * 3600
 # Longest wait between two looks at the TrainJob and its pods (a watch wakes it sooner).
@@ -109,22 +109,6 @@ class NodeLaunch:
             image_pull_secrets=self.image_pull_secrets,
             active_deadline_seconds=self.timeout_seconds,
         )  # fmt: skip
-
-
-def kubernetes_api() -> tuple[Any, str]:
-    """A ``kubernetes`` ApiClient and the namespace to work in: the pod's own service account
-    and namespace inside a cluster, else the kubeconfig's current context (``KUBECONFIG``)."""
-    from kubernetes import client, config
-
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-        namespace = (SERVICE_ACCOUNT_DIR / "namespace").read_text(encoding="utf-8").strip()
-        return client.ApiClient(), namespace
-    # Read KUBECONFIG now: the client reads it once, when it is imported.
-    kubeconfig = os.environ.get("KUBECONFIG") or None
-    config.load_kube_config(config_file=kubeconfig)
-    _, context = config.list_kube_config_contexts(config_file=kubeconfig)
-    return client.ApiClient(), (context or {}).get("context", {}).get("namespace") or "default"
 
 
 def run_on_nodes(

@@ -5,6 +5,10 @@ end to end.
 - ``dpo``:  prepare -> SFT ----------------> DPO  -> evaluate (no reward model)
 - ``grpo``: prepare -> SFT -> reward model -> GRPO -> evaluate
 
+Each ends, when ``deploy_enabled`` is on, with the deploy step: it runs only when the
+evaluation's champion gate promoted the candidate (the evaluate task's output), and serves the
+policy the run published (``<publish_to>/<run>/policy``) as a KServe InferenceService.
+
 Every task is made by :func:`_task` from its stage's spec (``rlhf.stages.specs``): the stage's
 named parameters ("<stage>_<field>", or one shared ``seed``/``max_length``/``gold_reward``),
 its ``<stage>_overrides`` dict (every other config field; it wins over the named parameters),
@@ -24,7 +28,15 @@ import inspect
 
 from kfp import dsl
 
-from rlhf.config import DPOConfig, EvalConfig, GRPOConfig, PPOConfig, RewardConfig, SFTConfig
+from rlhf.config import (
+    DeployConfig,
+    DPOConfig,
+    EvalConfig,
+    GRPOConfig,
+    PPOConfig,
+    RewardConfig,
+    SFTConfig,
+)
 from rlhf.pipeline.cluster import configure
 from rlhf.pipeline.component_runner import CONTEXT
 from rlhf.pipeline.components import COMPONENTS
@@ -69,10 +81,11 @@ def _reward_model(params: dict, prep, sft):
     )
 
 
-def _evaluate(params: dict, prep, sft, policy, rm) -> None:
-    """``rm`` None: the evaluation runs without a reward model (gold, KL, length, perplexity)."""
+def _evaluate_and_deploy(params: dict, prep, sft, policy, rm) -> None:
+    """The evaluation, then the optional deploy step. ``rm`` None: the evaluation runs without
+    a reward model (gold, KL, length, perplexity)."""
     extra = {"reward_model": rm.outputs["model"]} if rm is not None else {}
-    _task(
+    evaluation = _task(
         "evaluate",
         params,
         data_source=prep.outputs["Output"],
@@ -82,6 +95,13 @@ def _evaluate(params: dict, prep, sft, policy, rm) -> None:
         reference=sft.outputs["model"],
         **extra,
     )
+    # Deploy only when asked to, and only a candidate the champion gate promoted (the evaluate
+    # component returns that); a challenger leaves the served champion as it is.
+    with (
+        dsl.If(params["deploy_enabled"] == True, name="deploy-enabled"),  # noqa: E712
+        dsl.If(evaluation.outputs["Output"] == True, name="promoted"),  # noqa: E712
+    ):
+        _task("deploy", params)
 
 
 @dsl.pipeline(
@@ -109,16 +129,19 @@ def ppo_pipeline(
     ppo_kl_coef: float = PPOConfig.kl_coef,
     ppo_kl_target: float = PPOConfig.kl_target,
     evaluate_samples_per_prompt: int = EvalConfig.samples_per_prompt,
+    deploy_name: str = DeployConfig.name,
     prepare_overrides: dict = {},
     demo_overrides: dict = {},
     sft_overrides: dict = {},
     reward_overrides: dict = {},
     ppo_overrides: dict = {},
     evaluate_overrides: dict = {},
+    deploy_overrides: dict = {},
     pipeline_run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     mlflow_experiment: str = "rlhf",
     track: bool = True,
     publish_to: str = "",
+    deploy_enabled: bool = False,
 ):
     params = dict(locals())
     prep, sft = _prepare_and_sft(params)
@@ -132,7 +155,7 @@ def ppo_pipeline(
         sft_model=sft.outputs["model"],
         reward_model=rm.outputs["model"],
     )
-    _evaluate(params, prep, sft, policy, rm)
+    _evaluate_and_deploy(params, prep, sft, policy, rm)
 
 
 @dsl.pipeline(
@@ -157,15 +180,18 @@ def dpo_pipeline(
     dpo_beta: float = DPOConfig.beta,
     dpo_loss_type: str = DPOConfig.loss_type,
     evaluate_samples_per_prompt: int = EvalConfig.samples_per_prompt,
+    deploy_name: str = DeployConfig.name,
     prepare_overrides: dict = {},
     demo_overrides: dict = {},
     sft_overrides: dict = {},
     dpo_overrides: dict = {},
     evaluate_overrides: dict = {},
+    deploy_overrides: dict = {},
     pipeline_run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     mlflow_experiment: str = "rlhf",
     track: bool = True,
     publish_to: str = "",
+    deploy_enabled: bool = False,
 ):
     params = dict(locals())
     prep, sft = _prepare_and_sft(params)
@@ -176,7 +202,7 @@ def dpo_pipeline(
         preferences=prep.outputs["preferences"],
         sft_model=sft.outputs["model"],
     )
-    _evaluate(params, prep, sft, policy, None)
+    _evaluate_and_deploy(params, prep, sft, policy, None)
 
 
 @dsl.pipeline(
@@ -204,16 +230,19 @@ def grpo_pipeline(
     grpo_group_size: int = GRPOConfig.group_size,
     grpo_kl_coef: float = GRPOConfig.kl_coef,
     evaluate_samples_per_prompt: int = EvalConfig.samples_per_prompt,
+    deploy_name: str = DeployConfig.name,
     prepare_overrides: dict = {},
     demo_overrides: dict = {},
     sft_overrides: dict = {},
     reward_overrides: dict = {},
     grpo_overrides: dict = {},
     evaluate_overrides: dict = {},
+    deploy_overrides: dict = {},
     pipeline_run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     mlflow_experiment: str = "rlhf",
     track: bool = True,
     publish_to: str = "",
+    deploy_enabled: bool = False,
 ):
     params = dict(locals())
     prep, sft = _prepare_and_sft(params)
@@ -226,7 +255,7 @@ def grpo_pipeline(
         sft_model=sft.outputs["model"],
         reward_model=rm.outputs["model"],
     )
-    _evaluate(params, prep, sft, policy, rm)
+    _evaluate_and_deploy(params, prep, sft, policy, rm)
 
 
 PIPELINES = {"ppo": ppo_pipeline, "dpo": dpo_pipeline, "grpo": grpo_pipeline}

@@ -21,3 +21,7 @@ def run_checkpoint_dir(pipeline_run: str, stage: str, root: str = CHECKPOINT_MOU
     """A stage's checkpoints on the volume: one folder per run and stage, so a retried task
     finds its earlier attempt's checkpoints and another run never does."""
     return f"{root.rstrip('/')}/{pipeline_run}/{stage}"
+
+
+# The deploy stage's predictor (``inferenceservice.Predictor`` as JSON) on its task's pod.
+PREDICTOR_ENV = "RLHF_PREDICTOR"

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import signal
 import socket
@@ -48,6 +47,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rlhf.pipeline.kube_api import (
+    QUANTITY_RE,
+    REQUEST_TIMEOUT,
+    api_message,
+    condition,
+    transient,
+    wait_for_change,
+)
 from rlhf.pipeline.pod_env import STAGE_LABEL
 
 GROUP = "trainer.kubeflow.org"
@@ -68,11 +75,8 @@ INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 MAX_NAME = 40
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 CLAIM_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # a DNS subdomain
-QUANTITY_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?$")
 TOLERATION_FIELDS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 FAILED_TAIL_LINES = 30
-TRANSIENT_STATUS = {429, 500, 502, 503, 504}
-REQUEST_TIMEOUT = 30.0  # seconds for one API call (not for the log and watch streams)
 SIGTERM_EXIT = 128 + signal.SIGTERM  # a process ended by SIGTERM exits with 143
 
 
@@ -535,7 +539,7 @@ class _Follower:
             except ApiException as e:
                 if e.status != 409:
                     raise TrainJobError(
-                        f"{self.what}: the API refused it: {_api_message(e)}"
+                        f"{self.what}: the API refused it: {api_message(e)}"
                     ) from None
             existing = self._get()
             if existing is None:
@@ -558,7 +562,7 @@ class _Follower:
         theirs = existing["metadata"].get("annotations", {}).get(SPEC_DIGEST)
         if theirs != self.digest:
             return f"made from another spec (digest {theirs}, this one {self.digest})"
-        failed = _condition(existing, "Failed")
+        failed = condition(existing, "Failed")
         if failed:
             return f"an earlier attempt failed ({failed.get('reason')}: {failed.get('message')})"
         return None
@@ -587,7 +591,7 @@ class _Follower:
             try:
                 job = self._get()
             except Exception as e:  # noqa: BLE001
-                if not _transient(e):
+                if not transient(e):
                     raise
                 self.log(f"{self.what}: the API did not answer ({e}); trying again")
                 job = {}
@@ -598,10 +602,10 @@ class _Follower:
                 )
             if job:
                 self._report(job)
-                if _condition(job, "Complete"):
+                if condition(job, "Complete"):
                     self.log(f"{self.what}: complete")
                     return
-                failed = _condition(job, "Failed")
+                failed = condition(job, "Failed")
                 if failed:
                     raise TrainJobFailed(
                         f"{self.what} failed: {failed.get('reason')}: {failed.get('message')}"
@@ -624,53 +628,10 @@ class _Follower:
                 self.log(f"{self.what}: {c.get('type')}={seen[0]} {seen[1]}: {seen[2]}")
 
     def _wait_for_change(self, seconds: float, resource_version: str | None) -> None:
-        """Block until a watch reports a change of the TrainJob or ``seconds`` pass; a watch
-        that cannot be opened (no ``watch`` permission, a proxy that buffers) falls back to
-        sleeping, i.e. to polling."""
-        from kubernetes import watch
-
-        end = time.monotonic() + seconds
-        w = watch.Watch()
-        try:
-            for _ in w.stream(
-                self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                field_selector=f"metadata.name={self.name}",
-                resource_version=resource_version,
-                timeout_seconds=max(1, math.ceil(seconds)),
-                _request_timeout=seconds + REQUEST_TIMEOUT,
-            ):
-                w.stop()
-                return
-        except Exception:  # noqa: BLE001 (the next GET says what happened)
-            pass
-        time.sleep(max(0.0, end - time.monotonic()))
-
-
-def _condition(job: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
-    for c in (job.get("status") or {}).get("conditions") or []:
-        if c.get("type") == kind and c.get("status") == "True":
-            return c
-    return None
-
-
-def _transient(e: Exception) -> bool:
-    import urllib3
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(e, ApiException):
-        return e.status in TRANSIENT_STATUS
-    return isinstance(e, (urllib3.exceptions.HTTPError, OSError))
-
-
-def _api_message(e: Any) -> str:
-    try:
-        return json.loads(e.body).get("message") or str(e)
-    except (TypeError, ValueError):
-        return f"{e.status} {e.reason}"
+        wait_for_change(
+            self.custom, (GROUP, VERSION, PLURAL), self.namespace, self.name, seconds,
+            resource_version,
+        )  # fmt: skip
 
 
 class _PodLogs:

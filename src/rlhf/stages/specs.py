@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config import (
+    DeployConfig,
     DPOConfig,
     EvalConfig,
     GRPOConfig,
@@ -190,6 +191,20 @@ class EvalOutputs:
         return cls(str(Path(out) / "report.html"), str(Path(out) / "metrics.json"))
 
 
+@dataclass
+class DeployInputs:
+    """Nothing to read: the policy is served from its published folder (``storage_uri``)."""
+
+
+@dataclass
+class DeployOutputs:
+    service: str = port("file", "the InferenceService as applied (YAML)")
+
+    @classmethod
+    def in_folder(cls, out: str | Path) -> DeployOutputs:
+        return cls(str(Path(out) / "inferenceservice.yaml"))
+
+
 # --- the specs ---------------------------------------------------------------------------------
 
 
@@ -213,6 +228,18 @@ class StageSpec:
     cli_flags: tuple[str, ...] = ()
     # The metrics its summary line shows when it ends (those it reported, in this order).
     summary: tuple[Headline, ...] = ()
+    # The config field the publish destination (<publish_to>/<run>/<publish_folder>) goes to:
+    # where the stage publishes, or (deploy) the published folder it reads.
+    publish_field: str = "publish_to"
+    # A metric whose truth the component returns (its KFP output "Output", a bool), for later
+    # tasks to run on a condition: the evaluation's "gate/promoted".
+    returns_metric: str = ""
+    # An optional last step of the pipelines, run when the pipeline parameter "<name>_enabled"
+    # (default False; the cluster config's `deploy: true` compiles it in as True) is on.
+    optional: bool = False
+    # Its cluster settings size what the stage starts (the InferenceService's predictor), not
+    # its own pod: a small CPU launcher, as a multi-node stage's task is.
+    launcher: bool = False
 
     def load_run(self) -> Callable[..., dict[str, float]]:
         module, _, function = self.entry.partition(":")
@@ -313,6 +340,23 @@ STAGES: dict[str, StageSpec] = {
                 Headline("gold win rate", "win_rate_gold", fmt=".1%"),
                 Headline("RM win rate", "win_rate_rm", fmt=".1%"),
                 Headline("KL", "kl_candidate_reference"),
+            ),
+            returns_metric="gate/promoted",
+        ),
+        StageSpec(
+            "deploy", "deploy", "serve the champion policy as a KServe InferenceService",
+            DeployConfig, DeployInputs, DeployOutputs, "rlhf.pipeline.deploy:run",
+            output_label="InferenceService", publish_folder="policy", publish_field="storage_uri",
+            parameters=("name",), optional=True, launcher=True,
+            # The predictor: one GPU (vLLM), tolerating GPU taints; the task waits up to an hour.
+            cluster=dict(accelerator_type="nvidia.com/gpu", gpus=1, cpu_request="4",
+                         memory_request="16Gi", memory_limit="32Gi", timeout_seconds=3600,
+                         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists",
+                                       "effect": "NoSchedule"}]),
+            cli_flags=("storage_uri",),
+            summary=(
+                Headline("seconds to ready", "ready_seconds", fmt=".0f"),
+                Headline("smoke request seconds", "smoke_seconds", fmt=".2f"),
             ),
         ),
     )
