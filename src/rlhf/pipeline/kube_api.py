@@ -14,7 +14,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +101,59 @@ def wait_for_change(
     except Exception:  # noqa: BLE001 (the caller's next GET says what happened)
         pass
     time.sleep(max(0.0, end - time.monotonic()))
+
+
+class CustomObject:
+    """One namespaced custom object a task drives (a TrainJob, an InferenceService), as its
+    manifest names it: reading it, logging each change of its conditions once, and waiting for
+    it to change. ``resource`` is (group, version, plural); ``kind`` names it in messages."""
+
+    def __init__(
+        self,
+        manifest: Mapping[str, Any],
+        resource: tuple[str, str, str],
+        kind: str,
+        api_client: Any,
+        log: Callable[[str], None],
+        poll_seconds: float,
+    ) -> None:
+        from kubernetes import client
+
+        self.manifest = manifest
+        self.resource = resource
+        self.name = manifest["metadata"]["name"]
+        self.namespace = manifest["metadata"]["namespace"]
+        self.what = f"{kind} {self.namespace}/{self.name}"
+        self.custom = client.CustomObjectsApi(api_client)
+        self.poll = poll_seconds
+        self.log = log
+        self._reported: dict[str, tuple[str, str, str]] = {}
+
+    def read(self) -> dict[str, Any] | None:
+        """The object as it is now; None when there is none (any other API error is raised)."""
+        from kubernetes.client.exceptions import ApiException
+
+        group, version, plural = self.resource
+        try:
+            return self.custom.get_namespaced_custom_object(
+                group, version, self.namespace, plural, self.name,
+                _request_timeout=REQUEST_TIMEOUT,
+            )  # fmt: skip
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def report(self, obj: Mapping[str, Any]) -> None:
+        """Log each condition once per change (Suspended while Kueue waits for quota,
+        PredictorReady, Ready, ...)."""
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            seen = (c.get("status", ""), c.get("reason", ""), c.get("message", ""))
+            if self._reported.get(c.get("type", "")) != seen:
+                self._reported[c.get("type", "")] = seen
+                why = f" {seen[1]}: {seen[2]}" if seen[1] or seen[2] else ""
+                self.log(f"{self.what}: {c.get('type')}={seen[0]}{why}")
+
+    def wait_for_change(self, seconds: float, resource_version: str | None) -> None:
+        wait_for_change(self.custom, self.resource, self.namespace, self.name, seconds,
+                        resource_version)  # fmt: skip

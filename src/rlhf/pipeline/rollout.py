@@ -34,10 +34,10 @@ from typing import Any
 from rlhf.pipeline.inferenceservice import RESOURCE
 from rlhf.pipeline.kube_api import (
     REQUEST_TIMEOUT,
+    CustomObject,
     api_message,
     condition,
     transient,
-    wait_for_change,
 )
 
 PREVIOUS_SPEC = "rlhf/previous-spec"  # annotation: the spec this one replaced (JSON)
@@ -185,7 +185,7 @@ def _storage_uri(spec: Mapping[str, Any]) -> str:
     return ((spec.get("predictor") or {}).get("model") or {}).get("storageUri", "?")
 
 
-class _Service:
+class _Service(CustomObject):
     """One InferenceService through the Kubernetes API."""
 
     def __init__(
@@ -195,28 +195,14 @@ class _Service:
         log: Callable[[str], None],
         poll_seconds: float,
     ) -> None:
-        from kubernetes import client
-
-        self.manifest = manifest
-        self.name = manifest["metadata"]["name"]
-        self.namespace = manifest["metadata"]["namespace"]
-        self.what = f"InferenceService {self.namespace}/{self.name}"
-        self.custom = client.CustomObjectsApi(api_client)
-        self.log = log
-        self.poll = poll_seconds
-        self._reported: dict[str, tuple[str, str, str]] = {}
+        super().__init__(manifest, RESOURCE, "InferenceService", api_client, log, poll_seconds)
 
     def get(self) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self.custom.get_namespaced_custom_object(
-                *RESOURCE[:2], self.namespace, RESOURCE[2], self.name,
-                _request_timeout=REQUEST_TIMEOUT,
-            )  # fmt: skip
+            return self.read()
         except ApiException as e:
-            if e.status == 404:
-                return None
             if transient(e):
                 raise  # the wait tries again
             raise DeployError(f"{self.what}: cannot read it: {api_message(e)}") from None
@@ -303,7 +289,7 @@ class _Service:
             if service is None:
                 raise DeployFailed(f"{self.what}: deleted while the deploy waited for it")
             if service:
-                self._report(service)
+                self.report(service)
                 generation = service["metadata"].get("generation", 0)
                 seen = (service.get("status") or {}).get("observedGeneration", 0)
                 if seen >= generation:
@@ -319,14 +305,4 @@ class _Service:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeployTimeout(f"{self.what}: not ready after {timeout_seconds:g} s")
-            wait_for_change(self.custom, RESOURCE, self.namespace, self.name,
-                            min(self.poll, remaining), resource_version)  # fmt: skip
-
-    def _report(self, service: Mapping[str, Any]) -> None:
-        """Log each condition once per change (PredictorReady, IngressReady, Ready)."""
-        for c in (service.get("status") or {}).get("conditions") or []:
-            seen = (c.get("status", ""), c.get("reason", ""), c.get("message", ""))
-            if self._reported.get(c.get("type", "")) != seen:
-                self._reported[c.get("type", "")] = seen
-                why = f" {seen[1]}: {seen[2]}" if seen[1] or seen[2] else ""
-                self.log(f"{self.what}: {c.get('type')}={seen[0]}{why}")
+            self.wait_for_change(min(self.poll, remaining), resource_version)

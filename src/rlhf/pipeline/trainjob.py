@@ -50,10 +50,10 @@ from typing import Any, Literal
 from rlhf.pipeline.kube_api import (
     QUANTITY_RE,
     REQUEST_TIMEOUT,
+    CustomObject,
     api_message,
     condition,
     transient,
-    wait_for_change,
 )
 from rlhf.pipeline.pod_env import STAGE_LABEL
 
@@ -454,7 +454,7 @@ def _raise_on_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-class _Follower:
+class _Follower(CustomObject):
     """One TrainJob through the Kubernetes API."""
 
     def __init__(
@@ -466,35 +466,18 @@ class _Follower:
     ) -> None:
         from kubernetes import client
 
-        self.manifest = manifest
-        self.name = manifest["metadata"]["name"]
-        self.namespace = manifest["metadata"]["namespace"]
-        self.what = f"TrainJob {self.namespace}/{self.name}"
-        self.custom = client.CustomObjectsApi(api_client)
+        super().__init__(manifest, (GROUP, VERSION, PLURAL), KIND, api_client, self._locked,
+                         poll_seconds)  # fmt: skip
         self.core = client.CoreV1Api(api_client)
-        self.poll = poll_seconds
         self._log = log
         self._lock = threading.Lock()
-        self._reported: dict[str, tuple[str, str, str]] = {}
         self.digest = manifest["metadata"].get("annotations", {}).get(SPEC_DIGEST)
 
-    def log(self, line: str) -> None:
+    def _locked(self, line: str) -> None:
         with self._lock:  # the log streams call it from their threads
             self._log(line)
 
     # -- API calls ---------------------------------------------------------------------------
-    def _get(self) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, self.name, _request_timeout=REQUEST_TIMEOUT
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
     def _delete(self) -> None:
         from kubernetes.client.exceptions import ApiException
 
@@ -541,7 +524,7 @@ class _Follower:
                     raise TrainJobError(
                         f"{self.what}: the API refused it: {api_message(e)}"
                     ) from None
-            existing = self._get()
+            existing = self.read()
             if existing is None:
                 continue  # deleted between our create and get: create again
             replace = self._replace_reason(existing)
@@ -568,7 +551,7 @@ class _Follower:
         return None
 
     def _wait_gone(self, deadline: float) -> None:
-        while self._get() is not None:
+        while self.read() is not None:
             if time.monotonic() > deadline:
                 raise TrainJobTimeout(
                     f"{self.what}: an earlier one was still being deleted when the timeout came"
@@ -589,7 +572,7 @@ class _Follower:
         resource_version = None
         while True:
             try:
-                job = self._get()
+                job = self.read()
             except Exception as e:  # noqa: BLE001
                 if not transient(e):
                     raise
@@ -601,7 +584,7 @@ class _Follower:
                     f"someone else: kubectl delete, or a namespace cleanup)"
                 )
             if job:
-                self._report(job)
+                self.report(job)
                 if condition(job, "Complete"):
                     self.log(f"{self.what}: complete")
                     return
@@ -617,21 +600,7 @@ class _Follower:
                     f"{self.what}: not finished after {timeout_seconds:g} s "
                     f"(the stage's timeout); deleting it"
                 )
-            self._wait_for_change(min(self.poll, remaining), resource_version)
-
-    def _report(self, job: Mapping[str, Any]) -> None:
-        """Log each condition once per change (Suspended while Kueue waits for quota, ...)."""
-        for c in job.get("status", {}).get("conditions", []) or []:
-            seen = (c.get("status", ""), c.get("reason", ""), c.get("message", ""))
-            if self._reported.get(c.get("type", "")) != seen:
-                self._reported[c.get("type", "")] = seen
-                self.log(f"{self.what}: {c.get('type')}={seen[0]} {seen[1]}: {seen[2]}")
-
-    def _wait_for_change(self, seconds: float, resource_version: str | None) -> None:
-        wait_for_change(
-            self.custom, (GROUP, VERSION, PLURAL), self.namespace, self.name, seconds,
-            resource_version,
-        )  # fmt: skip
+            self.wait_for_change(min(self.poll, remaining), resource_version)
 
 
 class _PodLogs:
