@@ -26,7 +26,16 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.torch
 	$(PIP) install -c $(LOCK) -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(LOCK) $(VENV)/.installed
+# The labelling app's tests drive a real headless Chromium and start a real PostgreSQL server:
+# Debian's packages (Playwright cannot download its browsers here), installed when missing.
+DEBIAN_TEST_PACKAGES := chromium postgresql
+APT := $(if $(filter 0,$(shell id -u)),,sudo) apt-get -q -y
+$(VENV)/.debian-packages:
+	@test -x /usr/bin/chromium && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || { $(APT) update && $(APT) install --no-install-recommends $(DEBIAN_TEST_PACKAGES); }
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(LOCK) $(VENV)/.installed $(VENV)/.debian-packages
 	$(PIP) install -c $(LOCK) -e '.[dev]'
 	# The tests run ZeRO 0-3 on CPU; DeepSpeed builds against the installed torch.
 	$(PIP) install -c $(LOCK) --no-build-isolation deepspeed
@@ -63,6 +72,7 @@ test-pipelines: install-dev
 # Memory per rank and throughput of a ~100M model under plain PyTorch, ZeRO 0-3 and LoRA on 2
 # CPU ranks, 3 rounds (benchmarks/README.md; about 15 minutes on 2 cores). Not in `make test`.
 bench: install-dev
+	$(PIP) install -c $(LOCK) -e '.[dev,bench]'
 	$(BIN)/python benchmarks/zero_memory.py --out bench_results/zero_memory
 
 # The package installed the way images/cpu.Dockerfile installs it (a fresh venv; minutes).
