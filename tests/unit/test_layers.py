@@ -1,5 +1,5 @@
 """The package's layers show in its imports: data -> modeling -> training -> stages ->
-pipeline -> cli, each importing only layers before it; the edges (config, storage, tracking,
+labelling -> pipeline -> cli, each importing only layers before it; the edges (config, storage, tracking,
 console, ...) import no layer at all; and no module imports another's private names."""
 
 import ast
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "rlhf"
-LAYERS = ["algorithms", "data", "modeling", "training", "stages", "pipeline", "cli"]
+LAYERS = ["algorithms", "data", "modeling", "training", "stages", "labelling", "pipeline", "cli"]
 
 
 def _layer(path: Path) -> str:
