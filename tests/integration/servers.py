@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -26,17 +27,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Runs the server as its child and kills the whole process group once the test process that
+# started it is gone: a pytest killed with SIGKILL gets no teardown, and its servers would
+# otherwise live on, holding their ports.
+_GUARD = """
+import os, signal, subprocess, sys, time
+tester = int(sys.argv[1])
+server = subprocess.Popen(sys.argv[2:])
+while server.poll() is None:
+    if os.getppid() != tester:
+        os.killpg(0, signal.SIGKILL)
+    time.sleep(0.5)
+sys.exit(server.returncode)
+"""
+
+
 class Server:
     """A server subprocess with its log file; ``stop`` terminates it and frees its port."""
 
     def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict) -> None:
         self.name, self.port, self.log = name, port, log
         self.url = f"http://127.0.0.1:{port}"
+        guarded = [sys.executable, "-c", _GUARD, str(os.getpid()), *argv]
         with open(log, "wb") as out:
             # A session of its own: stop() signals the whole group (mlflow server runs uvicorn
             # as a child process, which would outlive its parent otherwise).
             self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                guarded, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
 
     def wait_ready(self, path: str, timeout: float = STARTUP_TIMEOUT) -> None:
