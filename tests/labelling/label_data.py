@@ -10,15 +10,22 @@ from rlhf.labelling.batch import Candidate, Task
 from rlhf.labelling.db import Assignment, Labeller, TaskRow, open_engine, transaction
 from rlhf.labelling.importing import import_tasks
 
-ANSWERS = ("Blue.", "The sky is blue.", "Dunno.", "Blue, like the sea.")
+PROMPTS = ("How do I keep fresh basil from wilting?", "How do I keep cut tulips fresh?")
+ANSWERS = (
+    "Trim the stems and stand them in a glass of water at room temperature, loosely covered.",
+    "Keep it cool and change the water every day or two.",
+    "Wrap it in a dry paper towel and use it within two days.",
+    "Plants are green.",
+)
 
 
 def make_tasks(n: int, k: int = 4) -> list[Task]:
+    """n tasks with k answers each; prompts differ between tasks, answers within a task."""
     return [
         Task(
             f"t{i:03d}",
-            ({"role": "user", "content": f"What colour is thing {i}?"},),
-            tuple(Candidate(f"c{j}", f"{ANSWERS[j % 4]} ({i}.{j})", "sft") for j in range(k)),
+            ({"role": "user", "content": PROMPTS[i % 2] + (f" ({i})" if i >= 2 else "")},),
+            tuple(Candidate(f"c{j}", ANSWERS[j % 4] + " !" * (j // 4), "sft") for j in range(k)),
         )
         for i in range(n)
     ]

@@ -44,6 +44,7 @@ function renumber() {
 }
 
 function setScore(li, score) {
+  say(""); // an earlier message was about the page before this change
   li.dataset.score = score;
   for (const b of li.querySelectorAll(".scores button")) {
     b.setAttribute("aria-checked", String(Number(b.dataset.score) === score));
@@ -51,6 +52,7 @@ function setScore(li, score) {
 }
 
 function move(li, step) {
+  say("");
   const list = $("answers");
   if (step < 0 && li.previousElementSibling) list.insertBefore(li, li.previousElementSibling);
   if (step > 0 && li.nextElementSibling) list.insertBefore(li.nextElementSibling, li);
@@ -138,10 +140,9 @@ async function loadNext() {
 
 async function send(body) {
   const assignment = current.assignment;
-  const data = await api("POST", `/api/assignments/${assignment}`, body);
-  showProgress(data.progress);
+  await api("POST", `/api/assignments/${assignment}`, body);
   say(body.skip ? "Skipped." : "Saved.", "ok");
-  await loadNext();
+  await loadNext(); // shows the new progress with the next task, in one go
 }
 
 $("sign-in").addEventListener("submit", async (e) => {
