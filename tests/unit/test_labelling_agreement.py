@@ -21,7 +21,7 @@ A = [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None]
 B = [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3]
 C = [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None]
 D = [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None]
-UNITS = [[v for v in unit if v is not None] for unit in zip(A, B, C, D)]
+UNITS = [[v for v in unit if v is not None] for unit in zip(A, B, C, D, strict=True)]
 
 
 @pytest.mark.parametrize(
