@@ -39,7 +39,8 @@ class Postgres:
     PostgreSQL refuses to run as root, so under root (CI containers, this project's dev
     machines) the server runs as the ``postgres`` system user that Debian's package creates,
     through ``runuser``; its data folder lives directly under /tmp, since pytest's own temporary
-    folders are private to root. It is stopped with SIGINT (a fast shutdown) by its pid."""
+    folders are private to root. It is stopped with SIGQUIT (an immediate shutdown: its data is
+    thrown away) by its pid."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="rlhf-pg-"))
@@ -93,7 +94,7 @@ class Postgres:
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.server.proc.pid, signal.SIGINT)
+            os.killpg(self.server.proc.pid, signal.SIGQUIT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.server.proc.wait(timeout=20)
         self.server.stop()
