@@ -11,6 +11,7 @@ import logging
 import sys
 
 from rlhf import __version__, log_setup
+from rlhf.cli.label_commands import add_label_commands
 from rlhf.cli.pipeline_commands import add_pipeline_commands
 from rlhf.cli.stage_commands import add_stage_commands
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_stage_commands(sub)
     add_pipeline_commands(sub)
+    add_label_commands(sub)
     return parser
 
 
