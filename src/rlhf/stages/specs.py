@@ -5,8 +5,9 @@ Everything else reads these specs: the stage subcommands of the CLI (``rlhf sft 
 component runner of the KFP components (``pipeline/component_runner.py``), ``rlhf run``'s
 config mapping (``pipeline/run_config.py``), the cluster config's stage list
 (``pipeline/cluster.py``) and the docs' tables of pipeline parameters (checked by tests). A stage
-has one name everywhere: the CLI subcommand, the config section, the component and its task,
-the cluster stage and the ``<name>_overrides`` pipeline parameter.
+has one name everywhere: the CLI subcommand (its underscores spelt as dashes, as in the flags:
+``rlhf online-dpo``), the config section, the component and its task, the cluster stage and
+the ``<name>_overrides`` pipeline parameter.
 
 A stage's inputs and outputs are the fields of its ``*Inputs``/``*Outputs`` dataclasses
 (declared here, imported by the stage module): each field is a *port* whose metadata says what
@@ -30,6 +31,7 @@ from rlhf.config import (
     DPOConfig,
     EvalConfig,
     GRPOConfig,
+    OnlineDPOConfig,
     PPOConfig,
     PrepareConfig,
     RewardConfig,
@@ -160,6 +162,16 @@ class GRPOInputs:
     sft_model: str = port("model", "SFT model: policy initialisation and frozen reference")
     reward_model: str | None = port(
         "model", "frozen reward model (not needed with reward_function set)", required=False
+    )
+
+
+@dataclass
+class OnlineDPOInputs:
+    prompts: str = port("dataset", "prepared prompts artifact")
+    sft_model: str = port("model", "SFT model: policy initialisation and DPO's reference")
+    reward_model: str | None = port(
+        "model", "frozen reward model ranking the answers (not needed with a judge or "
+        "reward_function set)", required=False,
     )
 
 
@@ -326,6 +338,15 @@ STAGES: dict[str, StageSpec] = {
             "grpo", "GRPO", "GRPO: group-relative RL against the RM, no critic",
             GRPOConfig, GRPOInputs, ModelOutputs, "rlhf.stages.grpo:run",
             parameters=("seed", "iterations", "lr", "group_size", "kl_coef", "gold_reward"),
+            summary=_RL_SUMMARY,
+            **_POLICY_STAGE,
+        ),
+        StageSpec(
+            "online_dpo", "online DPO",
+            "online iterative DPO: sample, rank with the RM, DPO on the pairs, repeat",
+            OnlineDPOConfig, OnlineDPOInputs, ModelOutputs, "rlhf.stages.online_dpo:run",
+            parameters=("seed", "iterations", "lr", "samples_per_prompt", "beta", "reference",
+                        "gold_reward"),
             summary=_RL_SUMMARY,
             **_POLICY_STAGE,
         ),
