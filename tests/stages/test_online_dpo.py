@@ -46,7 +46,10 @@ def test_online_dpo_rounds_log_their_metrics(prepared, micro_models, tmp_path):
                 "response/length_mean", "guard/length_drift"):  # fmt: skip
         assert len(tracker.history(key)) == 2, key
     assert tracker.history("pairs/count") == [4.0, 4.0]
-    chosen, rejected = tracker.history("reward/chosen_mean"), tracker.history("reward/rejected_mean")
+    chosen, rejected = (
+        tracker.history("reward/chosen_mean"),
+        tracker.history("reward/rejected_mean"),
+    )
     assert all(c > r for c, r in zip(chosen, rejected, strict=True))
     # Round 1 starts at the SFT model: DPO's first loss is near log 2 and KL is ~0.
     assert tracker.history("kl/mean")[0] == pytest.approx(0.0, abs=1e-4)
@@ -82,7 +85,9 @@ def test_a_judge_replaces_the_reward_model(prepared, micro_models, tmp_path):
     with pytest.raises(ValueError, match="wrong_count: expected 4 finite scores"):
         online_dpo.run(cfg, inputs, online_dpo.ModelOutputs(str(tmp_path / "c")))
     with pytest.raises(ValueError, match="needs a reward model"):
-        online_dpo.run(OnlineDPOConfig(**FAST), inputs, online_dpo.ModelOutputs(str(tmp_path / "d")))
+        online_dpo.run(
+            OnlineDPOConfig(**FAST), inputs, online_dpo.ModelOutputs(str(tmp_path / "d"))
+        )
 
 
 RUN_ONLINE_DPO = """

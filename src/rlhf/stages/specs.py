@@ -170,8 +170,7 @@ class OnlineDPOInputs:
     prompts: str = port("dataset", "prepared prompts artifact")
     sft_model: str = port("model", "SFT model: policy initialisation and DPO's reference")
     reward_model: str | None = port(
-        "model", "frozen reward model ranking the answers (not needed with a judge or "
-        "reward_function set)", required=False,
+        "model", "frozen reward model ranking answers (not needed with judge set)", required=False
     )
 
 
@@ -256,6 +255,12 @@ class StageSpec:
     def load_run(self) -> Callable[..., dict[str, float]]:
         module, _, function = self.entry.partition(":")
         return getattr(importlib.import_module(module), function)
+
+    @property
+    def task_name(self) -> str:
+        """Its KFP component's and task's name, and the task's output folder: KFP spells the
+        name's underscores as dashes (``online-dpo``)."""
+        return self.name.replace("_", "-")
 
     @property
     def uses_gold_reward(self) -> bool:
