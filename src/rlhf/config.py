@@ -31,6 +31,8 @@ GATE_JUDGES = ("auto", "gold", "reward_model")  # evaluate: what judges the cham
 PRECISIONS = ("fp32", "bf16", "fp16")  # training compute; master weights stay fp32
 ZERO_STAGES = (0, 1, 2, 3)
 LORA_PUBLISH = ("merged", "adapter")
+PAIR_SELECTIONS = ("best_worst", "all")  # online DPO: which pairs a prompt's K answers give
+ONLINE_DPO_REFERENCES = ("sft", "previous_round")  # online DPO: what DPO's reference is
 
 
 class _Checks:
@@ -611,6 +613,54 @@ class GRPOConfig(OnPolicyConfig):
         for name in ("prompts_per_iteration", "grpo_epochs"):
             c.holds(getattr(self, name) >= 1, name, "must be >= 1")
         c.holds(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+
+
+@dataclasses.dataclass
+class OnlineDPOConfig(OnPolicyConfig):
+    """Online iterative DPO: rounds (``iterations``) of sampling K answers per prompt from the
+    current policy, scoring them (the reward model, ``reward_function`` or ``judge``), pairing
+    them and a few DPO epochs on those pairs. docs/algorithms.md explains the choices;
+    ``clip_eps`` is not used."""
+
+    iterations: int = 24  # rounds: sample -> score -> pair -> DPO
+    prompts_per_iteration: int = 64  # prompts sampled per round
+    samples_per_prompt: int = 4  # K answers sampled per prompt
+    # "best_worst": one pair per prompt, its best answer against its worst; "all": every pair
+    # of its answers with different scores (K(K-1)/2 at most). Equal scores never make a pair.
+    pairs: str = "best_worst"
+    # DPO's reference: the frozen "sft" model (an anchor for the whole run, as offline DPO), or
+    # the "previous_round" policy (the one that sampled the round's answers: each round is a
+    # step away from the last, so the policy can drift further over the rounds).
+    reference: str = "sft"
+    dpo_epochs: int = 2  # passes over each round's pairs
+    minibatch_size: int = 16  # pairs per gradient step
+    lr: float = 5e-5
+    warmup_iterations: int = 1
+    beta: float = 0.3  # DPO's implicit KL strength, as DPOConfig.beta
+    loss_type: str = "sigmoid"  # "sigmoid" (DPO, or cDPO with label_smoothing) or "ipo"
+    label_smoothing: float = 0.0  # cDPO: assumed probability that a pair's order is wrong
+    # A judge "module:function(prompt, answers) -> scores" ranking the K answers to one prompt
+    # together (a higher score is better, equal scores a tie) instead of the reward model.
+    judge: str | None = None
+
+    def _check(self, c: _Checks) -> None:
+        super()._check(c)
+        c.holds(self.samples_per_prompt >= 2, "samples_per_prompt",
+                "must be >= 2 (a pair needs two answers)")  # fmt: skip
+        for name in ("prompts_per_iteration", "dpo_epochs"):
+            c.holds(getattr(self, name) >= 1, name, "must be >= 1")
+        c.one_of("pairs", PAIR_SELECTIONS)
+        c.one_of("reference", ONLINE_DPO_REFERENCES)
+        c.one_of("loss_type", DPO_LOSSES)
+        c.holds(self.beta > 0, "beta", "must be > 0")
+        c.holds(0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
+        c.holds(
+            self.loss_type != "ipo" or self.label_smoothing == 0,
+            "label_smoothing",
+            "(cDPO) applies to loss_type 'sigmoid' only: must be 0 with 'ipo'",
+        )
+        c.holds(not (self.judge and self.reward_function), "judge",
+                "and reward_function cannot both be set: one scores the answers")  # fmt: skip
 
 
 @dataclasses.dataclass

@@ -167,7 +167,9 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     specs = tmp_path / "components"  # never the repository's own components/ (the default)
     assert main(["compile", "--out", str(tmp_path), "--components-out", str(specs)]) == 0
     assert (specs / "ppo.yaml").is_file()
-    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["dpo.yaml", "grpo.yaml", "ppo.yaml"]
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == [
+        "dpo.yaml", "grpo.yaml", "online_dpo.yaml", "ppo.yaml"
+    ]  # fmt: skip
 
     def tasks(name):
         package = yaml.safe_load((tmp_path / f"{name}.yaml").read_text().split("\n---\n")[0])
@@ -177,6 +179,8 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     assert tasks("ppo") == {"prepare", "sft", "reward", "ppo", "evaluate", "condition-1"}
     assert tasks("dpo") == {"prepare", "sft", "dpo", "evaluate", "condition-1"}
     assert tasks("grpo") == {"prepare", "sft", "reward", "grpo", "evaluate", "condition-1"}
+    assert tasks("online_dpo") == {"prepare", "sft", "reward", "online-dpo", "evaluate",
+                                   "condition-1"}  # fmt: skip
 
 
 def test_stage_config_file_without_its_section_is_an_error(tmp_path, capsys):

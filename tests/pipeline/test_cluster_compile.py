@@ -15,7 +15,13 @@ from kfp import compiler, components, dsl
 
 from rlhf.cli import main
 from rlhf.pipeline import cluster
-from rlhf.pipeline.compile import compile_all, compile_package, stage_components, version_name
+from rlhf.pipeline.compile import (
+    compile_all,
+    compile_package,
+    k8s_name,
+    stage_components,
+    version_name,
+)
 from rlhf.pipeline.pipelines import PIPELINES
 from rlhf.pipeline.pod_env import PROCESSES_ENV
 
@@ -286,7 +292,8 @@ def test_k8s_manifests_pass_a_kubernetes_schema_check():
         assert (pipeline["kind"], pv["kind"]) == ("Pipeline", "PipelineVersion")
         for doc in (pipeline, pv):
             assert DNS_1123.match(doc["metadata"]["name"]) and len(doc["metadata"]["name"]) <= 63
-        assert pipeline["metadata"]["name"] == pv["spec"]["pipelineName"] == name
+        # Kubernetes names have no underscores: online_dpo is the resource online-dpo.
+        assert pipeline["metadata"]["name"] == pv["spec"]["pipelineName"] == k8s_name(name)
         package_text = (ROOT / "pipelines" / f"{name}.yaml").read_text()
         assert pv["metadata"]["name"] == version_name(name, package_text)
         assert pv["spec"]["pipelineSpec"] == spec

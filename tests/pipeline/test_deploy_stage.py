@@ -185,7 +185,7 @@ def compiled(tmp_path_factory) -> tuple[Path, cluster.ClusterConfig]:
     return out, config
 
 
-@pytest.mark.parametrize("pipeline", ["ppo", "dpo", "grpo"])
+@pytest.mark.parametrize("pipeline", ["ppo", "dpo", "grpo", "online_dpo"])
 def test_the_deploy_step_runs_when_enabled_and_the_gate_promoted(compiled, pipeline):
     out, config = compiled
     spec, executors = _package(out / f"{pipeline}.yaml")
@@ -228,7 +228,7 @@ def test_by_default_the_deploy_step_is_off(tmp_path):
 
 def test_the_inferenceservice_is_written_for_review_and_valid(compiled):
     out, config = compiled
-    for pipeline in ("ppo", "dpo", "grpo"):
+    for pipeline in ("ppo", "dpo", "grpo", "online_dpo"):
         text = (out / "k8s" / "inferenceservices" / f"{pipeline}.yaml").read_text()
         assert text.startswith(f"# The InferenceService the deploy step of the {pipeline} ")
         manifest = yaml.safe_load(text)
@@ -257,7 +257,7 @@ def test_the_rbac_is_valid_and_bound_to_the_pipeline_service_account(compiled):
 def test_recompiling_without_deploy_removes_the_review_files(tmp_path):
     config = cluster.cluster_config_from_dict(json.loads(json.dumps(DEPLOY_ON)))
     written = compile_inferenceservices(tmp_path, config)
-    assert {p.name for p in written} == {"ppo.yaml", "dpo.yaml", "grpo.yaml",
+    assert {p.name for p in written} == {"ppo.yaml", "dpo.yaml", "grpo.yaml", "online_dpo.yaml",
                                          "inferenceservice-rbac.yaml", "serving-account.yaml"}  # fmt: skip
     assert compile_inferenceservices(tmp_path, cluster.ClusterConfig()) == []
     assert not list(tmp_path.rglob("*.yaml"))

@@ -27,7 +27,11 @@ TINY_ALL = {
     "dpo": {"max_steps": 2, "batch_size": 8, "eval_batch_size": 32},
     "grpo": {"iterations": 2, "prompts_per_iteration": 2, "group_size": 4, "minibatch_size": 8,
              "grpo_epochs": 1, "max_new_tokens": 8},
+    "online_dpo": {"iterations": 2, "prompts_per_iteration": 2, "samples_per_prompt": 4,
+                   "minibatch_size": 2, "dpo_epochs": 1, "max_new_tokens": 8},
 }  # fmt: skip
+# The stages between SFT and the evaluation, per pipeline.
+MIDDLE = {"dpo": ["dpo"], "grpo": ["reward", "grpo"], "online_dpo": ["reward", "online_dpo"]}
 
 
 def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path, capsys):
@@ -87,9 +91,10 @@ def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path, capsys)
 
 
 @pytest.mark.pipelines  # minutes: make test-pipelines
-@pytest.mark.parametrize("pipeline", ["dpo", "grpo"])
-def test_dpo_and_grpo_pipelines_run_end_to_end(pipeline, tmp_path, capsys):
-    """prepare -> SFT -> [reward model ->] DPO / GRPO -> evaluate, untracked to stay cheap; the
+@pytest.mark.parametrize("pipeline", sorted(MIDDLE))
+def test_dpo_grpo_and_online_dpo_pipelines_run_end_to_end(pipeline, tmp_path, capsys):
+    """prepare -> SFT -> [reward model ->] DPO / GRPO / online DPO -> evaluate, untracked to
+    stay cheap; the
     DPO pipeline has no reward model, and its evaluation still reports gold win rate and KL.
     The DPO run is verbose: KFP's executor input JSON and banners are back."""
     config = {**TINY_ALL, "pipeline": {"track": False}}
@@ -98,12 +103,11 @@ def test_dpo_and_grpo_pipelines_run_end_to_end(pipeline, tmp_path, capsys):
     out = capsys.readouterr().out
     for noise in ('"parameterValues": {', "Got executor_input:", "Executing task 'dpo'"):
         assert (noise in out.replace("\x1b[96m", "").replace("\x1b[0m", "")) == verbose, noise
-    assert [r.stage for r in result.stages] == ["prepare", "sft", *(
-        ["dpo"] if pipeline == "dpo" else ["reward", "grpo"]), "evaluate"]  # fmt: skip
+    assert [r.stage for r in result.stages] == ["prepare", "sft", *MIDDLE[pipeline], "evaluate"]
     tasks = {p.name for p in result.run_dir.iterdir() if p.is_dir()}
-    train_task = pipeline
+    train_task = pipeline.replace("_", "-")  # KFP's task name
     assert {"prepare", "sft", train_task, "evaluate"} <= tasks
-    assert ("reward" in tasks) == (pipeline == "grpo")
+    assert ("reward" in tasks) == (pipeline != "dpo")
     manifest = json.loads((result.run_dir / train_task / "model" / "manifest.json").read_text())
     assert manifest["artifact"] == f"{pipeline}_policy"
     report = (result.run_dir / "evaluate" / "report").read_text()
@@ -144,6 +148,9 @@ def test_run_config_maps_named_parameters_and_overrides():
     assert "ppo_overrides" not in grpo and "reward_overrides" in grpo
     with pytest.raises(ValueError, match="unknown field"):
         pipeline_arguments({"grpo": {"group": 4}}, "dpo")
+    online = pipeline_arguments(TINY_ALL, "online_dpo")
+    assert online["online_dpo_iterations"] == 2 and online["online_dpo_samples_per_prompt"] == 4
+    assert online["online_dpo_overrides"]["dpo_epochs"] == 1 and "grpo_overrides" not in online
 
 
 def test_run_config_mistakes_are_clear_errors():

@@ -7,6 +7,7 @@ from rlhf.config import (
     DPOConfig,
     EvalConfig,
     GRPOConfig,
+    OnlineDPOConfig,
     PPOConfig,
     PrepareConfig,
     RewardConfig,
@@ -30,6 +31,11 @@ BAD_VALUES = [
     (GRPOConfig, "grpo_epochs", 0, "grpo_epochs must be >= 1"),
     (GRPOConfig, "kl_coef", -0.1, "kl_coef must be >= 0"),
     (GRPOConfig, "dtype", "fp8", r"dtype must be one of \('float32', 'bfloat16', 'float16'\)"),
+    (OnlineDPOConfig, "samples_per_prompt", 1, "samples_per_prompt must be >= 2"),
+    (OnlineDPOConfig, "pairs", "best", r"pairs must be one of \('best_worst', 'all'\)"),
+    (OnlineDPOConfig, "reference", "ppo", r"reference must be one of \('sft', 'previous_round'\)"),
+    (OnlineDPOConfig, "dpo_epochs", 0, "dpo_epochs must be >= 1"),
+    (OnlineDPOConfig, "beta", 0.0, "beta must be > 0"),
     (RewardConfig, "head", "linear", r"head must be one of \('log_ratio', 'scalar'\)"),
     (RewardConfig, "pooling", "max", r"pooling must be one of \('last', 'sum', 'mean'\)"),
     (RewardConfig, "beta", 0.0, "beta must be > 0"),
@@ -70,11 +76,14 @@ def test_the_defaults_are_valid_and_overrides_are_checked_too():
         DPOConfig,
         PPOConfig,
         GRPOConfig,
+        OnlineDPOConfig,
         EvalConfig,
     ):
         cls()
     with pytest.raises(ValueError, match="kl_estimator must be one of"):
         load_config(PPOConfig, overrides={"kl_estimator": "k5"})
+    with pytest.raises(ValueError, match="judge and reward_function cannot both be set"):
+        OnlineDPOConfig(judge="a:b", reward_function="c:d")
 
 
 def test_every_problem_is_reported_at_once():

@@ -62,9 +62,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(summary_table(result.stages))
     print()
-    for spec in STAGES.values():  # each task's folder is named as its stage
-        if (run_dir / spec.name / "model").is_dir():
-            print(f"{spec.output_label + ':':<14}{run_dir / spec.name / 'model'}")
+    for spec in STAGES.values():  # each task's folder is named as its task
+        if (run_dir / spec.task_name / "model").is_dir():
+            print(f"{spec.output_label + ':':<14}{run_dir / spec.task_name / 'model'}")
     if (run_dir / "evaluate" / "report").is_file():
         print(f"{'report:':<14}{run_dir / 'evaluate' / 'report'} (HTML)")
     print(f"{'all outputs:':<14}{run_dir}")

@@ -31,7 +31,8 @@ def _out_help(spec: StageSpec) -> str:
 
 
 def _add_stage_command(sub: Any, spec: StageSpec) -> None:
-    p = sub.add_parser(spec.name, help=spec.help)
+    # Underscores become dashes, as in the flags: stage online_dpo is `rlhf online-dpo`.
+    p = sub.add_parser(spec.name.replace("_", "-"), help=spec.help)
     for port in ports(spec.inputs):
         flag = "--" + port.name.replace("_", "-")
         if port.kind == "uris":

@@ -42,6 +42,12 @@ def without_sdk_version(package_text: str) -> str:
     return _SDK_VERSION_LINE.sub("", package_text)
 
 
+def k8s_name(pipeline: str) -> str:
+    """Pipeline ``pipeline``'s name as a Kubernetes resource's: ``online_dpo`` ->
+    ``online-dpo`` (no underscores in Kubernetes names)."""
+    return pipeline.replace("_", "-")
+
+
 def version_name(pipeline: str, package_text: str) -> str:
     """A pipeline version's name: the package version and a digest of the compiled package, so
     the same code and cluster config give the same version and any change gives a new one
@@ -49,7 +55,7 @@ def version_name(pipeline: str, package_text: str) -> str:
     left out of the digest: a kfp patch release changes no step of the pipeline.
     A valid Kubernetes name: ``rlhf-0-1-0-1a2b3c4d5e``."""
     digest = hashlib.sha256(without_sdk_version(package_text).encode("utf-8")).hexdigest()[:10]
-    return f"{pipeline}-{__version__.replace('.', '-')}-{digest}".lower()
+    return f"{k8s_name(pipeline)}-{__version__.replace('.', '-')}-{digest}".lower()
 
 
 def compile_package(name: str, path: str | Path, config: cluster.ClusterConfig) -> Path:
@@ -69,7 +75,9 @@ def _write(path: Path, text: str) -> Path:
 
 def _k8s_manifest(name: str, version: str, config: cluster.ClusterConfig) -> str:
     options = compiler.KubernetesManifestOptions(
-        pipeline_name=name, pipeline_version_name=version, include_pipeline_manifest=True
+        pipeline_name=k8s_name(name),
+        pipeline_version_name=version,
+        include_pipeline_manifest=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "manifest.yaml"

@@ -178,6 +178,35 @@ def grpo(
     run_component("grpo", arguments)
 
 
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
+def online_dpo(
+    seed: int,
+    iterations: int,
+    lr: float,
+    samples_per_prompt: int,
+    beta: float,
+    reference: str,
+    gold_reward: str,
+    data_source: str,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    prompts: Input[Dataset],
+    sft_model: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    reward_model: Input[Model] | None = None,
+    publish_to: str = "",
+):
+    """Optimise the SFT policy with online iterative DPO: rounds of sampling answers, ranking
+    them with the reward model (or a judge) and DPO on the best-vs-worst pairs."""
+    arguments = dict(locals())
+    from rlhf.pipeline.component_runner import run_component
+
+    run_component("online_dpo", arguments)
+
+
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def evaluate(
     seed: int,
@@ -225,5 +254,8 @@ def deploy(
     run_component("deploy", arguments)
 
 
-# Every stage's component, by stage name.
-COMPONENTS = {c.name: c for c in (prepare, sft, reward, ppo, dpo, grpo, evaluate, deploy)}
+# Every stage's component, by stage name (KFP spells a component's underscores as dashes).
+COMPONENTS = {
+    c.name.replace("-", "_"): c
+    for c in (prepare, sft, reward, ppo, dpo, grpo, online_dpo, evaluate, deploy)
+}

@@ -4,6 +4,7 @@ end to end.
 - ``ppo``:  prepare -> SFT -> reward model -> PPO  -> evaluate
 - ``dpo``:  prepare -> SFT ----------------> DPO  -> evaluate (no reward model)
 - ``grpo``: prepare -> SFT -> reward model -> GRPO -> evaluate
+- ``online_dpo``: prepare -> SFT -> reward model -> online DPO -> evaluate
 
 Each ends, when ``deploy_enabled`` is on, with the deploy step: it runs only when the
 evaluation's champion gate promoted the candidate (the evaluate task's output), and serves the
@@ -33,6 +34,7 @@ from rlhf.config import (
     DPOConfig,
     EvalConfig,
     GRPOConfig,
+    OnlineDPOConfig,
     PPOConfig,
     RewardConfig,
     SFTConfig,
@@ -258,7 +260,66 @@ def grpo_pipeline(
     _evaluate_and_deploy(params, prep, sft, policy, rm)
 
 
-PIPELINES = {"ppo": ppo_pipeline, "dpo": dpo_pipeline, "grpo": grpo_pipeline}
+@dsl.pipeline(
+    name="rlhf-online-dpo",
+    description="Online iterative DPO: prepare data -> supervised fine-tuning -> reward model "
+    "-> rounds of sampling, ranking with the reward model and DPO -> evaluate.",
+)
+def online_dpo_pipeline(
+    sft_data: list = [],
+    preferences_data: list = [],
+    prompts_data: list = [],
+    eval_prompts_data: list = [],
+    seed: int = SFTConfig.seed,
+    max_length: int = SFTConfig.max_length,
+    gold_reward: str = "auto",
+    sft_base_model: str = SFTConfig.base_model,
+    sft_epochs: int = SFTConfig.epochs,
+    sft_lr: float = SFTConfig.lr,
+    sft_batch_size: int = SFTConfig.batch_size,
+    reward_epochs: int = RewardConfig.epochs,
+    reward_lr: float = RewardConfig.lr,
+    reward_batch_size: int = RewardConfig.batch_size,
+    online_dpo_iterations: int = OnlineDPOConfig.iterations,
+    online_dpo_lr: float = OnlineDPOConfig.lr,
+    online_dpo_samples_per_prompt: int = OnlineDPOConfig.samples_per_prompt,
+    online_dpo_beta: float = OnlineDPOConfig.beta,
+    online_dpo_reference: str = OnlineDPOConfig.reference,
+    evaluate_samples_per_prompt: int = EvalConfig.samples_per_prompt,
+    deploy_name: str = DeployConfig.name,
+    prepare_overrides: dict = {},
+    demo_overrides: dict = {},
+    sft_overrides: dict = {},
+    reward_overrides: dict = {},
+    online_dpo_overrides: dict = {},
+    evaluate_overrides: dict = {},
+    deploy_overrides: dict = {},
+    pipeline_run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    mlflow_experiment: str = "rlhf",
+    track: bool = True,
+    publish_to: str = "",
+    deploy_enabled: bool = False,
+):
+    params = dict(locals())
+    prep, sft = _prepare_and_sft(params)
+    rm = _reward_model(params, prep, sft)
+    policy = _task(
+        "online_dpo",
+        params,
+        data_source=prep.outputs["Output"],
+        prompts=prep.outputs["prompts"],
+        sft_model=sft.outputs["model"],
+        reward_model=rm.outputs["model"],
+    )
+    _evaluate_and_deploy(params, prep, sft, policy, rm)
+
+
+PIPELINES = {
+    "ppo": ppo_pipeline,
+    "dpo": dpo_pipeline,
+    "grpo": grpo_pipeline,
+    "online_dpo": online_dpo_pipeline,
+}
 
 
 def get_pipeline(name: str):

@@ -5,8 +5,9 @@ Everything else reads these specs: the stage subcommands of the CLI (``rlhf sft 
 component runner of the KFP components (``pipeline/component_runner.py``), ``rlhf run``'s
 config mapping (``pipeline/run_config.py``), the cluster config's stage list
 (``pipeline/cluster.py``) and the docs' tables of pipeline parameters (checked by tests). A stage
-has one name everywhere: the CLI subcommand, the config section, the component and its task,
-the cluster stage and the ``<name>_overrides`` pipeline parameter.
+has one name everywhere: the CLI subcommand (its underscores spelt as dashes, as in the flags:
+``rlhf online-dpo``), the config section, the component and its task, the cluster stage and
+the ``<name>_overrides`` pipeline parameter.
 
 A stage's inputs and outputs are the fields of its ``*Inputs``/``*Outputs`` dataclasses
 (declared here, imported by the stage module): each field is a *port* whose metadata says what
@@ -30,6 +31,7 @@ from rlhf.config import (
     DPOConfig,
     EvalConfig,
     GRPOConfig,
+    OnlineDPOConfig,
     PPOConfig,
     PrepareConfig,
     RewardConfig,
@@ -164,6 +166,15 @@ class GRPOInputs:
 
 
 @dataclass
+class OnlineDPOInputs:
+    prompts: str = port("dataset", "prepared prompts artifact")
+    sft_model: str = port("model", "SFT model: policy initialisation and DPO's reference")
+    reward_model: str | None = port(
+        "model", "frozen reward model ranking answers (not needed with judge set)", required=False
+    )
+
+
+@dataclass
 class EvalInputs:
     eval_prompts: str = port("dataset", "prepared eval_prompts artifact (its test split)")
     candidate: str = port("model", "the policy to evaluate (e.g. the PPO model)")
@@ -246,6 +257,12 @@ class StageSpec:
         return getattr(importlib.import_module(module), function)
 
     @property
+    def task_name(self) -> str:
+        """Its KFP component's and task's name, and the task's output folder: KFP spells the
+        name's underscores as dashes (``online-dpo``)."""
+        return self.name.replace("_", "-")
+
+    @property
     def uses_gold_reward(self) -> bool:
         """Stages with a ``gold_reward`` field get the pipeline's one ``gold_reward``."""
         return any(f.name == "gold_reward" for f in dataclasses.fields(self.config))
@@ -326,6 +343,15 @@ STAGES: dict[str, StageSpec] = {
             "grpo", "GRPO", "GRPO: group-relative RL against the RM, no critic",
             GRPOConfig, GRPOInputs, ModelOutputs, "rlhf.stages.grpo:run",
             parameters=("seed", "iterations", "lr", "group_size", "kl_coef", "gold_reward"),
+            summary=_RL_SUMMARY,
+            **_POLICY_STAGE,
+        ),
+        StageSpec(
+            "online_dpo", "online DPO",
+            "online iterative DPO: sample, rank with the RM, DPO on the pairs, repeat",
+            OnlineDPOConfig, OnlineDPOInputs, ModelOutputs, "rlhf.stages.online_dpo:run",
+            parameters=("seed", "iterations", "lr", "samples_per_prompt", "beta", "reference",
+                        "gold_reward"),
             summary=_RL_SUMMARY,
             **_POLICY_STAGE,
         ),
