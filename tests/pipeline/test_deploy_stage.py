@@ -310,8 +310,15 @@ def test_the_role_grants_exactly_the_calls_the_rollout_makes(model_server):
         roll_out(manifest("s3://b/1"), api, 10, smoke, log=lambda _: None, poll_seconds=0.05)
         with pytest.raises(DeployFailed):  # an update, failed and rolled back
             roll_out(manifest("s3://b/2"), api, 10, smoke, log=lambda _: None, poll_seconds=0.05)
+
         # A first deployment of another name cancelled (SIGTERM) while it comes up: deleted.
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        def cancel_once_created() -> None:
+            posts = server.state.sent
+            server.state.wait_for(lambda: any(r.body["metadata"]["name"] == "q"
+                                              for r in posts("POST", "inferenceservices")))  # fmt: skip
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=cancel_once_created, daemon=True).start()
         with pytest.raises(SystemExit):
             roll_out(manifest("s3://b/3") | {"metadata": {"name": "q", "namespace": NS}}, api,
                      10, smoke, log=lambda _: None, poll_seconds=0.05)  # fmt: skip

@@ -324,7 +324,7 @@ class _Service(CustomObject):
                             meta.get("annotations") or {}, "the API refused the rollback")  # fmt: skip
                 outcome = f"rolled back to {_previous(previous)}"
             else:
-                outcome = "the previous spec was still in place"
+                outcome = "the previous spec is in place"
         except Exception as e:  # noqa: BLE001 (reported; the task is ending)
             self.log(f"{self.what}: {termination.CANCELLED}; cleaning up failed: {e}; restore "
                      f"it by hand from the {PREVIOUS_SPEC} annotation")  # fmt: skip
