@@ -120,6 +120,16 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def absolute_tracking_uri() -> str:
+    """:func:`tracking_uri` with a relative sqlite path made absolute (against the working
+    directory): what ``rlhf run`` gives its task subprocesses, so all of them, and a person
+    later running ``mlflow`` in the same directory, use one store."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
+    return uri
+
+
 def _client():
     import mlflow
 

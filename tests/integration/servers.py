@@ -4,7 +4,9 @@ credentials, the bucket the MLflow server stores artifacts in, an S3 client."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,7 +47,9 @@ sys.exit(server.returncode)
 class Server:
     """A server subprocess with its log file; ``stop`` terminates it and frees its port."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict) -> None:
+    def __init__(
+        self, name: str, argv: list[str], port: int, log: Path, env: dict, cwd: Path | None = None
+    ) -> None:
         self.name, self.port, self.log = name, port, log
         self.url = f"http://127.0.0.1:{port}"
         guarded = [sys.executable, "-c", _GUARD, str(os.getpid()), *argv]
@@ -53,7 +57,12 @@ class Server:
             # A session of its own: stop() signals the whole group (mlflow server runs uvicorn
             # as a child process, which would outlive its parent otherwise).
             self.proc = subprocess.Popen(
-                guarded, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                guarded,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=cwd,
             )
 
     def wait_ready(self, path: str, timeout: float = STARTUP_TIMEOUT) -> None:
@@ -97,3 +106,34 @@ def s3():
     import boto3
 
     return boto3.client("s3")
+
+
+def serve_and_post(
+    model_uri: str, body: dict, tracking_uri: str | None, log: Path, cwd: Path | None = None
+) -> object:
+    """``mlflow models serve`` for ``model_uri`` on a free 127.0.0.1 port (in ``cwd``, with
+    ``MLFLOW_TRACKING_URI`` set to ``tracking_uri``, or unset for None), one real POST to
+    /invocations, then the server stopped by its own process group (also on failure)."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # mlflow runs uvicorn from its PATH
+    mlflow_cli = shutil.which("mlflow", path=bin_dir) or "mlflow"
+    argv = [
+        mlflow_cli, "models", "serve", "-m", model_uri, "--env-manager", "local",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    server = Server("mlflow models serve", argv, port, log, env, cwd)
+    try:
+        server.wait_ready("/ping", timeout=240)
+        request = urllib.request.Request(
+            f"{server.url}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+    finally:
+        server.stop()

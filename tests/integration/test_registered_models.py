@@ -6,20 +6,14 @@ the registry's fetch hands our loaders the Hugging Face folder inside."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import sys
-import urllib.request
 import uuid
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from servers import Server, free_port
+from servers import serve_and_post
 
 from rlhf import storage, tracking
 from rlhf.config import EvalConfig
@@ -131,35 +125,6 @@ def test_fetched_version_is_verified_and_our_loaders_read_it(registered, micro_m
     assert RewardScorer.load(str(folder)).score(PROMPTS, RESPONSES).tolist() == (
         RewardScorer.load(micro_models["reward"]).score(PROMPTS, RESPONSES).tolist()
     )
-
-
-def serve_and_post(model_uri: str, body: dict, tracking_uri: str, log: Path) -> object:
-    """``mlflow models serve`` for ``model_uri`` on a free 127.0.0.1 port, one real POST to
-    /invocations, then the server stopped by its own process group (also on failure)."""
-    port = free_port()
-    bin_dir = str(Path(sys.executable).parent)  # mlflow runs uvicorn from its PATH
-    mlflow_cli = shutil.which("mlflow", path=bin_dir) or "mlflow"
-    argv = [
-        mlflow_cli, "models", "serve", "-m", model_uri, "--env-manager", "local",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-    }
-    server = Server("mlflow models serve", argv, port, log, env)
-    try:
-        server.wait_ready("/ping", timeout=240)
-        request = urllib.request.Request(
-            f"{server.url}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())
-    finally:
-        server.stop()
 
 
 def test_served_champion_answers_invocations(registered, mlflow_server, tmp_path):

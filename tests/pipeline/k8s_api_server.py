@@ -7,8 +7,8 @@ makes through the real ``kubernetes`` client, answered the way the API server an
   ``deletion_seconds`` the object stays with a ``deletionTimestamp`` that long, as foreground
   deletion keeps it until its pods are gone); 404 NotFound Status for a missing one.
 * InferenceServices (``/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices``),
-  through the same custom-object routes: create, get, list, watch, and patch (a JSON merge
-  patch, RFC 7386, as the client sends it; ``metadata.generation`` goes up when the spec
+  through the same custom-object routes: create, get, list, watch, delete, and patch (a JSON
+  merge patch, RFC 7386, as the client sends it; ``metadata.generation`` goes up when the spec
   changes). A 404 Status for any other custom resource.
 * Pods (``/api/v1/namespaces/{ns}/pods``): list by an equality label selector, and
   ``/{name}/log`` (plain text; ``follow`` streams new lines until the pod ends; ``tailLines``;
@@ -26,7 +26,8 @@ What KServe's controller does with an InferenceService is scripted per change of
 (:meth:`State.script_changes`): the create, then each patch that changes the spec, plays the next
 list of steps: ``("ready", url)`` (``Ready=True`` for the current generation, ``status.url`` and
 ``status.address.url``), ``("not_ready", reason, message)`` (``Ready=False``), ``("progress",)``
-(``Ready=Unknown``), ``("sleep", seconds)``. A change with no steps left changes no status.
+(``Ready=Unknown``), ``("failed_load", message)`` (the model failed to load: ``Ready=False``
+with a non-terminal reason, ``modelStatus`` ``BlockedByFailedLoad``), ``("sleep", seconds)``. A change with no steps left changes no status.
 """
 
 from __future__ import annotations
@@ -278,8 +279,19 @@ class State:
                     "ready": ("True", "", "", step[1] if len(step) > 1 else ""),
                     "not_ready": ("False", *step[1:3], ""),
                     "progress": ("Unknown", "Progressing", "revision is being deployed", ""),
+                    "failed_load": ("False", "", "", ""),
                 }[step[0]]
                 obj["status"] = _service_status(obj, status, reason, message, url)
+                if step[0] == "failed_load":  # KServe: the storage initializer's pod failed
+                    obj["status"]["conditions"][1].update(
+                        reason="RevisionMissing", message="Configuration does not have any "
+                        "ready Revision")  # fmt: skip
+                    obj["status"]["modelStatus"] = {
+                        "transitionStatus": "BlockedByFailedLoad",
+                        "states": {"targetModelState": "FailedToLoad"},
+                        "lastFailureInfo": {"reason": "ModelLoadFailed", "message": step[1],
+                                            "exitCode": 1},
+                    }  # fmt: skip
                 self._put(obj, "MODIFIED", "inferenceservices")
 
     def _node(self, name: str, index: int) -> Pod:
@@ -468,6 +480,9 @@ class Handler(JsonHandler):
                 s.unavailable_gets -= 1
                 return self._reply(503, _status(503, "ServiceUnavailable", "etcd leader changed"))
             if r.method == "GET":
+                return self._reply(200, copy.deepcopy(obj))
+            if r.method == "DELETE":  # the object as deleted (no finalizer here to wait for)
+                s._put(obj, "DELETED", plural)
                 return self._reply(200, copy.deepcopy(obj))
             if r.method != "PATCH":
                 return self._reply(405, _status(405, "MethodNotAllowed", r.method, name, resource))

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import signal
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -281,8 +284,8 @@ def test_the_predictor_may_have_several_gpus_but_not_nodes():
 
 def _verb(method: str, path: str, query: dict[str, str]) -> tuple[str, str]:
     named = re.search(r"/inferenceservices/[^/]+$", path) is not None
-    if method in ("POST", "PATCH"):
-        return "inferenceservices", {"POST": "create", "PATCH": "patch"}[method]
+    if method in ("POST", "PATCH", "DELETE"):
+        return "inferenceservices", {"POST": "create", "PATCH": "patch", "DELETE": "delete"}[method]
     if query.get("watch", "").lower() in ("1", "t", "true"):
         return "inferenceservices", "watch"
     return "inferenceservices", "get" if named else "list"
@@ -302,11 +305,24 @@ def test_the_role_grants_exactly_the_calls_the_rollout_makes(model_server):
         api = client.ApiClient(client.Configuration(host=server.url))
         # Each change takes a moment: the task waits (watches) for each.
         server.state.script_changes("p", [("progress",), ("sleep", 0.3), ("ready",)],
-                                    [("sleep", 0.3), ("not_ready", "X", "y")],
+                                    [("sleep", 0.3), ("not_ready", "RevisionFailed", "y")],
                                     [("sleep", 0.3), ("ready",)])  # fmt: skip
         roll_out(manifest("s3://b/1"), api, 10, smoke, log=lambda _: None, poll_seconds=0.05)
         with pytest.raises(DeployFailed):  # an update, failed and rolled back
             roll_out(manifest("s3://b/2"), api, 10, smoke, log=lambda _: None, poll_seconds=0.05)
+
+        # A first deployment of another name cancelled (SIGTERM) while it comes up: deleted.
+        def cancel_once_created() -> None:
+            posts = server.state.sent
+            server.state.wait_for(lambda: any(r.body["metadata"]["name"] == "q"
+                                              for r in posts("POST", "inferenceservices")))  # fmt: skip
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=cancel_once_created, daemon=True).start()
+        with pytest.raises(SystemExit):
+            roll_out(manifest("s3://b/3") | {"metadata": {"name": "q", "namespace": NS}}, api,
+                     10, smoke, log=lambda _: None, poll_seconds=0.05)  # fmt: skip
+        assert server.state.service(NS, "q") is None
         used = {_verb(r.method, r.path, r.query) for r in server.state.requests}
     assert used == granted
 

@@ -6,7 +6,12 @@ previous champion, not ready or not answering (rolled back, the reason in the er
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from json_http import JsonHandler, ThreadedServer
@@ -21,8 +26,10 @@ from rlhf.pipeline.rollout import (
     SmokeRequest,
     merge_patch,
     roll_out,
+    terminal_failure,
 )
 
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 NS = "team-a"
 NAME = "rlhf-policy"
 OLD = "s3://rlhf/runs/run-1/policy"
@@ -201,11 +208,131 @@ def test_a_smoke_answer_that_is_no_completion_fails(k8s, model_server):
 
 
 def test_a_first_deployment_that_fails_is_left_for_inspection(k8s, model_server):
-    k8s.state.script_changes(NAME, [("not_ready", "RevisionMissing", "no GPU node")])
+    k8s.state.script_changes(NAME, [("not_ready", "RevisionFailed", "no GPU node")])
     with pytest.raises(DeployFailed, match="no GPU node; there was no previous InferenceService"):
         _roll_out(k8s, _manifest(), _smoke(model_server))
     assert _uri(k8s.state.service(NS, NAME)) == NEW
     assert not k8s.state.sent("PATCH") and not k8s.state.sent("DELETE")
+
+
+def test_a_transient_not_ready_while_the_new_revision_comes_up_is_waited_out(k8s, model_server):
+    """RawDeployment reports Ready=False MinimumReplicasUnavailable until the new pods are
+    available, Serverless RevisionMissing until a revision is ready: progress, not failure."""
+    k8s.state.add_service(_manifest(OLD, "run-1"), model_server.url)
+    k8s.state.script_changes(NAME, [
+        ("not_ready", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."),
+        ("sleep", 0.3), ("not_ready", "RevisionMissing", "Configuration does not have any ready Revision"),
+        ("sleep", 0.3), ("ready", model_server.url),
+    ])  # fmt: skip
+    result, lines = _roll_out(k8s, _manifest(), _smoke(model_server))
+    assert result.completion and result.ready_seconds >= 0.6
+    assert _uri(k8s.state.service(NS, NAME)) == NEW
+    assert len(k8s.state.sent("PATCH", "inferenceservices")) == 1  # no rollback
+    assert any("Ready=False MinimumReplicasUnavailable" in line for line in lines)
+
+
+def test_a_model_that_fails_to_load_fails_at_once_with_kserves_reason(k8s, model_server):
+    """KServe's modelStatus says BlockedByFailedLoad (ModelLoadFailed, the container's message)
+    while Ready=False carries a reason that alone would be waited on."""
+    k8s.state.add_service(_manifest(OLD, "run-1"), model_server.url)
+    k8s.state.script_changes(
+        NAME, [("failed_load", "storage-initializer: 403 Forbidden")], [("ready", model_server.url)]
+    )
+    with pytest.raises(DeployFailed) as failed:
+        _roll_out(k8s, _manifest(), _smoke(model_server), timeout=30.0)
+    message = str(failed.value)
+    assert "is not ready: BlockedByFailedLoad: ModelLoadFailed: storage-initializer: 403" in message
+    assert "rolled back to the previous spec" in message
+    assert _uri(k8s.state.service(NS, NAME)) == OLD
+
+
+def test_a_not_ready_that_lasts_until_the_deadline_fails_naming_it(k8s, model_server):
+    k8s.state.add_service(_manifest(OLD, "run-1"), model_server.url)
+    k8s.state.script_changes(
+        NAME, [("not_ready", "MinimumReplicasUnavailable", "0/1 nodes have a free GPU")],
+        [("ready", model_server.url)],
+    )  # fmt: skip
+    with pytest.raises(DeployTimeout) as failed:
+        _roll_out(k8s, _manifest(), _smoke(model_server), timeout=0.5)
+    assert (
+        "not ready after 0.5 s (Ready=False MinimumReplicasUnavailable: 0/1 nodes have a free "
+        "GPU); rolled back" in str(failed.value)
+    )
+    assert _uri(k8s.state.service(NS, NAME)) == OLD
+
+
+def test_terminal_failure_reads_kserves_status():
+    def service(ready, reason="", model=None):
+        status = {"conditions": [{"type": "Ready", "status": ready, "reason": reason,
+                                  "message": "m"}]}  # fmt: skip
+        if model:
+            status["modelStatus"] = model
+        return {"status": status}
+
+    assert terminal_failure(service("False", "RevisionFailed")) == "RevisionFailed: m"
+    assert terminal_failure(service("False", "MinimumReplicasUnavailable")) is None
+    assert terminal_failure(service("Unknown", "RevisionMissing")) is None
+    invalid = {"transitionStatus": "InvalidSpec",
+               "lastFailureInfo": {"reason": "NoSupportingRuntime", "message": "no runtime"}}  # fmt: skip
+    assert terminal_failure(service("False", "X", invalid)) == (
+        "InvalidSpec: NoSupportingRuntime: no runtime"
+    )
+    assert terminal_failure(service("False", "X", {"transitionStatus": "InProgress"})) is None
+
+
+# What a cancelled run's deploy task is: a process rolling out, sent SIGTERM by the kubelet.
+CHILD = """
+import json, sys
+from kubernetes import client
+from rlhf.pipeline.rollout import roll_out
+api = client.ApiClient(client.Configuration(host=sys.argv[1]))
+roll_out(json.loads(sys.argv[2]), api, 120, None, log=lambda line: print(line, flush=True),
+         poll_seconds=0.05)
+"""
+
+
+def _cancelled(k8s, manifest) -> str:
+    """Roll ``manifest`` out in a subprocess, SIGTERM it once it waits for Ready; its output."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, *sys.path])}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, k8s.url, json.dumps(manifest)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        # Once it watches, the create or update is done and it waits for Ready.
+        k8s.state.wait_for(lambda: any(r.query.get("watch") for r in
+                                       list(k8s.state.sent("GET", "inferenceservices"))),
+                           timeout=60)  # fmt: skip
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    print(out)
+    assert child.returncode == 143, out
+    return out
+
+
+def test_a_cancelled_update_rolls_back_to_the_previous_champion(k8s):
+    old = _manifest(OLD, "run-1")
+    old["metadata"]["annotations"] = {"team": "nlp"}
+    k8s.state.add_service(old, "http://old")
+    k8s.state.script_changes(NAME, [("progress",)])  # the new revision never gets ready
+    out = _cancelled(k8s, _manifest())
+    now = k8s.state.service(NS, NAME)
+    assert now["spec"] == old["spec"] and now["metadata"]["labels"] == old["metadata"]["labels"]
+    assert now["metadata"]["annotations"] == {"team": "nlp"}
+    assert len(k8s.state.sent("PATCH", "inferenceservices")) == 2  # the update, the rollback
+    assert (
+        f"InferenceService {NS}/{NAME}: the task was terminated (SIGTERM: the run was cancelled); "
+        f"rolled back to the previous spec (generation 1, storageUri {OLD})" in out
+    )
+
+
+def test_a_cancelled_first_deployment_is_deleted(k8s):
+    k8s.state.script_changes(NAME, [("progress",)])
+    out = _cancelled(k8s, _manifest())
+    assert k8s.state.service(NS, NAME) is None
+    (delete,) = k8s.state.sent("DELETE", "inferenceservices")
+    assert delete.path.endswith(f"/inferenceservices/{NAME}")
+    assert "SIGTERM: the run was cancelled); deleted the InferenceService it created" in out
 
 
 def test_timeout_rolls_back(k8s, model_server):

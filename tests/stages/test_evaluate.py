@@ -203,3 +203,45 @@ def _write_eval_prompts(folder, prompts):
     with storage.atomic_dir(folder) as tmp:
         data.save_to_disk(str(tmp))
         storage.write_manifest(tmp, {"artifact": "eval_prompts"})
+
+
+@pytest.mark.parametrize("role", ["candidate", "reward_model"])
+def test_an_adapter_is_refused_before_any_model_samples(
+    prepared, trained, tmp_path, monkeypatch, role
+):
+    """Registration takes whole models only; a LoRA adapter folder (lora.publish: adapter) is
+    refused before the evaluation's sampling, not after it, naming the setting."""
+    from peft import LoraConfig, get_peft_model
+
+    from rlhf import tracking
+
+    adapter = tmp_path / "adapter"
+    source = trained["sft"] if role == "candidate" else trained["rm"]
+    load = models.load_causal_lm if role == "candidate" else models.load_reward_model
+    get_peft_model(load(source), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(
+        adapter
+    )
+    assert (adapter / "adapter_config.json").is_file() and not (adapter / "config.json").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def sampled(*args, **kwargs):
+        raise AssertionError("sampled before refusing the adapter")
+
+    monkeypatch.setattr(evaluate, "sample_models", sampled)
+    inputs = evaluate.EvalInputs(
+        prepared["eval_prompts"],
+        str(adapter) if role == "candidate" else trained["sft"],
+        trained["sft"],
+        str(adapter) if role == "reward_model" else trained["rm"],
+    )
+    outputs = evaluate.EvalOutputs(str(tmp_path / "report.html"), str(tmp_path / "m.json"))
+    what, setting = {
+        "candidate": ("policy", "registered_policy"),
+        "reward_model": ("reward model", "registered_reward_model"),
+    }[role]
+    with tracking.stage_run("evaluate") as tracker, pytest.raises(ValueError) as refused:
+        evaluate.run(CONFIG, inputs, outputs, tracker)
+    message = str(refused.value)
+    assert f"{adapter}: the {what} is a LoRA adapter (lora.publish: adapter)" in message
+    assert "lora.publish: merged" in message and f"{setting}: ''" in message
+    assert not (tmp_path / "report.html").exists()

@@ -32,7 +32,7 @@ def test_requirements_pin_the_installed_public_versions():
 
 def test_a_lora_adapter_is_refused_with_the_way_out(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
-    with pytest.raises(ValueError, match="LoRA adapter .* publish it 'merged'"):
+    with pytest.raises(ValueError, match="LoRA adapter .* lora.publish: merged"):
         mlflow_models.save_policy(tmp_path, tmp_path / "out", {}, True, "s3://b/policy")
     assert not (tmp_path / "out").exists()
 

@@ -39,13 +39,17 @@ def generation_config(max_new_tokens: int, temperature: float, top_p: float) -> 
     }
 
 
-def _checked_model_folder(folder: Path, what: str) -> None:
+def check_model_folder(folder: Path, what: str, setting: str) -> None:
+    """``folder`` can be registered as the ``what`` (a whole transformers model), else a
+    ValueError saying why and naming the settings that change it (``setting``: the
+    evaluation's, e.g. ``registered_policy``)."""
     if (folder / "config.json").is_file():
         return
     if (folder / "adapter_config.json").is_file():
         raise ValueError(
             f"{folder}: the {what} is a LoRA adapter (lora.publish: adapter); a registered "
-            "model must be a whole transformers model: publish it 'merged' to register it"
+            "model must be a whole transformers model: train it with lora.publish: merged (the "
+            f"default), or set the evaluation's {setting}: '' to evaluate it without registering"
         )
     raise ValueError(f"{folder}: no config.json; not a transformers model folder ({what})")
 
@@ -61,7 +65,7 @@ def save_policy(
     import mlflow.transformers
     from huggingface_hub import ModelCard
 
-    _checked_model_folder(folder, "policy")
+    check_model_folder(folder, "policy", "registered_policy")
     # MLflow 3.17 cannot save a checkpoint path with transformers 5 (it reads a pipeline
     # class's name where transformers now gives a string), so the model is loaded and saved,
     # and its saved weights are then replaced by the folder's own.
@@ -97,7 +101,7 @@ def save_reward_model(folder: Path, dest: Path, run_config: Mapping[str, Any], s
 
     from rlhf.modeling import reward_pyfunc  # imported when needed: it names MLflow's model
 
-    _checked_model_folder(folder, "reward model")
+    check_model_folder(folder, "reward model", "registered_reward_model")
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", c) for c in reward_pyfunc.COLUMNS]),
         outputs=Schema([ColSpec("double")]),

@@ -236,12 +236,13 @@ def trainjob_review_manifest(pipeline: str, stage: str, manifest: dict[str, Any]
 
 INFERENCESERVICE_ROLE = "rlhf-inferenceservices"
 # Exactly the calls the deploy task makes (rollout.py): read the served one, create it, patch it
-# (the update and the rollback), watch it while it becomes ready.
+# (the update and the rollback), watch it while it becomes ready, delete the one it created when
+# the run is cancelled before it served.
 INFERENCESERVICE_RULES = [
     {
         "apiGroups": ["serving.kserve.io"],
         "resources": ["inferenceservices"],
-        "verbs": ["get", "create", "patch", "watch"],
+        "verbs": ["get", "create", "patch", "watch", "delete"],
     }
 ]
 

@@ -50,10 +50,7 @@ def run_local(
     output_root.mkdir(parents=True, exist_ok=True)
     # Tasks run in subprocesses: give them an absolute tracking URI so they all write to
     # the same store whatever their working directory.
-    uri = tracking.tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["MLFLOW_TRACKING_URI"] = tracking.absolute_tracking_uri()
 
     fn = get_pipeline(pipeline)
     args = pipeline_parameters(config, pipeline)

@@ -8,8 +8,11 @@
    previous spec in the ``rlhf/previous-spec`` annotation (``kubectl`` shows what it replaced).
 2. waits for it to be ``Ready`` for the new spec: the ``Ready`` condition true once KServe has
    seen this generation (``status.observedGeneration``; until then the old spec's ``Ready``
-   still shows). ``Ready=False`` for this generation is a failure, ``Unknown`` is progress;
-   at most ``timeout_seconds``.
+   still shows). Only a terminal failure ends the wait early (:func:`terminal_failure`: KServe's
+   ``modelStatus`` says the model failed to load or the spec is invalid, or ``Ready=False``
+   with Knative's ``RevisionFailed``); any other ``Ready=False`` (a new revision's pods not yet
+   available) or ``Unknown`` is progress, waited on until ``timeout_seconds``, whose error then
+   names the last ``Ready=False`` reason.
 3. sends one smoke request: an HTTP POST of a completion to the service's cluster address
    (``status.address.url``; :class:`SmokeRequest` may name another URL), which must answer 200
    with a completion.
@@ -17,8 +20,12 @@
    within another ``timeout_seconds``, for it to be ready again), then raises
    :class:`DeployFailed` with the reason. A first deployment has nothing to roll back to: it is
    left for ``kubectl describe``.
+5. on SIGTERM (the run cancelled) from the first call until the smoke request has answered:
+   patches the previous spec back, or deletes the InferenceService this roll-out created, without
+   waiting (the pod has its grace period only), logs what it did and exits with status 143
+   (``termination.py``, shared with the TrainJob task).
 
-Every call maps onto one RBAC verb on ``inferenceservices``: get, create, patch, watch.
+Every call maps onto one RBAC verb on ``inferenceservices``: get, create, patch, watch, delete.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rlhf.pipeline import termination
 from rlhf.pipeline.inferenceservice import RESOURCE
 from rlhf.pipeline.kube_api import (
     REQUEST_TIMEOUT,
@@ -43,6 +51,18 @@ from rlhf.pipeline.kube_api import (
 PREVIOUS_SPEC = "rlhf/previous-spec"  # annotation: the spec this one replaced (JSON)
 COMPLETIONS_PATH = "/openai/v1/completions"  # the Hugging Face runtime's OpenAI endpoint
 SMOKE_BODY_CHARS = 300  # of a failed smoke response, in the error
+# KServe's status.modelStatus.transitionStatus when the target model failed to load (the storage
+# initializer or the server container ended in an error or a crash loop) or the predictor spec
+# failed validation; lastFailureInfo says why. Neither heals without a new spec.
+TERMINAL_TRANSITIONS = ("BlockedByFailedLoad", "InvalidSpec")
+# Ready=False reasons that are final for this spec: Knative's for a revision that failed (an
+# image that cannot be pulled, a container that exits), and KServe's model failure reasons.
+# Any other (MinimumReplicasUnavailable, RevisionMissing, ...) shows while a new revision comes
+# up and is waited on.
+TERMINAL_REASONS = (
+    "RevisionFailed", "ModelLoadFailed", "RuntimeUnhealthy", "RuntimeDisabled",
+    "NoSupportingRuntime", "RuntimeNotRecognized", "InvalidPredictorSpec",
+)  # fmt: skip
 
 
 class DeployError(RuntimeError):
@@ -91,9 +111,31 @@ def roll_out(
 ) -> Rollout:
     """Create or update the InferenceService, wait until it is ready, send ``smoke``; on a
     failure roll back to the previous spec and raise :class:`DeployFailed` (its message says
-    why). ``api_client`` is a ``kubernetes.client.ApiClient``."""
+    why); on SIGTERM roll back (or delete what it created) and exit with status 143.
+    ``api_client`` is a ``kubernetes.client.ApiClient``."""
     service = _Service(manifest, api_client, log, poll_seconds)
-    previous = service.get()
+    previous: dict[str, Any] | None = None
+    read = False  # until the first read answered, nothing was changed
+    with termination.sigterm_raises():
+        try:
+            previous = service.get()
+            read = True
+            return _roll_out(service, previous, timeout_seconds, smoke)
+        except termination.Terminated:
+            termination.ignore_sigterm()  # one cleanup, not two
+            if read:
+                service.cancel(previous)
+            else:
+                log(f"{service.what}: {termination.CANCELLED}; nothing was changed")
+            raise SystemExit(termination.SIGTERM_EXIT) from None
+
+
+def _roll_out(
+    service: _Service,
+    previous: dict[str, Any] | None,
+    timeout_seconds: float,
+    smoke: SmokeRequest | None,
+) -> Rollout:
     started = time.monotonic()
     if previous is None:
         service.create()
@@ -106,7 +148,7 @@ def roll_out(
         if smoke is not None:
             url = smoke.url or _address(ready)
             completion = smoke_request(url, service.name, smoke)
-            log(f"{service.what}: smoke request answered: {completion!r}")
+            service.log(f"{service.what}: smoke request answered: {completion!r}")
     except DeployFailed as e:
         if previous is None:
             raise type(e)(
@@ -117,13 +159,24 @@ def roll_out(
             service.roll_back(previous, timeout_seconds)
         except DeployError as rollback:  # the reason it failed comes first, then this
             raise type(e)(f"{e}; the rollback failed too: {rollback}") from None
-        raise type(e)(
-            f"{e}; rolled back to the previous spec (generation "
-            f"{previous['metadata'].get('generation')}, "
-            f"storageUri {_storage_uri(previous.get('spec', {}))})"
-        ) from None
+        raise type(e)(f"{e}; rolled back to {_previous(previous)}") from None
     return Rollout(service.name, service.namespace, previous is None, url, ready_seconds,
                    time.monotonic() - smoke_started, completion)  # fmt: skip
+
+
+def terminal_failure(service: Mapping[str, Any]) -> str | None:
+    """Why the InferenceService's current spec will not become ready (``reason: message``),
+    when its status says so for good; None while it may still get there."""
+    status = service.get("status") or {}
+    model = status.get("modelStatus") or {}
+    if model.get("transitionStatus") in TERMINAL_TRANSITIONS:
+        info = model.get("lastFailureInfo") or {}
+        why = ": ".join(str(info[k]) for k in ("reason", "message") if info.get(k))
+        return f"{model['transitionStatus']}" + (f": {why}" if why else "")
+    failed = condition(service, "Ready", "False")
+    if failed and failed.get("reason") in TERMINAL_REASONS:
+        return f"{failed.get('reason')}: {failed.get('message')}"
+    return None
 
 
 def smoke_request(base_url: str, model: str, smoke: SmokeRequest) -> str:
@@ -179,6 +232,13 @@ def _address(service: Mapping[str, Any]) -> str:
         name = service["metadata"]["name"]
         raise DeployFailed(f"InferenceService {name}: ready but its status has no URL")
     return url
+
+
+def _previous(previous: Mapping[str, Any]) -> str:
+    return (
+        f"the previous spec (generation {previous['metadata'].get('generation')}, "
+        f"storageUri {_storage_uri(previous.get('spec', {}))})"
+    )
 
 
 def _storage_uri(spec: Mapping[str, Any]) -> str:
@@ -248,6 +308,41 @@ class _Service(CustomObject):
         except DeployError as e:
             self.log(f"{self.what}: after the rollback: {e}")
 
+    def cancel(self, previous: Mapping[str, Any] | None) -> None:
+        """The run was cancelled mid-roll-out: put the previous spec back (no wait: the pod
+        has its grace period only), or delete the InferenceService this roll-out created.
+        Logs what it did; a failure to do it is logged, not raised (the task ends anyway)."""
+        try:
+            current = self.get()
+            if previous is None:
+                if current is not None:
+                    self._delete()
+                outcome = "deleted the InferenceService it created (there was no previous one)"
+            elif current is not None and current.get("spec") != previous.get("spec"):
+                meta = previous.get("metadata", {})
+                self._patch(previous.get("spec", {}), meta.get("labels") or {},
+                            meta.get("annotations") or {}, "the API refused the rollback")  # fmt: skip
+                outcome = f"rolled back to {_previous(previous)}"
+            else:
+                outcome = "the previous spec is in place"
+        except Exception as e:  # noqa: BLE001 (reported; the task is ending)
+            self.log(f"{self.what}: {termination.CANCELLED}; cleaning up failed: {e}; restore "
+                     f"it by hand from the {PREVIOUS_SPEC} annotation")  # fmt: skip
+            return
+        self.log(f"{self.what}: {termination.CANCELLED}; {outcome}")
+
+    def _delete(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.delete_namespaced_custom_object(
+                *RESOURCE[:2], self.namespace, RESOURCE[2], self.name,
+                _request_timeout=REQUEST_TIMEOUT,
+            )  # fmt: skip
+        except ApiException as e:
+            if e.status != 404:
+                raise DeployError(f"{self.what}: cannot delete it: {api_message(e)}") from None
+
     def _patch(
         self, spec: Mapping[str, Any], labels: dict, annotations: dict, refused: str
     ) -> None:
@@ -274,8 +369,10 @@ class _Service(CustomObject):
             raise DeployError(f"{self.what}: {refused}: {api_message(e)}") from None
 
     def wait_ready(self, deadline: float, timeout_seconds: float) -> dict[str, Any]:
-        """The InferenceService once ``Ready`` for its current generation."""
+        """The InferenceService once ``Ready`` for its current generation; a terminal failure
+        raises at once, a ``Ready=False`` that is not is waited on (and named at the timeout)."""
         resource_version = None
+        pending: dict[str, Any] | None = None
         while True:
             try:
                 service = self.get()
@@ -295,14 +392,15 @@ class _Service(CustomObject):
                 if seen >= generation:
                     if condition(service, "Ready"):
                         return service
-                    failed = condition(service, "Ready", "False")
+                    failed = terminal_failure(service)
                     if failed:
-                        raise DeployFailed(
-                            f"{self.what} is not ready: {failed.get('reason')}: "
-                            f"{failed.get('message')}"
-                        )
+                        raise DeployFailed(f"{self.what} is not ready: {failed}")
+                    pending = condition(service, "Ready", "False") or pending
                 resource_version = service["metadata"].get("resourceVersion")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DeployTimeout(f"{self.what}: not ready after {timeout_seconds:g} s")
+                last = ""
+                if pending:
+                    last = f" (Ready=False {pending.get('reason')}: {pending.get('message')})"
+                raise DeployTimeout(f"{self.what}: not ready after {timeout_seconds:g} s{last}")
             self.wait_for_change(min(self.poll, remaining), resource_version)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import signal
 import socket
 import threading
 import time
@@ -47,6 +46,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rlhf.pipeline import termination
 from rlhf.pipeline.kube_api import (
     QUANTITY_RE,
     REQUEST_TIMEOUT,
@@ -77,7 +77,6 @@ NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 CLAIM_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # a DNS subdomain
 TOLERATION_FIELDS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 FAILED_TAIL_LINES = 30
-SIGTERM_EXIT = 128 + signal.SIGTERM  # a process ended by SIGTERM exits with 143
 
 
 class TrainJobSpecError(ValueError):
@@ -396,10 +395,6 @@ def _toleration(toleration: Mapping[str, Any], index: int) -> dict[str, Any]:
 # -- running one --------------------------------------------------------------------------------
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread (a BaseException: no ``except Exception`` eats it)."""
-
-
 def run_trainjob(
     manifest: Mapping[str, Any],
     api_client: Any,
@@ -417,41 +412,26 @@ def run_trainjob(
     """
     job = _Follower(manifest, api_client, log, poll_seconds)
     deadline = time.monotonic() + timeout_seconds
-    restore = _raise_on_sigterm()
     pods = _PodLogs(job, poll_seconds)
-    try:
-        job.create(deadline)
-        pods.start()
-        job.follow(deadline, timeout_seconds)
-        pods.finish()
-    except TrainJobFailed:
-        pods.finish()
-        pods.tail_failed()
-        raise  # left in place: `kubectl describe` shows why; a retry replaces it
-    except _Terminated:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cleanup, not two
-        pods.abandon()
-        job.delete("the task was terminated (SIGTERM: the run was cancelled)")
-        raise SystemExit(SIGTERM_EXIT) from None
-    except BaseException as e:
-        pods.abandon()
-        job.delete(f"the task stopped: {type(e).__name__}")
-        raise
-    finally:
-        restore()
-
-
-def _raise_on_sigterm() -> Callable[[], None]:
-    """Turn SIGTERM into ``_Terminated`` until the returned function restores the old handler.
-    Python handles signals in the main thread only; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    with termination.sigterm_raises():
+        try:
+            job.create(deadline)
+            pods.start()
+            job.follow(deadline, timeout_seconds)
+            pods.finish()
+        except TrainJobFailed:
+            pods.finish()
+            pods.tail_failed()
+            raise  # left in place: `kubectl describe` shows why; a retry replaces it
+        except termination.Terminated:
+            termination.ignore_sigterm()  # one cleanup, not two
+            pods.abandon()
+            job.delete(termination.CANCELLED)
+            raise SystemExit(termination.SIGTERM_EXIT) from None
+        except BaseException as e:
+            pods.abandon()
+            job.delete(f"the task stopped: {type(e).__name__}")
+            raise
 
 
 class _Follower(CustomObject):

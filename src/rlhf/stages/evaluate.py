@@ -66,10 +66,11 @@ def run(
     registry = tracker.registry if config.registered_policy else None
     if registry is None:
         log.info("evaluate: no model registry (not tracking to MLflow, or no registered_policy)")
-    else:  # fail before sampling when the gate would have no judge
+    else:  # fail before sampling when the gate would have no judge or could not register
         judge = champion_gate.judge_for(
             config.gate_judge, gold is not None, bool(inputs.reward_model)
         )
+        registration.check_registrable(config, inputs)
     champion = registry.by_alias(config.registered_policy, CHAMPION) if registry else None
     prompts, data_answers = load_eval_prompts(inputs.eval_prompts, config.max_prompts)
     flat_prompts = [p for p in prompts for _ in range(config.samples_per_prompt)]

@@ -57,6 +57,19 @@ def data_checksums(inputs: EvalInputs) -> dict[str, str]:
     return tags
 
 
+def check_registrable(config: EvalConfig, inputs: EvalInputs) -> None:
+    """Refuse, before any model samples, a candidate (or reward model) that registration would
+    refuse after the sampling: a LoRA adapter folder, or no model folder at all. A local path
+    that is not there is left to the loaders (a Hugging Face Hub id is no folder either)."""
+    wanted = [("policy", inputs.candidate, "registered_policy")]
+    if inputs.reward_model and config.registered_reward_model:
+        wanted.append(("reward model", inputs.reward_model, "registered_reward_model"))
+    for what, uri, setting in wanted:
+        folder = storage.local_path(uri)
+        if storage.is_s3(uri) or folder.is_dir():
+            mlflow_models.check_model_folder(folder, what, setting)
+
+
 def serving_settings(config: EvalConfig) -> ServingSettings:
     """The registered models generate and score as this evaluation did."""
     return ServingSettings(
