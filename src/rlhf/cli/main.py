@@ -11,6 +11,8 @@ import logging
 import sys
 
 from rlhf import __version__, log_setup
+from rlhf.cli.candidate_commands import add_candidate_commands
+from rlhf.cli.judge_command import add_judge_command
 from rlhf.cli.pipeline_commands import add_pipeline_commands
 from rlhf.cli.stage_commands import add_stage_commands
 
@@ -30,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_stage_commands(sub)
     add_pipeline_commands(sub)
+    label = sub.add_parser("label", help="human feedback: candidate batches to label")
+    add_candidate_commands(label.add_subparsers(dest="label_command", required=True))
+    add_judge_command(sub)
     return parser
 
 
