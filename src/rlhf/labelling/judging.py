@@ -44,6 +44,13 @@ def run_judge(
     if isinstance(judge, PairwiseJudge):
         summary |= {"pairs_judged": judge.judged, "ties": judge.ties}
         summary["judge_settings"] = {k: v for k, v in asdict(config).items() if k != "device"}
+    if not pairs:  # rather than write_export's bare "no pair": say why
+        raise ValueError(
+            f"{judge.name} gave no preference pair on {len(tasks)} task(s)"
+            + (f": all {judge.judged} pairs were ties (the two orders disagreed: a judge that "
+               "prefers a position or a label, not an answer)"
+               if isinstance(judge, PairwiseJudge) else ": every candidate scored the same")
+        )  # fmt: skip
     if human:
         summary["human_exports"] = [str(u) for u in human]
         summary["human_agreement"] = agreement(pairs, human_pairs, (t.task_id for t in tasks))
