@@ -768,7 +768,8 @@ class JudgeConfig(Checked):
 
     # The LM judge's prompt, one user message: {prompt} (the conversation, one "role: text"
     # line per turn), {first} and {second} (the two answers, in the order being judged).
-    template: str = JUDGE_TEMPLATE
+    # "" uses JUDGE_TEMPLATE.
+    template: str = ""
     # The LM judge's two replies: the first answer is better, the second is. Their
     # log-probabilities after the prompt decide; each pair is judged in both orders.
     labels: list[str] = dataclasses.field(default_factory=lambda: ["A", "B"])
@@ -779,9 +780,13 @@ class JudgeConfig(Checked):
     dtype: str = "float32"
     trust_remote_code: bool = False  # only for model code you have read
 
+    @property
+    def judging_template(self) -> str:
+        return self.template or JUDGE_TEMPLATE
+
     def _check(self, c: _Checks) -> None:
         for key in ("{prompt}", "{first}", "{second}"):
-            c.holds(key in self.template, "template", f"must contain {key}")
+            c.holds(key in self.judging_template, "template", f"must contain {key}")
         c.holds(
             len(self.labels) == 2 and all(self.labels) and self.labels[0] != self.labels[1],
             "labels",

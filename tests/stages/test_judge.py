@@ -21,8 +21,11 @@ ANSWERS = ("flour, eggs, milk", "eggs", "flour, flour, flour", "rice, tofu, pars
 def batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("judge-batch")
     tasks = [
-        Task(f"t{n}", PROMPT, tuple(Candidate(f"c{i}", f"{a}{extra}", "sft")
-                                    for i, a in enumerate(ANSWERS)))  # fmt: skip
+        Task(
+            f"t{n}",
+            PROMPT,
+            tuple(Candidate(f"c{i}", f"{a}{extra}", "sft") for i, a in enumerate(ANSWERS)),
+        )  # fmt: skip
         for n, extra in enumerate(("", ", sugar"), start=1)
     ]
     write_batch(tasks, str(root / "batch"), {"test": True})
@@ -85,7 +88,11 @@ def test_human_agreement_in_the_console_and_the_manifest(micro_models, batch, tm
     argv = ["judge", "--batch", uri, "--out", str(out), "--judge", judge, "--human", str(human)]
     assert main(argv) == 0
     agreement = storage.read_manifest(out)["human_agreement"]
-    assert (agreement["human_pairs"], agreement["compared"], agreement["agreed"]) == (12, 12, agreed)
+    assert (agreement["human_pairs"], agreement["compared"], agreement["agreed"]) == (
+        12,
+        12,
+        agreed,
+    )
     assert agreement["by_labeller"]["alice"]["agreement"] == pytest.approx(agreed / 12)
     console = capsys.readouterr().out
     assert f"agreement with human labels: {agreed / 12:.1%} ({agreed} of 12 pairs" in console

@@ -21,7 +21,6 @@ def test_score_ranks_are_dense_and_tie_equal_scores():
     assert score_ranks({"a": 0.9, "b": 0.5, "c": 0.5, "d": 0.1}) == {"a": 1, "b": 2, "c": 2, "d": 3}
 
 
-
 def test_function_judge_ranks_by_its_scores(monkeypatch, tmp_path):
     # Scores: apple 5, "kiwi, fig" 7, a 1, pear 4 -> ranking c1 > c0 > c3 > c2, six pairs.
     module = tmp_path / "my_scores.py"

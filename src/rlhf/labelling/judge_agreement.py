@@ -61,8 +61,7 @@ def agreement(
     "judge_ties" (human pairs of ``judged_tasks`` the judge left tied), "by_labeller":
     {labeller: {"compared", "agreed", "agreement"}}}``."""
     winner = {
-        (p.task.task_id, frozenset((p.chosen_id, p.rejected_id))): p.chosen_id
-        for p in judge_pairs
+        (p.task.task_id, frozenset((p.chosen_id, p.rejected_id))): p.chosen_id for p in judge_pairs
     }
     tasks = set(judged_tasks)
     counts: dict[str, list[int]] = {}

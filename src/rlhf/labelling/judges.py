@@ -96,7 +96,9 @@ def load_judge(spec: str, config: JudgeConfig) -> Judge:
         return ScoringJudge(name, load_reward_function(target))
     from rlhf.labelling.pairwise_judge import PairwiseJudge, lm_label_logprobs
 
-    return PairwiseJudge(name, lm_label_logprobs(target, config), config.template, config.labels)
+    return PairwiseJudge(
+        name, lm_label_logprobs(target, config), config.judging_template, config.labels
+    )
 
 
 def judge_tasks(judge: Judge, tasks: Sequence[Task]) -> Iterator[Pair]:

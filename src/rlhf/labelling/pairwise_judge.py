@@ -108,7 +108,9 @@ def lm_label_logprobs(uri: str, config: JudgeConfig) -> LabelLogprobs:
     def score(prompts: Sequence[str]) -> list[tuple[float, float]]:
         examples = []
         for text in prompts:
-            ids = encode_prompt(tokenizer, [{"role": "user", "content": text}], config.chat_template)
+            ids = encode_prompt(
+                tokenizer, [{"role": "user", "content": text}], config.chat_template
+            )
             for label in label_ids:
                 kept = ids[max(0, len(ids) - (config.max_length - len(label))) :]
                 examples.append(Encoded(kept + label, [0] * len(kept) + [1] * len(label)))

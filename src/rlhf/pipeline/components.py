@@ -251,6 +251,5 @@ def candidates(
 
 # Every stage's component, by stage name.
 COMPONENTS = {
-    c.name: c
-    for c in (prepare, sft, reward, ppo, dpo, grpo, evaluate, deploy, candidates)
+    c.name: c for c in (prepare, sft, reward, ppo, dpo, grpo, evaluate, deploy, candidates)
 }

@@ -18,6 +18,9 @@ from rlhf.tracking import Tracker
 __all__ = ["BatchOutputs", "SampleInputs", "run"]
 
 log = logging.getLogger("rlhf.labelling")
+# What the manifest records of how the answers were drawn (the rest is how it ran).
+_SAMPLING_SETTINGS = ("k", "seed", "temperature", "top_p", "max_new_tokens", "redraws",
+                      "chat_template", "max_length")  # fmt: skip
 
 
 def run(
@@ -39,11 +42,7 @@ def run(
             {"source": name, "uri": str(uri), "candidates_per_task": share}
             for name, uri, share in zip(model_names(uris), uris, shares, strict=True)
         ],
-        "sampling": {
-            name: getattr(config, name)
-            for name in ("k", "seed", "temperature", "top_p", "max_new_tokens", "redraws",
-                         "chat_template", "max_length")
-        },  # fmt: skip
+        "sampling": {name: getattr(config, name) for name in _SAMPLING_SETTINGS},
         "counts": sampled.counts,
     }
     write_batch(sampled.tasks, outputs.batch, fields)
