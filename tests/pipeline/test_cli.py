@@ -167,7 +167,12 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     specs = tmp_path / "components"  # never the repository's own components/ (the default)
     assert main(["compile", "--out", str(tmp_path), "--components-out", str(specs)]) == 0
     assert (specs / "ppo.yaml").is_file()
-    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["dpo.yaml", "grpo.yaml", "ppo.yaml"]
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == [
+        "collect.yaml",
+        "dpo.yaml",
+        "grpo.yaml",
+        "ppo.yaml",
+    ]
 
     def tasks(name):
         package = yaml.safe_load((tmp_path / f"{name}.yaml").read_text().split("\n---\n")[0])
