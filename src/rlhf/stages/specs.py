@@ -384,7 +384,7 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             "candidates", "sample candidates", "sample K answers per prompt to label",
-            SampleConfig, SampleInputs, BatchOutputs, "rlhf.stages.candidates:run",
+            SampleConfig, SampleInputs, BatchOutputs, "rlhf.labelling.candidates_stage:run",
             output_label="labelling batch", publish_folder="candidates",
             parameters=("seed", "k", "temperature", "max_new_tokens"),
             cluster=dict(cpu_request="4", memory_request="16Gi", memory_limit="32Gi",
