@@ -761,3 +761,87 @@ class DeployConfig(Checked):
             "smoke_url",
             "must be an http:// or https:// URL (or empty)",
         )
+
+
+@dataclasses.dataclass
+class SampleConfig(Checked):
+    """Sampling candidate answers for labelling (the ``candidates`` stage, ``rlhf label
+    sample``): K answers per prompt, split across the models, duplicates drawn again."""
+
+    k: int = 4  # candidates per prompt, in all: split across the models as evenly as possible
+    seed: int = 0  # torch is seeded with it before each model samples: reproducible batches
+    max_prompts: int = 0  # the first N prompts (0: all)
+    max_new_tokens: int = 64  # answer length limit
+    temperature: float = 1.0  # > 0: candidates are sampled, so they differ
+    top_p: float = 1.0
+    # Rounds of drawing again for a model's answers that repeat another candidate's text (or are
+    # empty); a task left with fewer distinct answers keeps them (at least 2), or is dropped.
+    redraws: int = 3
+    chat_template: bool = True  # render prompts with the tokenizer's chat template
+    max_length: int = 512  # prompt + answer tokens; prompts are cut from the left
+    batch_size: int = 32  # sequences per generation batch
+    device: str = "auto"
+    dtype: str = "float32"
+    trust_remote_code: bool = False  # only for model code you have read
+    # Also publish the batch to this s3:// prefix (or folder).
+    publish_to: str | None = None
+
+    def _check(self, c: _Checks) -> None:  # before any model loads
+        c.holds(self.k >= 2, "k", "must be >= 2 (a labeller ranks at least two answers)")
+        for name in ("max_new_tokens", "batch_size"):
+            c.holds(getattr(self, name) >= 1, name, "must be >= 1")
+        for name in ("max_prompts", "redraws"):
+            c.holds(getattr(self, name) >= 0, name, "must be >= 0")
+        c.holds(
+            self.max_length > self.max_new_tokens,
+            "max_length",
+            f"must exceed max_new_tokens ({self.max_new_tokens}): prompt and answer fit in it",
+        )
+        c.holds(self.temperature > 0, "temperature", "must be > 0 (candidates are sampled)")
+        c.holds(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        c.one_of("dtype", DTYPES)
+
+
+# The LM judge's default prompt: {prompt} is the conversation, {first} and {second} the two
+# answers; the judge's reply is one of the two labels.
+JUDGE_TEMPLATE = (
+    "Which answer to the conversation below is better: more helpful, more correct and "
+    "harmless?\n\nConversation:\n{prompt}\n\nAnswer A:\n{first}\n\nAnswer B:\n{second}\n\n"
+    "Reply with one letter, A or B."
+)
+
+
+@dataclasses.dataclass
+class JudgeConfig(Checked):
+    """AI feedback (``rlhf judge``): how a judge model reads the candidates. The judge itself
+    (a reward model, a function or a causal LM) is named on the command line."""
+
+    # The LM judge's prompt, one user message: {prompt} (the conversation, one "role: text"
+    # line per turn), {first} and {second} (the two answers, in the order being judged).
+    # "" uses JUDGE_TEMPLATE.
+    template: str = ""
+    # The LM judge's two replies: the first answer is better, the second is. Their
+    # log-probabilities after the prompt decide; each pair is judged in both orders.
+    labels: list[str] = dataclasses.field(default_factory=lambda: ["A", "B"])
+    chat_template: bool = True  # render the LM judge's prompt with its chat template
+    max_length: int = 1024  # tokens of a judged sequence; the prompt is cut from the left
+    batch_size: int = 16  # sequences per forward pass
+    device: str = "auto"
+    dtype: str = "float32"
+    trust_remote_code: bool = False  # only for model code you have read
+
+    @property
+    def judging_template(self) -> str:
+        return self.template or JUDGE_TEMPLATE
+
+    def _check(self, c: _Checks) -> None:
+        for key in ("{prompt}", "{first}", "{second}"):
+            c.holds(key in self.judging_template, "template", f"must contain {key}")
+        c.holds(
+            len(self.labels) == 2 and all(self.labels) and self.labels[0] != self.labels[1],
+            "labels",
+            "must be two different non-empty replies",
+        )
+        for name in ("max_length", "batch_size"):
+            c.holds(getattr(self, name) >= 1, name, "must be >= 1")
+        c.one_of("dtype", DTYPES)

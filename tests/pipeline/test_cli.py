@@ -168,7 +168,7 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     assert main(["compile", "--out", str(tmp_path), "--components-out", str(specs)]) == 0
     assert (specs / "ppo.yaml").is_file()
     assert sorted(p.name for p in tmp_path.glob("*.yaml")) == [
-        "dpo.yaml", "grpo.yaml", "online_dpo.yaml", "ppo.yaml"
+        "collect.yaml", "dpo.yaml", "grpo.yaml", "online_dpo.yaml", "ppo.yaml"
     ]  # fmt: skip
 
     def tasks(name):

@@ -129,8 +129,8 @@ def test_every_pipeline_compiles_with_the_default_cluster_settings(name, tmp_pat
     # What the issue asks of the defaults: GPU training on the CUDA image, retried, not cached;
     # prepare cached on the CPU image.
     assert defaults["prepare"].caching and defaults["prepare"].image == "cpu"
-    assert defaults["evaluate"].image == "cpu"
-    for training in stages - {"prepare", "evaluate"}:
+    assert defaults["evaluate"].image == "cpu" and defaults["candidates"].image == "cpu"
+    for training in stages - {"prepare", "evaluate", "candidates"}:
         s = defaults[training]
         assert s.image == "cuda" and s.gpus >= 1 and s.retries >= 1
         assert not s.caching and s.shm_size

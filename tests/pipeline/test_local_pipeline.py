@@ -122,6 +122,22 @@ def test_dpo_grpo_and_online_dpo_pipelines_run_end_to_end(pipeline, tmp_path, ca
         assert "win_rate_rm" in json.dumps(metrics)
 
 
+@pytest.mark.pipelines  # minutes: make test-pipelines
+def test_collect_pipeline_samples_a_batch_the_app_and_judge_read(tmp_path, capsys):
+    """prepare -> SFT -> candidates: the batch folder holds K distinct answers per prompt."""
+    from rlhf.labelling.batch import read_tasks
+
+    config = {**TINY, "candidates": {"k": 3, "max_new_tokens": 8, "max_prompts": 4},
+              "pipeline": {"track": False}}  # fmt: skip
+    result = run_local(config, tmp_path / "outputs", pipeline="collect")
+    assert [r.stage for r in result.stages] == ["prepare", "sft", "candidates"]
+    tasks = list(read_tasks(str(result.run_dir / "candidates" / "batch")))
+    assert len(tasks) == 4
+    for t in tasks:
+        assert len({c.text for c in t.candidates}) == len(t.candidates) == 3
+        assert {c.source for c in t.candidates} == {"model"}  # the SFT task's output folder
+
+
 def test_run_config_maps_named_parameters_and_overrides():
     args = pipeline_arguments(
         {

@@ -107,7 +107,7 @@ def test_every_config_field_documented_with_its_default(cls: type, config_sectio
     assert not problems, f"{CONFIG_DOC.name} is out of date:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("name", ["ppo", "dpo", "grpo", "online_dpo"])
+@pytest.mark.parametrize("name", ["ppo", "dpo", "grpo", "online_dpo", "collect"])
 def test_every_pipeline_parameter_documented_with_its_default(name, config_sections) -> None:
     from rlhf.pipeline.pipelines import PIPELINES
 

@@ -11,6 +11,8 @@ import logging
 import sys
 
 from rlhf import __version__, log_setup
+from rlhf.cli.candidate_commands import add_candidate_commands
+from rlhf.cli.judge_command import add_judge_command
 from rlhf.cli.label_commands import add_label_commands
 from rlhf.cli.pipeline_commands import add_pipeline_commands
 from rlhf.cli.stage_commands import add_stage_commands
@@ -31,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_stage_commands(sub)
     add_pipeline_commands(sub)
-    add_label_commands(sub)
+    add_candidate_commands(add_label_commands(sub))
+    add_judge_command(sub)
     return parser
 
 

@@ -91,4 +91,5 @@ def add_stage_commands(sub: Any) -> None:
     add_config_flags(p, "demo")
     p.set_defaults(fn=cmd_demo_data)
     for spec in STAGES.values():
-        _add_stage_command(sub, spec)
+        if not spec.command:  # a stage with a command of its own (rlhf label sample) has no other
+            _add_stage_command(sub, spec)

@@ -254,8 +254,32 @@ def deploy(
     run_component("deploy", arguments)
 
 
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def candidates(
+    seed: int,
+    k: int,
+    temperature: float,
+    max_new_tokens: int,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    prompts: Input[Dataset],
+    model: Input[Model],
+    batch: Output[Dataset],
+    metrics: Output[Metrics],
+    publish_to: str = "",
+):
+    """Sample K distinct candidate answers per prompt from the model into a labelling batch
+    (the labelling app imports it; `rlhf judge` labels it)."""
+    arguments = dict(locals())
+    from rlhf.pipeline.component_runner import run_component
+
+    run_component("candidates", arguments)
+
+
 # Every stage's component, by stage name (KFP spells a component's underscores as dashes).
 COMPONENTS = {
     c.name.replace("-", "_"): c
-    for c in (prepare, sft, reward, ppo, dpo, grpo, online_dpo, evaluate, deploy)
+    for c in (prepare, sft, reward, ppo, dpo, grpo, online_dpo, evaluate, deploy, candidates)
 }

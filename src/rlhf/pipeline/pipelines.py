@@ -5,6 +5,8 @@ end to end.
 - ``dpo``:  prepare -> SFT ----------------> DPO  -> evaluate (no reward model)
 - ``grpo``: prepare -> SFT -> reward model -> GRPO -> evaluate
 - ``online_dpo``: prepare -> SFT -> reward model -> online DPO -> evaluate
+- ``collect``: prepare -> SFT -> sample candidates: a labelling batch of K answers per prompt
+  for people (``rlhf label import``) or a judge (``rlhf judge``) to label
 
 Each ends, when ``deploy_enabled`` is on, with the deploy step: it runs only when the
 evaluation's champion gate promoted the candidate (the evaluate task's output), and serves the
@@ -37,6 +39,7 @@ from rlhf.config import (
     OnlineDPOConfig,
     PPOConfig,
     RewardConfig,
+    SampleConfig,
     SFTConfig,
 )
 from rlhf.pipeline.cluster import configure
@@ -314,11 +317,50 @@ def online_dpo_pipeline(
     _evaluate_and_deploy(params, prep, sft, policy, rm)
 
 
+@dsl.pipeline(
+    name="rlhf-collect",
+    description="Candidates for human or AI feedback: prepare data -> supervised fine-tuning "
+    "-> sample K answers per prompt into a labelling batch.",
+)
+def collect_pipeline(
+    sft_data: list = [],
+    preferences_data: list = [],
+    prompts_data: list = [],
+    eval_prompts_data: list = [],
+    seed: int = SFTConfig.seed,
+    max_length: int = SFTConfig.max_length,
+    sft_base_model: str = SFTConfig.base_model,
+    sft_epochs: int = SFTConfig.epochs,
+    sft_lr: float = SFTConfig.lr,
+    sft_batch_size: int = SFTConfig.batch_size,
+    candidates_k: int = SampleConfig.k,
+    candidates_temperature: float = SampleConfig.temperature,
+    candidates_max_new_tokens: int = SampleConfig.max_new_tokens,
+    prepare_overrides: dict = {},
+    demo_overrides: dict = {},
+    sft_overrides: dict = {},
+    candidates_overrides: dict = {},
+    pipeline_run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    mlflow_experiment: str = "rlhf",
+    track: bool = True,
+    publish_to: str = "",
+):
+    params = dict(locals())
+    prep, sft = _prepare_and_sft(params)
+    _task(
+        "candidates",
+        params,
+        prompts=prep.outputs["prompts"],
+        model=sft.outputs["model"],
+    )
+
+
 PIPELINES = {
     "ppo": ppo_pipeline,
     "dpo": dpo_pipeline,
     "grpo": grpo_pipeline,
     "online_dpo": online_dpo_pipeline,
+    "collect": collect_pipeline,
 }
 
 

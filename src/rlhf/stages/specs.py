@@ -35,6 +35,7 @@ from rlhf.config import (
     PPOConfig,
     PrepareConfig,
     RewardConfig,
+    SampleConfig,
     SFTConfig,
 )
 from rlhf.console.stage_report import Headline
@@ -216,6 +217,25 @@ class DeployOutputs:
         return cls(str(Path(out) / "inferenceservice.yaml"))
 
 
+@dataclass
+class SampleInputs:
+    prompts: str = port(
+        "dataset", "prompts: a prepared prompts artifact, or any prompts file prepare reads"
+    )
+    model: str = port("model", "the model to sample from (e.g. the SFT model)")
+    # `rlhf label sample --model A --model B`: the first is `model`, the others these.
+    more_models: list[str] = port("uris", "more models to sample from", in_pipeline=False)
+
+
+@dataclass
+class BatchOutputs:
+    batch: str = port("dataset", "the labelling batch (candidates.jsonl and its manifest)")
+
+    @classmethod
+    def in_folder(cls, out: str | Path) -> BatchOutputs:
+        return cls(str(out))  # kept as given: an s3:// URI is a destination too
+
+
 # --- the specs ---------------------------------------------------------------------------------
 
 
@@ -251,6 +271,9 @@ class StageSpec:
     # Its cluster settings size what the stage starts (the InferenceService's predictor), not
     # its own pod: a small CPU launcher, as a multi-node stage's task is.
     launcher: bool = False
+    # The command that runs it when that is not `rlhf <name>` (the labelling stages live under
+    # `rlhf label`); the stage commands leave such a stage to its own command.
+    command: str = ""
 
     def load_run(self) -> Callable[..., dict[str, float]]:
         module, _, function = self.entry.partition(":")
@@ -383,6 +406,21 @@ STAGES: dict[str, StageSpec] = {
             summary=(
                 Headline("seconds to ready", "ready_seconds", fmt=".0f"),
                 Headline("smoke request seconds", "smoke_seconds", fmt=".2f"),
+            ),
+        ),
+        StageSpec(
+            "candidates", "sample candidates", "sample K answers per prompt to label",
+            SampleConfig, SampleInputs, BatchOutputs, "rlhf.labelling.candidates_stage:run",
+            output_label="labelling batch", publish_folder="candidates",
+            parameters=("seed", "k", "temperature", "max_new_tokens"),
+            cluster=dict(cpu_request="4", memory_request="16Gi", memory_limit="32Gi",
+                         shm_size="4Gi", timeout_seconds=6 * 3600),
+            command="label sample",
+            summary=(
+                Headline("tasks", "tasks", fmt=".0f"),
+                Headline("candidates", "candidates", fmt=".0f"),
+                Headline("redrawn", "redrawn", fmt=".0f"),
+                Headline("dropped", "tasks_dropped", fmt=".0f"),
             ),
         ),
     )
