@@ -90,6 +90,15 @@ SHM_VOLUME = "dshm"
 JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 
+# The CRD allows 63 characters (an RFC 1035 label), but JobSet names each pod's hostname
+# <trainjob>-<replicated job>-<job index>-<pod index>, and that must be a label too.
+MAX_NAME = 40
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+CLAIM_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # a DNS subdomain
+TOLERATION_FIELDS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+FAILED_TAIL_LINES = 30
+SIGTERM_EXIT = 128 + signal.SIGTERM  # a process ended by SIGTERM exits with 143
+
 
 def is_mpi_runtime(runtime: str) -> bool:
     """Whether ``runtime`` is one of Kubeflow Trainer's MPI runtimes (launcher and nodes)."""
@@ -99,14 +108,6 @@ def is_mpi_runtime(runtime: str) -> bool:
 def command_job(runtime: str) -> str:
     """The replicated job whose pods run ``spec.trainer.command`` under ``runtime``."""
     return LAUNCHER_JOB if is_mpi_runtime(runtime) else TRAINER_JOB
-# The CRD allows 63 characters (an RFC 1035 label), but JobSet names each pod's hostname
-# <trainjob>-<replicated job>-<job index>-<pod index>, and that must be a label too.
-MAX_NAME = 40
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-CLAIM_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # a DNS subdomain
-TOLERATION_FIELDS = {"key", "operator", "value", "effect", "tolerationSeconds"}
-FAILED_TAIL_LINES = 30
-SIGTERM_EXIT = 128 + signal.SIGTERM  # a process ended by SIGTERM exits with 143
 
 
 class TrainJobSpecError(ValueError):
