@@ -95,17 +95,24 @@ def _mpi_launcher(root: Path):
         env = {
             **os.environ,
             **{e["name"]: e["value"] for e in trainer.get("env", []) if "value" in e},
-            "OMPI_MCA_orte_default_hostfile": str(hostfile), "HOME": str(root),
+            # This machine's HOME, not the runtime user's: DeepSpeed's compiled ops are cached there.
+            "OMPI_MCA_orte_default_hostfile": str(hostfile), "HOME": os.environ["HOME"],
             "RLHF_CACHE_DIR": str(root / "cache"), "TMPDIR": str(root / "tmp"),
             "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1",
             "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+            "MASTER_PORT": str(free_port()),  # not 29500: other runs on this machine
         }  # fmt: skip
         env.pop(TRAINJOB_ENV, None)
         command = [sys.executable, *trainer["command"][1:]]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        log = done.stdout + done.stderr
+        launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)  # fmt: skip
+        try:
+            log = launcher.communicate(timeout=600)[0]
+        except subprocess.TimeoutExpired:
+            launcher.terminate()  # mpirun ends its ranks on SIGTERM (a SIGKILL would orphan them)
+            log = launcher.communicate()[0] + "\nthe launcher timed out"
         steps = [("log", line, 0) for line in log.splitlines()]
-        if done.returncode:
+        if launcher.returncode:
             tail = log.strip().splitlines()[-1:] or [""]
             return [*steps, ("failed", "LauncherFailed", tail[0], 0)]
         return [*steps, ("complete",)]

@@ -96,7 +96,9 @@ def main(argv: Sequence[str]) -> int:
     if shutil.which("mpirun") is None:
         raise SystemExit("mpirun not found: the image needs OpenMPI (images/cuda.Dockerfile)")
     forward = [name for name in args.forward.split(",") if name]
-    command = mpirun_command(args.job_file, first_host(Path(hostfile)), forward)
+    # The launcher's own MASTER_PORT, where set, else torch's usual one.
+    port = int(os.environ.get("MASTER_PORT") or MASTER_PORT)
+    command = mpirun_command(args.job_file, first_host(Path(hostfile)), forward, port)
     log.info("mpi launch: %s", " ".join(command))
     sys.stdout.flush()
     sys.stderr.flush()
