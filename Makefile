@@ -28,10 +28,12 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.torch
 
 # The labelling app's tests drive a real headless Chromium and start a real PostgreSQL server:
 # Debian's packages (Playwright cannot download its browsers here), installed when missing.
-DEBIAN_TEST_PACKAGES := chromium postgresql
+# The MPI TrainJob runtime's tests run stages under a real mpirun (openmpi-bin).
+DEBIAN_TEST_PACKAGES := chromium postgresql openmpi-bin
 APT := $(if $(filter 0,$(shell id -u)),,sudo) apt-get -q -y
 $(VENV)/.debian-packages:
 	@test -x /usr/bin/chromium && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  && test -x /usr/bin/mpirun \
 	  || { $(APT) update && $(APT) install --no-install-recommends $(DEBIAN_TEST_PACKAGES); }
 	touch $@
 

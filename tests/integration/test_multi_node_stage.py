@@ -6,13 +6,17 @@ download cache and temporary space, as two machines would be) running the job fi
 the rendezvous variables Kubeflow Trainer sets; rank 0 publishes the model, and the task copies
 it into its output artifact. The weights match the same stage in one process. A TrainJob that
 fails fails the task with its reason. With the cluster config's checkpoint volume, checkpoints
-go under the run and the stage, on a training pod and on a TrainJob's nodes alike."""
+go under the run and the stage, on a training pod and on a TrainJob's nodes alike. On the MPI
+runtime (``deepspeed-distributed``) the launcher's command runs as the runtime's launcher pod
+runs it: a real ``mpirun`` over the runtime's hostfile (this machine, 2 slots) starting the 2
+ranks, whose output is the launcher pod's log."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +81,45 @@ def _nodes(root: Path):
     return run
 
 
+def _mpi_launcher(root: Path):
+    """The TrainJob's launcher pod under the MPI runtime: its command (``mpi_launch``, which
+    runs ``mpirun``) with the hostfile the runtime mounts (here one host with a slot per node:
+    SSH into other pods is what a cluster adds) and the plain env values; its output is the
+    launcher pod's log (host 0)."""
+
+    def run(trainjob: dict) -> list[tuple]:
+        trainer = trainjob["spec"]["trainer"]
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+        hostfile = root / "hostfile"
+        hostfile.write_text(f"localhost slots={trainer['numNodes'] * trainer['numProcPerNode']}\n")
+        env = {
+            **os.environ,
+            **{e["name"]: e["value"] for e in trainer.get("env", []) if "value" in e},
+            # This machine's HOME, not the runtime user's: DeepSpeed's compiled ops are cached there.
+            "OMPI_MCA_orte_default_hostfile": str(hostfile), "HOME": os.environ["HOME"],
+            "RLHF_CACHE_DIR": str(root / "cache"), "TMPDIR": str(root / "tmp"),
+            "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1",
+            "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+            "MASTER_PORT": str(free_port()),  # not 29500: other runs on this machine
+        }  # fmt: skip
+        env.pop(TRAINJOB_ENV, None)
+        command = [sys.executable, *trainer["command"][1:]]
+        launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)  # fmt: skip
+        try:
+            log = launcher.communicate(timeout=600)[0]
+        except subprocess.TimeoutExpired:
+            launcher.terminate()  # mpirun ends its ranks on SIGTERM (a SIGKILL would orphan them)
+            log = launcher.communicate()[0] + "\nthe launcher timed out"
+        steps = [("log", line, 0) for line in log.splitlines()]
+        if launcher.returncode:
+            tail = log.strip().splitlines()[-1:] or [""]
+            return [*steps, ("failed", "LauncherFailed", tail[0], 0)]
+        return [*steps, ("complete",)]
+
+    return run
+
+
 @pytest.fixture
 def cluster(bucket, tmp_path, monkeypatch):
     """A Kubernetes API server the task reaches through a kubeconfig, and the launch the
@@ -102,22 +145,38 @@ def cluster(bucket, tmp_path, monkeypatch):
         yield server, launch
 
 
-@pytest.mark.distributed  # two torchrun agents and a reference run: make test-distributed
-def test_a_two_node_stage_runs_as_a_trainjob(cluster, prepared, tmp_path, monkeypatch, capfd):
+@pytest.mark.distributed  # two torchrun agents (or mpirun) and a reference run
+@pytest.mark.parametrize("runtime", ["torch-distributed", "deepspeed-distributed"])
+def test_a_two_node_stage_runs_as_a_trainjob(
+    runtime, cluster, prepared, tmp_path, monkeypatch, capfd
+):
     server, launch = cluster
+    if runtime != launch.runtime:
+        if shutil.which("mpirun") is None:
+            pytest.skip("no mpirun (make installs Debian's openmpi-bin)")
+        launch.runtime = runtime
+        monkeypatch.setenv(TRAINJOB_ENV, launch.to_json())
+    pods = _nodes(tmp_path / "nodes") if runtime == "torch-distributed" else _mpi_launcher(
+        tmp_path / "launcher"
+    )  # fmt: skip
     name = launch.manifest(run_id=RUN, stage="sft", namespace=NAMESPACE)["metadata"]["name"]
-    server.state.script(name, [("running",), ("call", _nodes(tmp_path / "nodes"))])
+    server.state.script(name, [("running",), ("call", pods)])
     two = Metrics()
     component_runner.run_component(
         "sft", sft_task(prepared["sft"], str(tmp_path / "two"), two, RUN)
     )
-    # Node 0's log in the task's log: a world of 2 ranks, one per node; rank 0 reports.
+    # Node 0's (the launcher's) log in the task's log: a world of 2 ranks; rank 0 reports.
     log = capfd.readouterr().err
-    assert re.search(r"\[rlhf-sft-run-7f3a-node-0-0-\w+\] .*rank 0 of 2", log)
-    assert re.search(r"\[rlhf-sft-run-7f3a-node-0-0-\w+\] <== sft done", log)
+    pod = "node-0-0" if runtime == "torch-distributed" else "launcher-0-0"
+    assert re.search(rf"\[rlhf-sft-run-7f3a-{pod}-\w+\] .*rank 0 of 2", log)
+    assert re.search(rf"\[rlhf-sft-run-7f3a-{pod}-\w+\] <== sft done", log)
+    if runtime == "deepspeed-distributed":  # mpirun printed both ranks' lines there
+        assert re.search(rf"\[rlhf-sft-run-7f3a-{pod}-\w+\] .*rank 1 of 2", log)
+        assert re.search(rf"\[rlhf-sft-run-7f3a-{pod}-\w+\] .*mpi launch: mpirun", log)
     created = server.state.trainjob(NAMESPACE, name)
     assert created["spec"]["trainer"]["numNodes"] == 2
     job_uri = created["spec"]["trainer"]["command"][-1]
+    assert created["spec"]["runtimeRef"]["name"] == runtime
     assert job_uri == f"{launch.staging}/{RUN}/sft/job.json"
     job = json.loads(s3_storage.download(job_uri).read_text())
     assert job["inputs"]["data"] == f"{launch.staging}/{RUN}/sft/inputs/data"

@@ -16,7 +16,9 @@ makes through the real ``kubernetes`` client, answered the way the API server an
 
 What a created TrainJob does is scripted (:meth:`State.script`): a list of steps run by a thread
 of its own, in order: ``("running",)`` makes its pods (numNodes of them, Running, labelled as
-JobSet labels them), ``("log", text)`` / ``("log", text, node)`` appends a line to a pod's log,
+JobSet labels them: ``node`` pods, or under an MPI runtime the ``launcher`` pod, host 0, and
+numNodes - 1 ``node`` pods), ``("log", text)`` / ``("log", text, node)`` appends a line to a
+pod's log,
 ``("sleep", seconds)``, ``("complete",)``, ``("failed", reason, message)`` (node 0's pod
 Failed, the others Succeeded... unless ``("failed", reason, message, node)`` names another),
 ``("call", fn)``: ``fn(trainjob)`` runs (the nodes' work, say) and returns the steps that follow.
@@ -122,6 +124,7 @@ class State:
     # The answers to the next PATCHes of an InferenceService: 0 applies it, a status refuses it.
     patch_answers: list[int] = field(default_factory=list)
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)
+    hosts: dict[str, list[Pod]] = field(default_factory=dict)  # TrainJob -> its pods, node order
     requests: list[Request] = field(default_factory=list)
     # (resourceVersion, ADDED|MODIFIED|DELETED, object, plural)
     events: list[tuple[int, str, dict[str, Any], str]] = field(default_factory=list)
@@ -230,25 +233,34 @@ class State:
                     pass
                 elif kind == "running":
                     nodes = obj["spec"].get("trainer", {}).get("numNodes", 1)
-                    for i in range(nodes):
-                        pod = Pod(f"{name}-node-0-{i}-{uuid.uuid4().hex[:5]}", namespace, {
+                    # An MPI runtime (runLauncherAsNode): the launcher's pod is the first host.
+                    mpi = obj["spec"]["runtimeRef"]["name"] == "deepspeed-distributed"
+                    jobs = [("launcher", 0)] + [("node", i) for i in range(nodes - 1)] if mpi \
+                        else [("node", i) for i in range(nodes)]  # fmt: skip
+                    self.hosts[name] = []
+                    for job, i in jobs:
+                        pod = Pod(f"{name}-{job}-0-{i}-{uuid.uuid4().hex[:5]}", namespace, {
                             "jobset.sigs.k8s.io/jobset-name": name,
-                            "jobset.sigs.k8s.io/replicatedjob-name": "node",
+                            "jobset.sigs.k8s.io/replicatedjob-name": job,
                             "batch.kubernetes.io/job-completion-index": str(i),
                         })  # fmt: skip
                         self.pods[(namespace, pod.name)] = pod
-                    obj["status"] = {"jobsStatus": [{"name": "node", "active": nodes}]}
+                        self.hosts[name].append(pod)
+                    obj["status"] = {
+                        "jobsStatus": [
+                            {"name": job, "active": sum(1 for j, _ in jobs if j == job)}
+                            for job in dict.fromkeys(j for j, _ in jobs)
+                        ]
+                    }
                     self._put(obj, "MODIFIED")
                 elif kind == "log":
                     self._node(name, step[2] if len(step) > 2 else 0).lines.append(step[1])
                     self.changed.notify_all()
                 elif kind in ("complete", "failed"):
                     failing = step[3] if len(step) > 3 else 0
-                    for pod in self.pods.values():
-                        if pod.labels["jobset.sigs.k8s.io/jobset-name"] == name:
-                            index = int(pod.labels["batch.kubernetes.io/job-completion-index"])
-                            failed = kind == "failed" and index == failing
-                            pod.phase = "Failed" if failed else "Succeeded"
+                    for index, pod in enumerate(self.hosts.get(name, [])):
+                        failed = kind == "failed" and index == failing
+                        pod.phase = "Failed" if failed else "Succeeded"
                     condition = (
                         {"type": "Complete", "status": "True", "reason": "JobSetCompleted",
                          "message": "jobset completed successfully"}
@@ -295,11 +307,9 @@ class State:
                 self._put(obj, "MODIFIED", "inferenceservices")
 
     def _node(self, name: str, index: int) -> Pod:
-        for pod in self.pods.values():
-            labels = pod.labels
-            if (labels["jobset.sigs.k8s.io/jobset-name"] == name
-                    and labels["batch.kubernetes.io/job-completion-index"] == str(index)):  # fmt: skip
-                return pod
+        hosts = self.hosts.get(name, [])
+        if index < len(hosts):
+            return hosts[index]
         raise KeyError(f"no pod of node {index} of {name} (script 'running' first)")
 
 

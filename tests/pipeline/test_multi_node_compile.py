@@ -23,6 +23,7 @@ from rlhf.pipeline.pod_env import CHECKPOINT_MOUNT, CHECKPOINTS_ENV, PROCESSES_E
 from rlhf.pipeline.stage_job import torchrun_command
 from rlhf.pipeline.trainjob import (
     SPEC_DIGEST,
+    TrainJobSpecError,
     TrainJobTimeout,
     run_trainjob,
     spec_digest,
@@ -141,6 +142,65 @@ def test_the_trainjob_is_written_for_review_and_valid(compiled) -> None:
     ]
 
 
+def test_on_the_mpi_runtime_the_launcher_runs_mpirun_and_every_pod_gets_the_settings(
+    tmp_path,
+) -> None:
+    data = json.loads(json.dumps(DONE_WHEN))
+    data["stages"]["ppo"]["trainjob_runtime"] = "deepspeed-distributed"
+    config = cluster.cluster_config_from_dict(data)
+    compile_trainjobs(tmp_path, config)
+    manifest = yaml.safe_load((tmp_path / "trainjobs" / "ppo-ppo.yaml").read_text())
+    validate_manifest({**manifest, "metadata": {**manifest["metadata"], "namespace": "team-a"}})
+    built = cluster.node_launch(config, "ppo").manifest(
+        run_id=k8s_manifests.RUN_ID_PLACEHOLDER, stage="ppo", namespace="team-a"
+    )
+    built["metadata"].pop("namespace")
+    assert manifest == built
+    assert manifest["spec"]["runtimeRef"]["name"] == "deepspeed-distributed"
+    trainer = manifest["spec"]["trainer"]
+    # 2 hosts (the launcher's pod is one: runLauncherAsNode) of 8 slots each.
+    assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 8
+    for side in ("requests", "limits"):
+        assert trainer["resourcesPerNode"][side]["nvidia.com/gpu"] == "8"
+    # The launcher runs mpirun (through mpi_launch), forwarding the stage's variables to the
+    # ranks it starts over SSH; the runtime's user has its home in /home/mpiuser.
+    env = {e["name"]: e for e in trainer["env"]}
+    assert env["HOME"] == {"name": "HOME", "value": "/home/mpiuser"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "rlhf-s3"
+    command = trainer["command"]
+    assert command[:5] == ["python3", "-m", "rlhf.pipeline.mpi_launch", "--forward", command[4]]
+    assert command[5] == f"s3://rlhf-staging/runs/{k8s_manifests.RUN_ID_PLACEHOLDER}/ppo/job.json"
+    assert set(command[4].split(",")) == set(env) - {"HOME"}
+    assert "AWS_SECRET_ACCESS_KEY" in command[4].split(",")
+    # The launcher and the nodes both run ranks: the same node selector, tolerations, /dev/shm
+    # and checkpoint volume on both replicated jobs (their containers are both named node).
+    jobs = manifest["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+        "replicatedJobs"
+    ]
+    assert [j["name"] for j in jobs] == ["launcher", "node"]
+    launcher, node = (j["template"]["spec"]["template"] for j in jobs)
+    assert launcher == node
+    assert launcher["metadata"]["labels"]["rlhf/stage"] == "ppo"
+    pod = launcher["spec"]
+    assert pod["containers"][0]["name"] == "node"
+    assert {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]} == {
+        "/dev/shm", CHECKPOINT_MOUNT,
+    }  # fmt: skip
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def test_the_mpi_runtime_s_own_variables_are_refused() -> None:
+    launch = cluster.node_launch(
+        cluster.cluster_config_from_dict(json.loads(json.dumps(DONE_WHEN))), "ppo"
+    )
+    launch.runtime = "deepspeed-distributed"
+    launch.env["OMPI_MCA_orte_default_hostfile"] = ["configMap", "mine", "hosts", False]
+    with pytest.raises(TrainJobSpecError, match=r"spec.trainer.env: \['OMPI_MCA_orte_default_"):
+        launch.manifest(run_id="r", stage="ppo", namespace="ns")
+
+
 def test_the_rbac_is_valid_and_bound_to_the_pipeline_service_account(compiled) -> None:
     out, _ = compiled
     role, binding = yaml.safe_load_all((out / "k8s" / "trainjob-rbac.yaml").read_text())
@@ -171,13 +231,6 @@ def test_recompiling_without_multi_node_stages_removes_the_trainjobs(tmp_path) -
         (
             {"staging": "s3://b/p", "stages": {"sft": {"nodes": 2, "trainjob_runtime": ""}}},
             "needs a trainjob_runtime",
-        ),
-        (
-            {
-                "staging": "s3://b/p",
-                "stages": {"ppo": {"nodes": 2, "trainjob_runtime": "deepspeed-distributed"}},
-            },
-            "'deepspeed-distributed' is an MPI runtime",
         ),
     ],
 )

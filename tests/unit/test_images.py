@@ -83,6 +83,33 @@ def test_cuda_dockerfile_has_deepspeed_on_the_pinned_torch():
     assert "2.13.0" in run  # the check that the base image's torch is the pinned one
 
 
+def test_cuda_image_carries_what_the_mpi_runtime_runs():
+    """Kubeflow Trainer's deepspeed-distributed runtime runs mpirun in the launcher pod and
+    ``sshd -f /home/mpiuser/.sshd_config`` in the node pods, as uid 1000, with the SSH key
+    mounted on /home/mpiuser/.ssh; the launcher starts the ranks on port 2222."""
+    from rlhf.pipeline.mpi_launch import MPI_HOME, SSHD_PORT
+
+    steps = _instructions(IMAGES / "cuda.Dockerfile")
+    run = " ".join(r for w, r in steps if w == "RUN")
+    install = re.search(r"apt-get install -y --no-install-recommends ([^&]+)&&", run)
+    assert install and {"openmpi-bin", "openssh-server", "openssh-client"} <= set(
+        install.group(1).split()
+    )
+    assert "useradd --create-home --uid 1000 --user-group --shell /bin/bash mpiuser" in run
+    assert MPI_HOME == "/home/mpiuser"
+    sshd = run.split(f"> {MPI_HOME}/.sshd_config")[0].rsplit("printf", 1)[1]
+    for setting in (f"'Port {SSHD_PORT}'", f"'HostKey {MPI_HOME}/.ssh/id_rsa'", "'UsePAM no'",
+                    f"'AuthorizedKeysFile {MPI_HOME}/.ssh/authorized_keys'",
+                    "'PasswordAuthentication no'"):  # fmt: skip
+        assert setting in sshd, setting
+    client = run.split("> /etc/ssh/ssh_config.d/mpi.conf")[0].rsplit("printf", 1)[1]
+    assert f"'    Port {SSHD_PORT}'" in client and "StrictHostKeyChecking no" in client
+    assert "ssh-keygen" not in run  # no key baked in: the TrainJob's own is mounted
+    # Installed before the image switches to its non-root user.
+    apt = next(i for i, (w, r) in enumerate(steps) if w == "RUN" and "openmpi-bin" in r)
+    assert apt < max(i for i, (w, _) in enumerate(steps) if w == "USER")
+
+
 def test_default_images_match_the_dockerfiles_and_the_make_target():
     from rlhf import __version__
     from rlhf.pipeline.images import CPU_IMAGE, CUDA_IMAGE

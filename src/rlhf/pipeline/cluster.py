@@ -45,8 +45,6 @@ from rlhf.stages.specs import STAGES
 # The pipeline parameter that turns the optional deploy step on (specs: optional=True).
 DEPLOY_SWITCH = "deploy_enabled"
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
-# Kubeflow Trainer's shipped MPI runtime (see trainjob_runtime below).
-MPI_RUNTIMES = {"deepspeed-distributed"}
 
 
 @dataclasses.dataclass
@@ -71,8 +69,9 @@ class StageResources:
     # node selector and tolerations, and follows it (docs/kubeflow.md); the task itself is a
     # small CPU pod. Needs the cluster config's staging.
     nodes: int = 1
-    # The TrainJob's ClusterTrainingRuntime: one with Trainer's torch policy, which sets the
-    # PET_* variables torchrun reads (torch-distributed; see docs/kubeflow.md).
+    # The TrainJob's ClusterTrainingRuntime: torch-distributed (torch policy: every node runs
+    # torchrun, which reads the PET_* variables the runtime sets) or deepspeed-distributed (MPI
+    # policy: a launcher runs mpirun over SSH into the nodes); see docs/kubeflow.md.
     trainjob_runtime: str = "torch-distributed"
     # In-memory emptyDir mounted on /dev/shm: PyTorch data loaders and NCCL need more shared
     # memory than the container runtime's 64 MiB. "" mounts none.
@@ -215,13 +214,9 @@ def _check_stage(name: str, stage: StageResources, where: str) -> StageResources
     if stage.nodes > 1 and not STAGES[name].gpu:
         raise ValueError(f"{where}: nodes > 1: only the training stages run on several nodes")
     if stage.nodes > 1 and not stage.trainjob_runtime:
-        raise ValueError(f"{where}: nodes > 1 needs a trainjob_runtime (torch-distributed)")
-    if stage.trainjob_runtime in MPI_RUNTIMES:
         raise ValueError(
-            f"{where}: trainjob_runtime: {stage.trainjob_runtime!r} is an MPI runtime (a "
-            "launcher starting the ranks over SSH), which the stage job does not run under; "
-            "use a runtime with the torch policy (torch-distributed): DeepSpeed ZeRO runs "
-            "inside it, from the stage's distributed config"
+            f"{where}: nodes > 1 needs a trainjob_runtime (torch-distributed or "
+            "deepspeed-distributed)"
         )
     return stage
 

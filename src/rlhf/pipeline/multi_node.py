@@ -11,8 +11,10 @@ run time the component (``component_runner.py``) calls :func:`run_on_nodes`, whi
    those inputs, and outputs and metrics under the same prefix,
 3. creates the TrainJob (``trainjob.py``): M nodes, each running ``torchrun -m
    rlhf.pipeline.stage_job <job.json>`` (the Trainer's torch runtime sets every node's rank and
-   rendezvous through ``PET_*`` variables, which torchrun reads), follows it to the end with
-   node 0's log in the task's log,
+   rendezvous through ``PET_*`` variables, which torchrun reads), or, under an MPI runtime
+   (``deepspeed-distributed``), a launcher running ``mpirun ... -m rlhf.pipeline.stage_job
+   <job.json>`` over the M nodes (``mpi_launch.py``), follows it to the end with node 0's (the
+   launcher's) log in the task's log,
 4. copies the outputs rank 0 published back into the task's output artifacts and returns the
    metrics rank 0 wrote.
 
@@ -34,9 +36,10 @@ from typing import Any
 
 from rlhf import storage
 from rlhf.pipeline.kube_api import kubernetes_api
+from rlhf.pipeline.mpi_launch import MPI_HOME
 from rlhf.pipeline.pod_env import CHECKPOINT_MOUNT, TRAINJOB_ENV, run_checkpoint_dir
 from rlhf.pipeline.stage_job import StageJob
-from rlhf.pipeline.trainjob import EnvRef, run_trainjob, trainjob_manifest
+from rlhf.pipeline.trainjob import EnvRef, is_mpi_runtime, run_trainjob, trainjob_manifest
 
 log = logging.getLogger("rlhf.pipeline")
 
@@ -51,7 +54,7 @@ class NodeLaunch:
     """Everything about a multi-node stage's TrainJob that is known when the pipeline is
     compiled (``cluster.node_launch``); the run id, namespace and job file come at run time."""
 
-    runtime: str  # the ClusterTrainingRuntime (torch-distributed)
+    runtime: str  # the ClusterTrainingRuntime (torch-distributed, deepspeed-distributed)
     image: str
     nodes: int
     gpus_per_node: int
@@ -91,8 +94,17 @@ class NodeLaunch:
     def manifest(self, *, run_id: str, stage: str, namespace: str) -> dict[str, Any]:
         """The TrainJob of ``stage`` in run ``run_id`` (checked against the Trainer API)."""
         job_uri = f"{self.stage_prefix(run_id, stage)}/job.json"
-        command = ["python3", "-m", "torch.distributed.run", "-m", "rlhf.pipeline.stage_job",
-                   job_uri]  # fmt: skip
+        env: dict[str, str | EnvRef] = {name: EnvRef(*ref) for name, ref in self.env.items()}
+        if is_mpi_runtime(self.runtime):
+            # The launcher starts the ranks (mpirun, over SSH into the nodes: they get the
+            # launcher's copies of the stage's variables); the runtime runs it as its user,
+            # whose home is the writable one.
+            command = ["python3", "-m", "rlhf.pipeline.mpi_launch",
+                       "--forward", ",".join(sorted(env)), job_uri]  # fmt: skip
+            env["HOME"] = MPI_HOME
+        else:
+            command = ["python3", "-m", "torch.distributed.run", "-m",
+                       "rlhf.pipeline.stage_job", job_uri]  # fmt: skip
         return trainjob_manifest(
             run_id=run_id, stage=stage, namespace=namespace, runtime=self.runtime,
             image=self.image, command=command, num_nodes=self.nodes,
@@ -100,7 +112,7 @@ class NodeLaunch:
             procs_per_node=max(self.gpus_per_node, 1),
             cpu_request=self.cpu_request, cpu_limit=self.cpu_limit,
             memory_request=self.memory_request, memory_limit=self.memory_limit,
-            env={name: EnvRef(*ref) for name, ref in self.env.items()},
+            env=env,
             node_selector=self.node_selector, tolerations=self.tolerations,
             shm_size=self.shm_size,
             volume_claims=(

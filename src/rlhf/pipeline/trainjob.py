@@ -3,9 +3,18 @@ creates it, follows it to the end and cleans up after it.
 
 A KFP task is one pod; a stage that needs several GPU nodes runs as a TrainJob
 (``trainer.kubeflow.org/v1alpha1``) that the task creates. The Trainer controller turns it into
-a JobSet of ``numNodes`` pods from a ``ClusterTrainingRuntime`` (``torch-distributed``,
-``deepspeed-distributed``) and sets the rendezvous environment of each node; the task waits,
-copies node 0's log into its own, and exits the way the TrainJob ended.
+a JobSet of ``numNodes`` pods from a ``ClusterTrainingRuntime`` and sets the rendezvous
+environment of each node; the task waits, copies the log of the pod that runs the command into
+its own, and exits the way the TrainJob ended. Two kinds of runtime:
+
+* the torch policy (``torch-distributed``): every node runs the command (``torchrun``, which
+  reads the ``PET_*`` variables the runtime sets), node 0's log is the one followed;
+* the MPI policy (``deepspeed-distributed``): a ``launcher`` job runs the command (``mpirun``
+  over SSH into the ``node`` pods, which run ``sshd``; with ``runLauncherAsNode`` the launcher's
+  pod is one of the ``numNodes`` hosts), and its log, which carries every rank's output, is the
+  one followed. Both jobs get the pod settings (node selector, tolerations, volumes); the
+  runtime gives both ``spec.trainer``'s env and resources, the launcher alone its image and
+  command.
 
 The task talks to the Kubernetes API with the ``kubernetes`` client (``CustomObjectsApi`` for
 the TrainJob, ``CoreV1Api`` for its pods and their logs), not the ``kubeflow`` SDK: the client
@@ -64,12 +73,23 @@ KIND = "TrainJob"
 RUN_LABEL = "rlhf/run"
 SPEC_DIGEST = "rlhf/spec-digest"  # annotation: what the TrainJob was made from
 PATCH_MANAGER = "rlhf/pipeline"  # our entry in spec.runtimePatches (keyed by manager)
-# The trainer's replicated job and container in the runtimes Kubeflow Trainer ships.
+# The trainer's replicated job and container in the runtimes Kubeflow Trainer ships; an MPI
+# runtime's launcher job (its container is also named "node").
 TRAINER_JOB = "node"
+LAUNCHER_JOB = "launcher"
+# Kubeflow Trainer's shipped runtimes with the MPI policy (OpenMPI, runLauncherAsNode).
+MPI_RUNTIMES = frozenset({"deepspeed-distributed", "mpi-distributed"})
+# Set by the MPI runtime on the launcher; the Trainer refuses a TrainJob that sets them.
+MPI_RESERVED_ENV = frozenset({
+    "OMPI_MCA_orte_default_hostfile", "OMPI_MCA_plm_rsh_args",
+    "OMPI_MCA_orte_keep_fqdn_hostnames", "OMPI_MCA_orte_set_default_slots",
+})  # fmt: skip
+JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 SHM_VOLUME = "dshm"
 # Labels JobSet and Job put on every pod: the TrainJob's JobSet has the TrainJob's name.
 JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
 # The CRD allows 63 characters (an RFC 1035 label), but JobSet names each pod's hostname
 # <trainjob>-<replicated job>-<job index>-<pod index>, and that must be a label too.
 MAX_NAME = 40
@@ -77,6 +97,16 @@ NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 CLAIM_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # a DNS subdomain
 TOLERATION_FIELDS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 FAILED_TAIL_LINES = 30
+
+
+def is_mpi_runtime(runtime: str) -> bool:
+    """Whether ``runtime`` is one of Kubeflow Trainer's MPI runtimes (launcher and nodes)."""
+    return runtime in MPI_RUNTIMES
+
+
+def command_job(runtime: str) -> str:
+    """The replicated job whose pods run ``spec.trainer.command`` under ``runtime``."""
+    return LAUNCHER_JOB if is_mpi_runtime(runtime) else TRAINER_JOB
 
 
 class TrainJobSpecError(ValueError):
@@ -156,7 +186,10 @@ def trainjob_manifest(
     """The TrainJob of one stage of one pipeline run, checked against the Trainer API's models.
 
     ``command`` is what every node runs (the runtime sets each node's rank and rendezvous
-    environment); ``procs_per_node`` 0 keeps the runtime's default (one process per GPU).
+    environment), or under an MPI runtime (:data:`MPI_RUNTIMES`) what the launcher runs
+    (``mpirun``, starting ``procs_per_node`` ranks on every node); ``procs_per_node`` 0 keeps
+    the runtime's default (one process per GPU). The pod settings below go to every replicated
+    job that runs a rank: ``node``, and an MPI runtime's ``launcher``.
     Quantities use Kubernetes' notation ("8", "500m", "64Gi"); "" leaves one unset. GPUs are
     requested and limited as ``gpu_resource``. ``env`` values are plain strings or
     :class:`EnvRef`. ``tolerations`` are pod-spec tolerations (``toleration_seconds`` is
@@ -203,6 +236,11 @@ def trainjob_manifest(
     if procs_per_node:
         trainer["numProcPerNode"] = procs_per_node
     if env:
+        reserved = sorted(set(env) & MPI_RESERVED_ENV) if is_mpi_runtime(runtime) else []
+        if reserved:
+            raise TrainJobSpecError(
+                f"TrainJob spec.trainer.env: {reserved} are set by the MPI runtime {runtime!r}"
+            )
         trainer["env"] = [_env_var(k, v) for k, v in env.items()]
 
     pod: dict[str, Any] = {}
@@ -247,7 +285,7 @@ def trainjob_manifest(
                     "spec": {
                         "replicatedJobs": [
                             {
-                                "name": TRAINER_JOB,
+                                "name": job,
                                 "template": {
                                     "spec": {
                                         "template": {
@@ -257,6 +295,11 @@ def trainjob_manifest(
                                     }
                                 },
                             }
+                            for job in (
+                                [LAUNCHER_JOB, TRAINER_JOB]
+                                if is_mpi_runtime(runtime)
+                                else [TRAINER_JOB]
+                            )
                         ]
                     }
                 }
@@ -584,13 +627,17 @@ class _Follower(CustomObject):
 
 
 class _PodLogs:
-    """Streams the log of every pod of the TrainJob with job-completion index 0 (node 0; an
-    MPI runtime's launcher) into the task's log, each from a thread of its own."""
+    """Streams the log of the pod that runs the command (node 0; an MPI runtime's launcher,
+    which prints every rank's output) into the task's log, each pod (a restarted one again)
+    from a thread of its own."""
 
     def __init__(self, job: _Follower, poll_seconds: float) -> None:
         self.job = job
         self.poll = poll_seconds
-        self.selector = f"{JOBSET_LABEL}={job.name},{INDEX_LABEL}=0"
+        runtime = job.manifest["spec"]["runtimeRef"]["name"]
+        self.selector = (
+            f"{JOBSET_LABEL}={job.name},{JOB_LABEL}={command_job(runtime)},{INDEX_LABEL}=0"
+        )
         self._stop = threading.Event()
         self._streamed: set[tuple[str, int]] = set()
         self._threads: list[threading.Thread] = []

@@ -2,8 +2,9 @@
 exchange (metrics, flags, a barrier).
 
 ``torchrun --nproc_per_node N`` (or DeepSpeed's launcher) starts N copies of a stage command
-and tells each its place through ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``. Without them the
-run is one process: rank 0 of 1, and every function here is a no-op. Rank 0 alone talks to
+and tells each its place through ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; ``mpirun`` (an MPI
+TrainJob runtime) tells it through OpenMPI's ``OMPI_COMM_WORLD_*``, which are read as those.
+Without them the run is one process: rank 0 of 1, and every function here is a no-op. Rank 0 alone talks to
 MLflow, writes manifests and publishes; every rank trains on its share of each batch.
 """
 
@@ -13,7 +14,7 @@ import datetime
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -45,8 +46,42 @@ class World:
         return f" on rank {self.rank}" if self.size > 1 else ""
 
 
+# torch.distributed's names for a rank's place, and OpenMPI's for the same, which is all the
+# processes `mpirun` starts carry.
+OPENMPI_ENV = {
+    "RANK": "OMPI_COMM_WORLD_RANK",
+    "WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
+    "LOCAL_RANK": "OMPI_COMM_WORLD_LOCAL_RANK",
+    "LOCAL_WORLD_SIZE": "OMPI_COMM_WORLD_LOCAL_SIZE",
+}
+
+
+def adopt_openmpi_env(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Under ``mpirun``: set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE``
+    from OpenMPI's variables (where unset), so that ``init_process_group``, DeepSpeed and this
+    module read them as under torchrun. OpenMPI has no rendezvous address: the launcher passes
+    ``MASTER_ADDR`` and ``MASTER_PORT`` (``mpirun -x``; ``rlhf.pipeline.mpi_launch``), and their
+    absence with several ranks is an error here rather than a hang in the rendezvous. Returns
+    whether this process was started by mpirun."""
+    if "OMPI_COMM_WORLD_RANK" not in environ:
+        return False
+    for name, openmpi_name in OPENMPI_ENV.items():
+        if openmpi_name in environ:
+            environ.setdefault(name, environ[openmpi_name])
+    missing = [n for n in ("MASTER_ADDR", "MASTER_PORT") if not environ.get(n)]
+    if int(environ.get("WORLD_SIZE", "1")) > 1 and missing:
+        raise RuntimeError(
+            f"started by mpirun as rank {environ['RANK']} of {environ['WORLD_SIZE']} without "
+            f"{' and '.join(missing)}: pass the rank-0 host and a free port to every rank "
+            "(mpirun -x MASTER_ADDR=<host> -x MASTER_PORT=<port>; rlhf.pipeline.mpi_launch does)"
+        )
+    return True
+
+
 def launched_world() -> World:
-    """The world as the launcher's environment describes it (one process when unset)."""
+    """The world as the launcher's environment describes it (one process when unset); under
+    ``mpirun`` OpenMPI's variables are adopted first (:func:`adopt_openmpi_env`)."""
+    adopt_openmpi_env()
     return World(
         rank=int(os.environ.get("RANK", "0")),
         size=int(os.environ.get("WORLD_SIZE", "1")),
