@@ -136,3 +136,19 @@ def test_every_subcommand_in_cli_doc() -> None:
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     missing = [name for name in sub.choices if f"rlhf {name}" not in text]
     assert not missing, f"{CLI_DOC.name} does not describe: {missing}"
+
+
+def test_components_readme_lists_every_spec_with_its_image() -> None:
+    """components/README.md's table names each generated spec once, with the image it runs in."""
+    import yaml
+
+    folder = DOCS.parent / "components"
+    rows = re.findall(
+        r"^\| `([a-z_]+\.yaml)` \|.*\| (CPU|CUDA) \|$", (folder / "README.md").read_text(), re.M
+    )
+    listed = dict(rows)
+    assert sorted(listed) == sorted(p.name for p in folder.glob("*.yaml"))
+    for name, image in listed.items():
+        executors = yaml.safe_load((folder / name).read_text())["deploymentSpec"]["executors"]
+        (executor,) = executors.values()
+        assert executor["container"]["image"].endswith(f"-{image.lower()}"), name
