@@ -11,12 +11,13 @@ import torch
 @torch.no_grad()
 def sample(
     model: torch.nn.Module, prompts: list[list[int]], new_tokens: int, eos: int, pad: int
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(B, P + R) prompt and response ids, the (B, R) response mask (up to and including the
-    first EOS) and the width P of the left-padded prompts."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(B, P + R) prompt and response ids and their attention mask, the (B, R) response mask
+    (up to and including the first EOS) and the width P of the left-padded prompts."""
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    prompt_attention = attention
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True)
     cache, logits, last = out.past_key_values, out.logits[:, -1], positions[:, -1:]
@@ -36,4 +37,4 @@ def sample(
                     past_key_values=cache, use_cache=True)  # fmt: skip
         cache, logits = out.past_key_values, out.logits[:, -1]
     response, mask = torch.stack(tokens, 1), torch.stack(masks, 1).long()
-    return torch.cat([ids, response], 1), mask, width
+    return torch.cat([ids, response], 1), torch.cat([prompt_attention, mask], 1), mask, width

@@ -38,6 +38,7 @@ class Settings:
     max_length: int = 256  # tokens per training sequence (no demo row is longer)
     max_prompt_length: int = 192
     lr: float = 1e-4
+    size: str = "bench"  # the model's shape in llama_shapes.SIZES ("micro" for the smoke test)
     threads: int = 1  # torch threads per contender (see docs/benchmarks.md on why 1)
     seed: int = 0
 
@@ -84,7 +85,7 @@ def make_inputs(root: Path, settings: Settings) -> Inputs:
             raise RuntimeError(f"{prepared[name]}: {have} train rows, need {rows}")
     texts = (m["content"] for r in load_split(prepared["sft"], "train") for m in r["messages"])
     tokenizer = train_bpe_tokenizer(texts, vocab_size=SFTConfig().vocab_size)
-    config = llama_config("bench", settings.max_length + settings.new_tokens, len(tokenizer))
+    config = llama_config(settings.size, settings.max_length + settings.new_tokens, len(tokenizer))
     config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     model_dir = str(root / "model")
     models.save_pretrained(build_llama(config, settings.seed), tokenizer, model_dir)

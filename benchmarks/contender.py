@@ -11,6 +11,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from bench_inputs import Inputs
@@ -27,8 +28,10 @@ WORKS = {
 }
 
 
-def main(argv: list[str]) -> None:
-    root, work, who, out = argv
+def measure(root: str, work: str, who: str, out: str) -> dict[str, Any]:
+    """Run ``who``'s contender for ``work`` on the inputs under ``root``; write the report to
+    ``out`` and return it. (``side_by_side.py --in-process`` calls this directly: quick, for
+    the smoke test, but the peak RSS is then the whole process's so far.)"""
     started = time.perf_counter()
     inputs = Inputs.load(root)
     torch.set_num_threads(inputs.settings.threads)
@@ -44,6 +47,11 @@ def main(argv: list[str]) -> None:
         "outside_seconds": wall - measured["seconds"], "peak_rss_mib": peak_kib / 1024,
     }  # fmt: skip
     Path(out).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def main(argv: list[str]) -> None:
+    measure(*argv)
 
 
 if __name__ == "__main__":
