@@ -28,13 +28,13 @@ REWARD_FUNCTION = "rlhf.data.demo_task:gold_reward"  # the RL runs' programmatic
 class Settings:
     """What every contender of a kind of work gets the same of."""
 
-    steps: int = 12  # optimizer steps (supervised) or iterations (RL); the first is warm-up
-    batch: int = 16  # rows (SFT), pairs (reward, DPO) or completions (RL) per optimizer step
-    prompts: int = 8  # RL: prompts per iteration ...
+    steps: int = 6  # optimizer steps (supervised) or iterations (RL); the first is warm-up
+    batch: int = 8  # rows (SFT), pairs (reward, DPO) or completions (RL) per optimizer step
+    prompts: int = 4  # RL: prompts per iteration ...
     group: int = 4  # ... times completions per prompt = completions per iteration
     new_tokens: int = 32  # RL and generation: responses are this long at most
-    gen_batch: int = 32  # generation: prompts per batch
-    gen_rounds: int = 4  # generation: batches timed (after one warm-up batch)
+    gen_batch: int = 16  # generation: prompts per batch
+    gen_rounds: int = 2  # generation: batches timed (after one warm-up batch)
     max_length: int = 256  # tokens per training sequence (no demo row is longer)
     max_prompt_length: int = 192
     lr: float = 1e-4

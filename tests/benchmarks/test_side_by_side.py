@@ -35,3 +35,18 @@ def test_side_by_side_prints_the_table_for_every_kind_of_work(tmp_path):
         assert "n/a" not in row.split("|")[2:7], row
     assert report["summary"]["kfp_local"]["contenders"]["ours"]["seconds"][0] > 0
     assert "| kfp.local round trip" in done.stdout
+
+
+def test_the_package_never_imports_trl():
+    """TRL is a benchmark dependency (the ``bench`` extra), never the package's."""
+    package = Path(__file__).resolve().parents[2] / "src" / "rlhf"
+    offenders = [
+        str(path)
+        for path in package.rglob("*.py")
+        for line in path.read_text().splitlines()
+        if line.strip().startswith(("import trl", "from trl"))
+    ]
+    assert offenders == []
+    code = "import sys, rlhf.cli.main, rlhf.stages.grpo; print('trl' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
