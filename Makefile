@@ -13,7 +13,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # constraints.txt pins each package the project pulls in; `make lock` refreshes it.
 LOCK := constraints.txt
 
-.PHONY: demo test bench test-images test-architectures test-distributed test-pipelines lint format compile install install-dev clean images push-images lock
+.PHONY: demo test bench bench-zero test-images test-architectures test-distributed test-pipelines lint format compile install install-dev clean images push-images lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,10 +71,17 @@ test-distributed: install-dev
 test-pipelines: install-dev
 	$(BIN)/python -m pytest -q -m pipelines
 
-# Memory per rank and throughput of a ~100M model under plain PyTorch, ZeRO 0-3 and LoRA on 2
-# CPU ranks, 3 rounds (benchmarks/README.md; about 15 minutes on 2 cores). Not in `make test`.
+# Every stage side by side with TRL's trainer for the same job and a bare PyTorch loop (SFT,
+# reward model, DPO, GRPO, PPO vs RLOO, generation vs model.generate), plus kfp.local's fixed
+# cost: 3 rounds, one table of ratios (docs/benchmarks.md; tens of minutes on 2 shared cores).
+# TRL comes from the bench extra, never the default install. `make test` runs a smoke run only.
 bench: install-dev
 	$(PIP) install -c $(LOCK) -e '.[dev,bench]'
+	$(BIN)/python benchmarks/side_by_side.py --out bench_results/side_by_side
+
+# Memory per rank and throughput of a ~100M model under plain PyTorch, ZeRO 0-3 and LoRA on 2
+# CPU ranks, 3 rounds (benchmarks/README.md; about 15 minutes on 2 cores). Not in `make test`.
+bench-zero: install-dev
 	$(BIN)/python benchmarks/zero_memory.py --out bench_results/zero_memory
 
 # The package installed the way images/cpu.Dockerfile installs it (a fresh venv; minutes).

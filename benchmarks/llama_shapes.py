@@ -10,11 +10,16 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 # Shapes by name. "100m": GPT-2-small's width and depth with a 32k vocabulary (tied
 # embeddings); "1b": TinyLlama-1.1B's shape (grouped-query attention, 4 KV heads); "micro": a
-# forward pass in milliseconds, to keep the scripts running in tests.
+# forward pass in milliseconds, to keep the scripts running in tests; "bench": small enough for
+# every kind of work to run side by side on 2 CPU cores in minutes.
 SIZES: dict[str, dict[str, Any]] = {
     "micro": dict(
         hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=2, vocab_size=512, tie_word_embeddings=True,
+    ),
+    "bench": dict(  # the side-by-side benchmarks' model (side_by_side.py): 4 layers, 256 wide
+        hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=4, vocab_size=512, tie_word_embeddings=True,
     ),
     "100m": dict(
         hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
