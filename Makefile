@@ -37,8 +37,10 @@ $(VENV)/.debian-packages:
 	  || { $(APT) update && $(APT) install --no-install-recommends $(DEBIAN_TEST_PACKAGES); }
 	touch $@
 
+# The tests also run the benchmarks' smoke run with TRL (the bench extra; never in the default
+# install).
 $(VENV)/.installed-dev: pyproject.toml $(LOCK) $(VENV)/.installed $(VENV)/.debian-packages
-	$(PIP) install -c $(LOCK) -e '.[dev]'
+	$(PIP) install -c $(LOCK) -e '.[dev,bench]'
 	# The tests run ZeRO 0-3 on CPU; DeepSpeed builds against the installed torch.
 	$(PIP) install -c $(LOCK) --no-build-isolation deepspeed
 	$(BIN)/python -m pip check
@@ -76,7 +78,6 @@ test-pipelines: install-dev
 # cost: 3 rounds, one table of ratios (docs/benchmarks.md; tens of minutes on 2 shared cores).
 # TRL comes from the bench extra, never the default install. `make test` runs a smoke run only.
 bench: install-dev
-	$(PIP) install -c $(LOCK) -e '.[dev,bench]'
 	$(BIN)/python benchmarks/side_by_side.py --out bench_results/side_by_side
 
 # Memory per rank and throughput of a ~100M model under plain PyTorch, ZeRO 0-3 and LoRA on 2
@@ -121,7 +122,7 @@ lock:
 	rm -rf $(LOCK_VENV) build
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip -q install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(LOCK_VENV)/bin/python -m pip -q install '.[dev,tracking]'
+	$(LOCK_VENV)/bin/python -m pip -q install '.[dev,tracking,bench]'
 	# DeepSpeed builds against the installed torch (its build would otherwise fetch another).
 	$(LOCK_VENV)/bin/python -m pip -q install --no-build-isolation '.[deepspeed]'
 	$(LOCK_VENV)/bin/python -m pip check
