@@ -94,6 +94,10 @@ class PrepareConfig(Checked):
     # Accept an input with no rows (an empty file, a CSV header alone, ...) or whose rows are all
     # rejected or dropped, writing an empty artifact; by default that is an error.
     allow_empty: bool = False
+    # Also split every preference pair into two unpaired rows (chosen: label true, rejected:
+    # false) in the same split of the unpaired artifact, after any unpaired input files' rows:
+    # KTO's data from preference data.
+    unpaired_from_preferences: bool = False
 
     def _check(self, c: _Checks) -> None:  # before any file is read
         c.one_of("over_budget", OVER_BUDGET_MODES)
