@@ -85,7 +85,9 @@ def test_kto_reference_point_is_clamped_at_zero_and_detached():
     z0 = kto_kl_estimate(policy, torch.tensor([-7.0, -5.5]))  # log-ratios [-1, -0.5]
     assert z0.item() == 0.0 and not z0.requires_grad
     logps = torch.tensor([-1.0, -1.0], requires_grad=True)
-    kto_loss(logps, torch.tensor([-1.0, -1.0]), torch.tensor([True, False]), z0, 1.0).loss.backward()
+    kto_loss(
+        logps, torch.tensor([-1.0, -1.0]), torch.tensor([True, False]), z0, 1.0
+    ).loss.backward()
     # r = 0 = z0: sigmoid'(0) = 0.25, times beta 1, over B = 2: -0.125 for the desirable
     # answer (its loss falls as r rises), +0.125 for the undesirable one.
     assert logps.grad.tolist() == pytest.approx([-0.125, 0.125])

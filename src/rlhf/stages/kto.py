@@ -12,8 +12,9 @@ on the batch's answers (with gradient) and on their mismatched answers (without:
 trained through), in the loop every supervised stage uses (``training/loop.py``).
 
 Metrics, on train and validation: the loss, the mean implicit reward log pi/ref of the
-desirable and of the undesirable answers, z0 ("kl"), and the share of answers on the side of
-z0 their label asks for (accuracy). Validation takes z0 over the whole validation split.
+desirable and of the undesirable answers and their difference (margin), z0 ("kl"), and the
+share of answers on the side of z0 their label asks for (accuracy; when every log-ratio falls
+below 0, z0 is clamped to 0 and that share is the share of undesirable answers). Validation takes z0 over the whole validation split.
 """
 
 from __future__ import annotations
@@ -146,6 +147,10 @@ def run(
         return {
             "rewards/desirable": good.mean().item() if len(good) else float("nan"),
             "rewards/undesirable": bad.mean().item() if len(bad) else float("nan"),
+            # How far the implicit reward separates the two labels, whatever z0 is.
+            "rewards/margin": (good.mean() - bad.mean()).item()
+            if len(good) and len(bad)
+            else float("nan"),
             "rewards/accuracy": out.accuracy(desirable).item(),
             "kl": out.kl.item(),
         }

@@ -336,6 +336,7 @@ STAGES: dict[str, StageSpec] = {
             KTOConfig, KTOInputs, ModelOutputs, "rlhf.stages.kto:run",
             parameters=("seed", "max_length", "epochs", "lr", "beta"),
             summary=(
+                Headline("val margin", "rewards_margin"),
                 Headline("val accuracy", "rewards_accuracy", "accuracy_start", fmt=".1%"),
                 Headline("KL", "kl"),
             ),
