@@ -26,6 +26,7 @@ def prepare(
     preferences_data: list,
     prompts_data: list,
     eval_prompts_data: list,
+    unpaired_data: list,
     overrides: dict,
     demo_overrides: dict,
     pipeline_run: str,
@@ -35,6 +36,7 @@ def prepare(
     preferences: Output[Dataset],
     prompts: Output[Dataset],
     eval_prompts: Output[Dataset],
+    unpaired: Output[Dataset],
     rejects: Output[Artifact],
     metrics: Output[Metrics],
     publish_to: str = "",  # an s3:// root; "" publishes nothing
@@ -152,6 +154,30 @@ def dpo(
 
 
 @dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
+def kto(
+    seed: int,
+    max_length: int,
+    epochs: int,
+    lr: float,
+    beta: float,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    unpaired: Input[Dataset],
+    sft_model: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    publish_to: str = "",
+):
+    """Optimise the SFT policy with KTO on answers labelled desirable or not (no reward model)."""
+    arguments = dict(locals())
+    from rlhf.pipeline.component_runner import run_component
+
+    run_component("kto", arguments)
+
+
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def grpo(
     seed: int,
     iterations: int,
@@ -226,4 +252,4 @@ def deploy(
 
 
 # Every stage's component, by stage name.
-COMPONENTS = {c.name: c for c in (prepare, sft, reward, ppo, dpo, grpo, evaluate, deploy)}
+COMPONENTS = {c.name: c for c in (prepare, sft, reward, ppo, dpo, kto, grpo, evaluate, deploy)}
