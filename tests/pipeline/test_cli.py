@@ -167,7 +167,12 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     specs = tmp_path / "components"  # never the repository's own components/ (the default)
     assert main(["compile", "--out", str(tmp_path), "--components-out", str(specs)]) == 0
     assert (specs / "ppo.yaml").is_file()
-    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["dpo.yaml", "grpo.yaml", "ppo.yaml"]
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == [
+        "dpo.yaml",
+        "grpo.yaml",
+        "kto.yaml",
+        "ppo.yaml",
+    ]
 
     def tasks(name):
         package = yaml.safe_load((tmp_path / f"{name}.yaml").read_text().split("\n---\n")[0])
@@ -177,6 +182,7 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     assert tasks("ppo") == {"prepare", "sft", "reward", "ppo", "evaluate", "condition-1"}
     assert tasks("dpo") == {"prepare", "sft", "dpo", "evaluate", "condition-1"}
     assert tasks("grpo") == {"prepare", "sft", "reward", "grpo", "evaluate", "condition-1"}
+    assert tasks("kto") == {"prepare", "sft", "kto", "evaluate", "condition-1"}
 
 
 def test_stage_config_file_without_its_section_is_an_error(tmp_path, capsys):
