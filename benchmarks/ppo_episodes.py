@@ -29,7 +29,7 @@ from rlhf.stages import ppo, prepare, reward
 from rlhf.stages.specs import ModelOutputs, PrepareInputs, PrepareOutputs, RewardInputs
 from rlhf.tracking import Tracker
 
-ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")
+ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")  # the demo files (no unpaired one)
 
 
 class IterationClock(Tracker):
@@ -56,7 +56,7 @@ def make_inputs(
     prepare.run(
         PrepareConfig(),
         PrepareInputs(*([str(files[name])] for name in ARTIFACTS)),
-        PrepareOutputs(*prepared.values(), str(work / "prepared" / "rejects.jsonl")),
+        PrepareOutputs.in_folder(work / "prepared"),
     )
     texts = (m["content"] for r in load_split(prepared["sft"], "train") for m in r["messages"])
     tokenizer = train_bpe_tokenizer(texts, vocab_size=32000)

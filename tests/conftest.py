@@ -31,16 +31,14 @@ def demo_files(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory, demo_files):
-    """The small demo task prepared into the four artifacts: {name: folder}."""
+    """The small demo task prepared into the five artifacts (unpaired: the preference pairs
+    split in two): {name: folder}."""
     from rlhf.stages import prepare
 
     out = tmp_path_factory.mktemp("prepared")
-    outputs = prepare.PrepareOutputs(
-        *(str(out / n) for n in ("sft", "preferences", "prompts", "eval_prompts")),
-        str(out / "rejects.jsonl"),
-    )
+    outputs = prepare.PrepareOutputs.in_folder(out)
     prepare.run(
-        PrepareConfig(),
+        PrepareConfig(unpaired_from_preferences=True),
         prepare.PrepareInputs(
             [str(demo_files["sft"])],
             [str(demo_files["preferences"])],
@@ -49,7 +47,7 @@ def prepared(tmp_path_factory, demo_files):
         ),
         outputs,
     )
-    return {n: str(out / n) for n in ("sft", "preferences", "prompts", "eval_prompts")}
+    return {n: str(out / n) for n in prepare.ARTIFACTS}
 
 
 @pytest.fixture(scope="session")

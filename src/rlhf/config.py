@@ -21,7 +21,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 LR_SCHEDULES = ("constant", "linear")  # on-policy LR after warmup
 REWARD_HEADS = ("log_ratio", "scalar")
 POOLINGS = ("last", "sum", "mean")  # how a scalar reward head's outputs become one score
-DPO_LOSSES = ("sigmoid", "ipo")
+DPO_LOSSES = ("sigmoid", "ipo", "simpo", "orpo")
+REFERENCE_FREE_LOSSES = ("simpo", "orpo")  # DPO losses that need no reference model
+ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce_pp")  # the GRPO stage's estimator
 KL_ESTIMATORS = ("k1", "k2", "k3")
 KL_CONTROLS = ("fixed", "adaptive")
 POLICY_LOSSES = ("clip", "penalty")
@@ -94,6 +96,10 @@ class PrepareConfig(Checked):
     # Accept an input with no rows (an empty file, a CSV header alone, ...) or whose rows are all
     # rejected or dropped, writing an empty artifact; by default that is an error.
     allow_empty: bool = False
+    # Also split every preference pair into two unpaired rows (chosen: label true, rejected:
+    # false) in the same split of the unpaired artifact, after any unpaired input files' rows:
+    # KTO's data from preference data.
+    unpaired_from_preferences: bool = False
 
     def _check(self, c: _Checks) -> None:  # before any file is read
         c.one_of("over_budget", OVER_BUDGET_MODES)
@@ -445,8 +451,14 @@ class DPOConfig(TrainConfig):
     # Implicit KL strength: larger keeps the policy closer to the reference. On the demo's
     # 30000 pairs 0.1 drifts to a KL of 3.4 and loses gold reward; 0.3 stays near 0.5.
     beta: float = 0.3
-    loss_type: str = "sigmoid"  # "sigmoid" (DPO, or cDPO with label_smoothing) or "ipo"
+    # "sigmoid" (DPO, or cDPO with label_smoothing), "ipo", or the reference-free "simpo" and
+    # "orpo" (no reference model is loaded, no reference log-probs computed).
+    loss_type: str = "sigmoid"
     label_smoothing: float = 0.0  # cDPO: assumed probability that a label is flipped
+    # SimPO: target margin between the length-normalised rewards beta * log pi(y|x) / |y| (its
+    # paper pairs beta 2-2.5 with gamma about beta / 2; set beta yourself: 0.3 is DPO's).
+    simpo_gamma: float = 1.0
+    orpo_lambda: float = 0.1  # ORPO: weight of the odds-ratio term added to the chosen NLL
     # Import path "module:function(prompt, response) -> float" of a programmatic gold reward;
     # when set, validation also reports the implicit reward's agreement with its order.
     gold_reward: str | None = None
@@ -457,9 +469,40 @@ class DPOConfig(TrainConfig):
         c.holds(self.beta > 0, "beta", "must be > 0")
         c.holds(0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
         c.holds(
-            self.loss_type != "ipo" or self.label_smoothing == 0,
+            self.loss_type == "sigmoid" or self.label_smoothing == 0,
             "label_smoothing",
-            "(cDPO) applies to loss_type 'sigmoid' only: must be 0 with 'ipo'",
+            f"(cDPO) applies to loss_type 'sigmoid' only: must be 0 with {self.loss_type!r}",
+        )
+        c.holds(self.simpo_gamma >= 0, "simpo_gamma", "must be >= 0")
+        c.holds(self.orpo_lambda >= 0, "orpo_lambda", "must be >= 0")
+
+
+@dataclasses.dataclass
+class KTOConfig(TrainConfig):
+    """KTO on unpaired feedback (answers labelled desirable or not, one at a time): the policy
+    starts from the SFT model, which is also the frozen reference (docs/algorithms.md)."""
+
+    epochs: int = 1
+    batch_size: int = 32  # labelled answers per micro-batch (and as many mismatched ones)
+    lr: float = 1e-4  # as DPO on the demo
+    warmup_ratio: float = 0.1
+    # How sharply the value saturates around the reference point (larger: stay nearer the
+    # reference). The paper and TRL use 0.1; 0.3 is DPO's demo setting, kept for comparison.
+    beta: float = 0.3
+    # lambda_D and lambda_U. The paper advises desirable_weight * n_desirable /
+    # (undesirable_weight * n_undesirable) in [1, 4/3]: with one of each per preference pair, 1.
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+
+    def _check(self, c: _Checks) -> None:
+        super()._check(c)
+        c.holds(self.beta > 0, "beta", "must be > 0")
+        for name in ("desirable_weight", "undesirable_weight"):
+            c.holds(getattr(self, name) >= 0, name, "must be >= 0")
+        c.holds(
+            self.desirable_weight + self.undesirable_weight > 0,
+            "desirable_weight",
+            "and undesirable_weight must not both be 0",
         )
 
 
@@ -602,6 +645,11 @@ class GRPOConfig(OnPolicyConfig):
     # Weight of the k3 KL(policy || reference) term in the loss (0: off). DeepSeekMath used 0.04;
     # against the demo's small reward model 0.2 over-optimises it less (docs/results.md).
     kl_coef: float = 0.2
+    # How each response's advantage is computed: "grpo" (relative to its group's mean, and
+    # std with scale_advantages), "rloo" (minus the mean of the other G - 1 responses to its
+    # prompt) or "reinforce_pp" (REINFORCE++: the KL penalty kl_coef * k1 moves from the loss
+    # into each token's reward, and every token's return is normalised over the whole batch).
+    estimator: str = "grpo"
     # Divide by the group's std (True) or only subtract its mean (False: Dr. GRPO, Liu et al.
     # 2025). Against a reward model, dividing blows up its small, noisy differences between
     # near-identical answers; on the demo False gains 1-2 points (docs/results.md).
@@ -610,6 +658,7 @@ class GRPOConfig(OnPolicyConfig):
     def _check(self, c: _Checks) -> None:
         super()._check(c)
         c.holds(self.group_size >= 2, "group_size", "must be >= 2 (advantages are relative)")
+        c.one_of("estimator", ADVANTAGE_ESTIMATORS)
         for name in ("prompts_per_iteration", "grpo_epochs"):
             c.holds(getattr(self, name) >= 1, name, "must be >= 1")
         c.holds(self.kl_coef >= 0, "kl_coef", "must be >= 0")

@@ -168,7 +168,7 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     assert main(["compile", "--out", str(tmp_path), "--components-out", str(specs)]) == 0
     assert (specs / "ppo.yaml").is_file()
     assert sorted(p.name for p in tmp_path.glob("*.yaml")) == [
-        "collect.yaml", "dpo.yaml", "grpo.yaml", "online_dpo.yaml", "ppo.yaml"
+        "collect.yaml", "dpo.yaml", "grpo.yaml", "kto.yaml", "online_dpo.yaml", "ppo.yaml"
     ]  # fmt: skip
 
     def tasks(name):
@@ -181,6 +181,7 @@ def test_compile_writes_pipeline_yaml(tmp_path, capsys):
     assert tasks("grpo") == {"prepare", "sft", "reward", "grpo", "evaluate", "condition-1"}
     assert tasks("online_dpo") == {"prepare", "sft", "reward", "online-dpo", "evaluate",
                                    "condition-1"}  # fmt: skip
+    assert tasks("kto") == {"prepare", "sft", "kto", "evaluate", "condition-1"}
 
 
 def test_stage_config_file_without_its_section_is_an_error(tmp_path, capsys):

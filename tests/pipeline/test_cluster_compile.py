@@ -251,8 +251,8 @@ def test_component_specs_load_and_compose_into_another_pipeline(tmp_path):
     def reuse(sft_data: list):
         prep = prepare(
             sft_data=sft_data, preferences_data=[], prompts_data=[], eval_prompts_data=[],
-            overrides={}, demo_overrides={}, pipeline_run="r", mlflow_experiment="e",
-            track=False,
+            unpaired_data=[], overrides={}, demo_overrides={}, pipeline_run="r",
+            mlflow_experiment="e", track=False,
         )  # fmt: skip
         sft(
             base_model="preset:tiny-llama", seed=0, max_length=64, epochs=1, lr=1e-4,

@@ -260,8 +260,10 @@ def test_the_rbac_is_valid_and_bound_to_the_pipeline_service_account(compiled):
 def test_recompiling_without_deploy_removes_the_review_files(tmp_path):
     config = cluster.cluster_config_from_dict(json.loads(json.dumps(DEPLOY_ON)))
     written = compile_inferenceservices(tmp_path, config)
-    assert {p.name for p in written} == {"ppo.yaml", "dpo.yaml", "grpo.yaml", "online_dpo.yaml",
-                                         "inferenceservice-rbac.yaml", "serving-account.yaml"}  # fmt: skip
+    assert {p.name for p in written} == {
+        "ppo.yaml", "dpo.yaml", "grpo.yaml", "online_dpo.yaml", "kto.yaml",
+        "inferenceservice-rbac.yaml", "serving-account.yaml",
+    }  # fmt: skip
     assert compile_inferenceservices(tmp_path, cluster.ClusterConfig()) == []
     assert not list(tmp_path.rglob("*.yaml"))
 

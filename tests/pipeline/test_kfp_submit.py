@@ -305,6 +305,7 @@ EVERY_SECTION = {
     "ppo": {"kl_coef": 0.1, "critic_lr": 3e-5},
     "dpo": {"beta": 0.5, "label_smoothing": 0.1},
     "grpo": {"group_size": 4, "scale_advantages": True},
+    "kto": {"beta": 0.2, "undesirable_weight": 1.2},
     "evaluate": {"samples_per_prompt": 2, "max_prompts": 50},
 }
 _COMMON = {
@@ -331,6 +332,13 @@ EXPECTED_PARAMETERS = {
         **_REWARD,
         "grpo_group_size": 4,
         "grpo_overrides": {"scale_advantages": True},
+    },
+    # The kto pipeline's own prepare_overrides default stays (no prepare section here).
+    "kto": {
+        **_COMMON,
+        "prepare_overrides": {"unpaired_from_preferences": True},
+        "kto_beta": 0.2,
+        "kto_overrides": {"undesirable_weight": 1.2},
     },
 }
 

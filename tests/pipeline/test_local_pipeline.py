@@ -29,6 +29,7 @@ TINY_ALL = {
              "grpo_epochs": 1, "max_new_tokens": 8},
     "online_dpo": {"iterations": 2, "prompts_per_iteration": 2, "samples_per_prompt": 4,
                    "minibatch_size": 2, "dpo_epochs": 1, "max_new_tokens": 8},
+    "kto": {"max_steps": 2, "batch_size": 8, "eval_batch_size": 32},
 }  # fmt: skip
 # The stages between SFT and the evaluation, per pipeline.
 MIDDLE = {"dpo": ["dpo"], "grpo": ["reward", "grpo"], "online_dpo": ["reward", "online_dpo"]}
@@ -136,6 +137,39 @@ def test_collect_pipeline_samples_a_batch_the_app_and_judge_read(tmp_path, capsy
     for t in tasks:
         assert len({c.text for c in t.candidates}) == len(t.candidates) == 3
         assert {c.source for c in t.candidates} == {"model"}  # the SFT task's output folder
+
+
+def test_kto_pipeline_runs_end_to_end_on_the_demo_pairs_split_in_two(tmp_path, capsys):
+    """prepare (the demo's pairs also split into unpaired feedback) -> SFT -> KTO ->
+    evaluate, with no reward model."""
+    config = {**TINY_ALL, "pipeline": {"track": False}}
+    result = run_local(config, tmp_path / "outputs", pipeline="kto")
+    assert [r.stage for r in result.stages] == ["prepare", "sft", "kto", "evaluate"]
+    run_dir = result.run_dir
+    unpaired = json.loads((run_dir / "prepare" / "unpaired" / "manifest.json").read_text())
+    assert unpaired["derived_from"] == "preferences"
+    assert unpaired["from_preferences"] == 2 * sum(
+        json.loads((run_dir / "prepare" / "preferences" / "manifest.json").read_text())[
+            "rows"
+        ].values()
+    )
+    manifest = json.loads((run_dir / "kto" / "model" / "manifest.json").read_text())
+    assert manifest["artifact"] == "kto_policy" and manifest["metrics"]["steps"] == 2
+    metrics = json.dumps(json.loads((run_dir / "evaluate" / "executor_output.json").read_text()))
+    assert "win_rate_gold" in metrics and "win_rate_rm" not in metrics
+
+
+def test_a_pipelines_own_default_overrides_stay_under_the_sections_keys():
+    # The kto pipeline's prepare splits the pairs unless the prepare section says otherwise.
+    assert pipeline_arguments(TINY_ALL, "kto")["prepare_overrides"] == {
+        "unpaired_from_preferences": True
+    }
+    off = {**TINY_ALL, "prepare": {"unpaired_from_preferences": False, "seed": 3}}
+    assert pipeline_arguments(off, "kto")["prepare_overrides"] == {
+        "unpaired_from_preferences": False,
+        "seed": 3,
+    }
+    assert pipeline_arguments(TINY_ALL, "dpo")["prepare_overrides"] == {}
 
 
 def test_run_config_maps_named_parameters_and_overrides():

@@ -107,3 +107,25 @@ def test_dpo_resumes_after_kill_and_matches_an_unbroken_run(
         tmp_path,
         monkeypatch,
     )
+
+
+@pytest.mark.parametrize("loss_type, beta", [("simpo", 2.0), ("orpo", 0.3)])
+def test_reference_free_losses_learn_without_a_reference_model(
+    loss_type, beta, prepared, micro_models, tmp_path, monkeypatch
+):
+    """SimPO and ORPO: the preference accuracy rises, and only the policy is ever loaded (no
+    reference model in memory, no reference log-probs computed or cached)."""
+    from rlhf.modeling import models
+
+    loaded = []
+    load = models.load_causal_lm
+    monkeypatch.setattr(models, "load_causal_lm", lambda *a, **k: loaded.append(a) or load(*a, **k))
+    cfg = DPOConfig(epochs=2, loss_type=loss_type, beta=beta, **FAST)
+    out = tmp_path / "policy"
+    inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
+    metrics = dpo.run(cfg, inputs, dpo.ModelOutputs(str(out)))
+    assert len(loaded) == 1  # the policy
+    assert not (out / preference_logprobs.REFERENCE_CACHE).exists()
+    assert storage.read_manifest(out)["reference_logprobs_key"] is None
+    assert metrics["rewards_accuracy"] > max(0.6, metrics["accuracy_start"])
+    assert metrics["rewards_margin"] > 0

@@ -99,3 +99,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
         grpo.run(cfg, grpo.GRPOInputs(prepared["prompts"], micro_models["sft"]),
                  grpo.ModelOutputs(str(out)))  # fmt: skip
     assert not out.exists()
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "reinforce_pp"])
+def test_rloo_and_reinforce_pp_raise_the_gold_reward(estimator, prepared, micro_models, tmp_path):
+    """The other estimators on the same loop, trained on the demo's gold reward: it rises."""
+    tracker = Tracker()
+    cfg = GRPOConfig(iterations=12, reward_function=GOLD, estimator=estimator, **FAST)
+    out = tmp_path / "policy"
+    metrics = grpo.run(cfg, grpo.GRPOInputs(prepared["prompts"], micro_models["sft"]),
+                       grpo.ModelOutputs(str(out)), tracker)  # fmt: skip
+    scores = tracker.history("reward/score_mean")
+    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.1, scores
+    assert metrics["iterations"] == 12
+    assert json.loads((out / "manifest.json").read_text())["estimator"] == estimator
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        GRPOConfig(estimator="ppo")

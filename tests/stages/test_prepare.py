@@ -1,4 +1,4 @@
-"""The prepare stage end to end: inputs of every kind in, four loadable artifacts out."""
+"""The prepare stage end to end: inputs of every kind in, five loadable artifacts out."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from rlhf.data.formats import SCHEMAS
 from rlhf.data.rows import content_sha256
 from rlhf.data.splits import split_indices
 from rlhf.stages.prepare import PrepareInputs, PrepareOutputs, run
+from rlhf.stages.specs import ARTIFACTS
 from rlhf.tracking import Tracker
-
-ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")
 
 
 def user(text):
@@ -603,3 +602,47 @@ def test_budget_counts_tokens_with_a_local_tokenizer(tmp_path):
     assert metrics["sft/over_budget_truncated"] == 1
     assert metrics["sft/duplicates_dropped"] == 0  # dedupe runs before the budget
     assert metrics["sft/tokens_max"] == 9
+
+
+def test_unpaired_feedback_and_pairs_split_into_it(tmp_path):
+    feedback = [
+        {"prompt": "p1", "completion": "good", "label": True},
+        {"prompt": [user("p2")], "completion": "bad", "label": False},
+    ]
+    pairs = [{"prompt": f"q{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(10)]
+    config = PrepareConfig(validation_fraction=0.2, unpaired_from_preferences=True)
+    metrics, outputs = prepare(
+        tmp_path, config,
+        unpaired=[write_jsonl(tmp_path / "u.jsonl", feedback)],
+        preferences=[write_jsonl(tmp_path / "p.jsonl", pairs)],
+    )  # fmt: skip
+    unpaired, preferences = load(outputs, "unpaired"), load(outputs, "preferences")
+    assert unpaired["train"].features == SCHEMAS["unpaired"]
+    # Each pair gives a chosen (true) and a rejected (false) row in the pair's own split, after
+    # the feedback file's rows: 2 + 2 * 10 rows in all.
+    for split in ("train", "validation"):
+        pair_prompts = {p[0]["content"] for p in preferences[split]["prompt"]}
+        derived = [r for r in unpaired[split] if r["prompt"][0]["content"] in pair_prompts]
+        assert len(derived) == 2 * len(preferences[split])
+        assert {(r["completion"][0], r["label"]) for r in derived} == {("c", True), ("r", False)}
+    assert metrics["unpaired/train_rows"] + metrics["unpaired/validation_rows"] == 22
+    manifest = storage.read_manifest(outputs.unpaired)
+    assert manifest["from_preferences"] == 20
+    assert manifest["derived_from"] == "files and preferences"
+
+
+def test_unpaired_from_preferences_without_pairs_is_an_error(tmp_path):
+    feedback = [{"prompt": "p", "completion": "a", "label": True}]
+    with pytest.raises(DataError, match="no preference pairs to split"):
+        prepare(tmp_path, PrepareConfig(unpaired_from_preferences=True),
+                unpaired=[write_jsonl(tmp_path / "u.jsonl", feedback)])  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_label_names_file_line_and_field(tmp_path):
+    rows = [{"prompt": "p", "completion": "a", "label": True},
+            {"prompt": "p", "completion": "b", "label": "yes"}]  # fmt: skip
+    with pytest.raises(DataError) as info:
+        prepare(tmp_path, unpaired=[write_jsonl(tmp_path / "u.jsonl", rows)])
+    assert (info.value.row, info.value.field) == (2, "label")
+    assert "JSON boolean" in str(info.value) and "u.jsonl" in str(info.value)

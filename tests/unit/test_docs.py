@@ -54,9 +54,10 @@ def _sections(text: str) -> dict[str, dict[str, str]]:
 
 
 def _rows_under(sections: dict[str, dict[str, str]], name: str) -> dict[str, str] | None:
-    """The table rows of the section whose heading names ``name`` in backticks."""
+    """The table rows of the sections whose headings name ``name`` in backticks, a later
+    section's row winning (a shared table, then one pipeline's own defaults)."""
     found = [rows for heading, rows in sections.items() if f"`{name}`" in heading]
-    return found[0] if found else None
+    return {k: v for rows in found for k, v in rows.items()} if found else None
 
 
 def _matches(cell: str, default: object) -> bool:
@@ -107,7 +108,7 @@ def test_every_config_field_documented_with_its_default(cls: type, config_sectio
     assert not problems, f"{CONFIG_DOC.name} is out of date:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("name", ["ppo", "dpo", "grpo", "online_dpo", "collect"])
+@pytest.mark.parametrize("name", ["ppo", "dpo", "grpo", "online_dpo", "collect", "kto"])
 def test_every_pipeline_parameter_documented_with_its_default(name, config_sections) -> None:
     from rlhf.pipeline.pipelines import PIPELINES
 

@@ -472,6 +472,7 @@ def test_every_format_is_registered_for_one_artifact():
         "conversational_preference",
         "ranking",
         "prompt",
+        "unpaired",
     }
 
 
@@ -480,3 +481,42 @@ def test_prompt_with_and_without_reference():
     assert normalise("prompt", {"prompt": "p", "reference": "r"}) == [
         {"prompt": [user("p")], "reference": "r"}
     ]
+
+
+# --- unpaired feedback -------------------------------------------------------------------------
+
+
+def test_unpaired_rows_with_text_or_conversational_prompts():
+    assert detect_format({"prompt": "p", "completion": "a", "label": False}, "unpaired") == (
+        "unpaired"
+    )
+    assert normalise("unpaired", {"prompt": "p", "completion": "a", "label": True}) == [
+        {"prompt": [user("p")], "completion": "a", "label": True}
+    ]
+    # TRL's conversational form: prompt messages, completion one assistant message.
+    row = {"prompt": [user("hi")], "completion": [assistant("yo")], "label": False}
+    assert normalise("unpaired", row) == [
+        {"prompt": [user("hi")], "completion": "yo", "label": False}
+    ]
+
+
+@pytest.mark.parametrize(
+    "row, field, reason",
+    [
+        ({"prompt": "p", "completion": "a", "label": "true"}, "label",
+         "must be true or false (a JSON boolean), got 'true'"),
+        ({"prompt": "p", "completion": "a", "label": 1}, "label",
+         "must be true or false (a JSON boolean), got number"),
+        ({"prompt": "p", "completion": "a"}, "label", "is missing"),
+        ({"prompt": "p", "completion": "", "label": True}, "completion",
+         "must be a non-empty string"),
+        ({"prompt": "p", "completion": [assistant("a"), assistant("b")], "label": True},
+         "completion", "must hold one assistant message, got 2 messages"),
+        ({"prompt": [assistant("x")], "completion": "a", "label": True}, "prompt",
+         "the prompt ends with an 'assistant' turn; it must end with the user's message"),
+    ],
+)  # fmt: skip
+def test_unpaired_errors_name_the_field(row, field, reason):
+    with pytest.raises(DataError) as info:
+        normalise("unpaired", row)
+    assert (info.value.field, info.value.reason) == (field, reason)

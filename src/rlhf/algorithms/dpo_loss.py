@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from rlhf.config import DPO_LOSSES
+from rlhf.config import DPO_LOSSES, REFERENCE_FREE_LOSSES
 
 
 @dataclass
@@ -59,7 +59,8 @@ def dpo_loss(
         policy_chosen, policy_rejected: (B,) summed answer log-probs under the policy.
         ref_chosen, ref_rejected: (B,) the same under the frozen reference (no gradient).
         beta: strength of the implicit KL constraint (larger: stay closer to the reference).
-        loss_type: one of ``DPO_LOSSES``.
+        loss_type: ``"sigmoid"`` or ``"ipo"`` (the reference-free ``DPO_LOSSES`` have their
+            own functions: ``simpo_loss``, ``orpo_loss``).
         label_smoothing: cDPO's eps in [0, 0.5).
     Returns:
         ``DPOOutput`` with the mean loss, per-pair losses and implicit rewards.
@@ -81,7 +82,8 @@ def dpo_loss(
             raise ValueError("label_smoothing applies to the sigmoid loss only, not to IPO")
         losses = (h - 1.0 / (2.0 * beta)) ** 2
     else:
-        raise ValueError(f"unknown DPO loss {loss_type!r}; known: {', '.join(DPO_LOSSES)}")
+        known = [name for name in DPO_LOSSES if name not in REFERENCE_FREE_LOSSES]
+        raise ValueError(f"unknown DPO loss {loss_type!r}; known: {', '.join(known)}")
     return DPOOutput(
         losses.mean(),
         losses.detach(),

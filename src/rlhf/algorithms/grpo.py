@@ -64,14 +64,16 @@ def grpo_policy_loss(
         logprobs: (B, T) log pi_theta of the sampled tokens (with gradient).
         old_logprobs: (B, T) log pi_old from the rollout.
         ref_logprobs: (B, T) log pi_ref of the same tokens.
-        advantages: (B,) one advantage per response (``group_advantages``).
+        advantages: (B,) one advantage per response (``group_advantages``, ``rloo``), or
+            (B, T) one per token (``reinforce_pp``).
         mask: (B, T), 1 on response tokens.
         clip_eps: PPO-Clip's epsilon.
         kl_coef: weight of the KL term (0: no reference needed for the loss).
     Returns:
         (loss, stats): the ``ppo_clip_policy_loss`` stats plus ``kl_ref`` (masked mean of k3).
     """
-    per_token = advantages.unsqueeze(1).expand_as(logprobs)
+    per_token = advantages if advantages.dim() == 2 else advantages.unsqueeze(1)
+    per_token = per_token.expand_as(logprobs)
     loss, stats = ppo_clip_policy_loss(logprobs, old_logprobs, per_token, mask, clip_eps)
     kl = masked_mean(kl_penalty(logprobs, ref_logprobs.detach(), "k3"), mask)
     stats["kl_ref"] = kl.item()

@@ -7,6 +7,7 @@ Normalised rows (``SCHEMAS`` holds the matching ``datasets.Features``)::
     preferences   {"prompt": [...], "chosen": str, "rejected": str, "margin": float | None}
     prompts       {"prompt": [...]}                                      last message: user
     eval_prompts  {"prompt": [...], "reference": str | None}
+    unpaired      {"prompt": [...], "completion": str, "label": bool}     label: desirable?
 
 A plain-string prompt becomes ``[{"role": "user", "content": prompt}]``. Texts are kept as given
 (no stripping), except answers cut out of a longer text by ``implicit_preference``.
@@ -49,6 +50,13 @@ SCHEMAS: dict[str, datasets.Features] = {
     ),
     "prompts": datasets.Features({"prompt": _MESSAGES}),
     "eval_prompts": datasets.Features({"prompt": _MESSAGES, "reference": datasets.Value("string")}),
+    "unpaired": datasets.Features(
+        {
+            "prompt": _MESSAGES,
+            "completion": datasets.Value("string"),
+            "label": datasets.Value("bool"),
+        }
+    ),
 }
 
 
@@ -345,6 +353,40 @@ def _parallel_numbers(value: Any, field: str, length: int) -> list[float]:
     return [_number(v, f"{field}[{i}]") for i, v in enumerate(value)]
 
 
+def unpair(row: Row) -> list[Row]:
+    """A normalised preference pair as two unpaired rows: the chosen answer labelled
+    desirable, the rejected one undesirable (prepare's ``unpaired_from_preferences``)."""
+    return [
+        {"prompt": row["prompt"], "completion": row["chosen"], "label": True},
+        {"prompt": row["prompt"], "completion": row["rejected"], "label": False},
+    ]
+
+
+# --- unpaired feedback -------------------------------------------------------------------------
+
+
+def normalise_unpaired(row: Mapping[str, Any]) -> list[Row]:
+    """``{prompt, completion, label}``: one answer and whether it is desirable (a JSON boolean,
+    thumbs up or down). As in TRL's conversational form, ``prompt`` may be messages and
+    ``completion`` a list holding the assistant's answer message."""
+    prompt = _prompt(_required(row, "prompt"))
+    completion = _required(row, "completion")
+    if isinstance(completion, list):
+        messages = _messages(completion, "completion", "assistant", "the completion")
+        if len(messages) != 1:
+            raise _Invalid(
+                "completion", f"must hold one assistant message, got {len(messages)} messages"
+            )
+        text = messages[0]["content"]
+    else:
+        text = _text(completion, "completion")
+    label = _required(row, "label")
+    if not isinstance(label, bool):
+        got = repr(label) if isinstance(label, str) else json_type_name(label)
+        raise _Invalid("label", f"must be true or false (a JSON boolean), got {got}")
+    return [{"prompt": prompt, "completion": text, "label": label}]
+
+
 # --- prompts -----------------------------------------------------------------------------------
 
 
@@ -386,6 +428,7 @@ FORMATS: dict[str, Format] = {
         ),
         Format("ranking", "preferences", "prompt, responses, scores? | ranks?", normalise_ranking),
         Format("prompt", "prompts", "prompt, reference?", normalise_prompt),
+        Format("unpaired", "unpaired", "prompt, completion, label", normalise_unpaired),
     )
 }
 
@@ -394,6 +437,7 @@ ARTIFACT_FORMATS: dict[str, tuple[str, ...]] = {
     "preferences": ("preference", "implicit_preference", "conversational_preference", "ranking"),
     "prompts": ("prompt",),
     "eval_prompts": ("prompt",),
+    "unpaired": ("unpaired",),
 }
 
 
@@ -417,6 +461,8 @@ def detect_format(row: Mapping[str, Any], artifact: str) -> str | None:
             return "preference" if "prompt" in keys else "implicit_preference"
     elif artifact in ("prompts", "eval_prompts") and "prompt" in keys:
         return "prompt"
+    elif artifact == "unpaired" and {"prompt", "completion", "label"} <= keys:
+        return "unpaired"
     return None
 
 

@@ -38,7 +38,7 @@ CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 # CSV cells are text; these columns hold JSON (lists of messages, responses, numbers).
-CSV_JSON_COLUMNS = frozenset({"messages", "responses", "scores", "ranks"})
+CSV_JSON_COLUMNS = frozenset({"messages", "responses", "scores", "ranks", "label"})
 # Text in some formats, a message list in others: a cell holding a JSON array of objects is read
 # as a message list, anything else stays text.
 CSV_MESSAGE_OR_TEXT_COLUMNS = frozenset({"prompt", "chosen", "rejected", "response", "completion"})

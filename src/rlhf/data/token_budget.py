@@ -56,12 +56,16 @@ def _prompt_and_answers(artifact: str, row: Row) -> tuple[list[dict[str, str]], 
         return row["messages"][:-1], [row["messages"][-1]["content"]]
     if artifact == "preferences":
         return row["prompt"], [row["chosen"], row["rejected"]]
+    if artifact == "unpaired":
+        return row["prompt"], [row["completion"]]
     return row["prompt"], []  # prompts are generated from, not trained on: no answer to count
 
 
 def _with_answers(artifact: str, row: Row, answers: list[str]) -> Row:
     if artifact == "sft":
         return {"messages": [*row["messages"][:-1], {"role": "assistant", "content": answers[0]}]}
+    if artifact == "unpaired":
+        return {**row, "completion": answers[0]}
     return {**row, "chosen": answers[0], "rejected": answers[1]}
 
 

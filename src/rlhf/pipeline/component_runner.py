@@ -69,7 +69,8 @@ def _demo_inputs(spec: StageSpec, outputs: Any, demo_overrides: dict) -> Any:
     demo_dir = Path(outputs.sft).parent / "demo_files"
     files = write_demo_files(demo_dir, from_dict(DemoConfig, demo_overrides, "demo_overrides"))
     log.info("no data given: generated the demo task into %s", demo_dir)
-    return spec.inputs(**{name: [str(files[name])] for name in ARTIFACTS})
+    # The demo has no unpaired feedback file (the kto pipeline splits its preference pairs).
+    return spec.inputs(**{name: [str(files[name])] if name in files else [] for name in ARTIFACTS})
 
 
 def run_component(stage: str, arguments: dict[str, Any]) -> str | bool | None:

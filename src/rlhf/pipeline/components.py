@@ -26,6 +26,7 @@ def prepare(
     preferences_data: list,
     prompts_data: list,
     eval_prompts_data: list,
+    unpaired_data: list,
     overrides: dict,
     demo_overrides: dict,
     pipeline_run: str,
@@ -35,6 +36,7 @@ def prepare(
     preferences: Output[Dataset],
     prompts: Output[Dataset],
     eval_prompts: Output[Dataset],
+    unpaired: Output[Dataset],
     rejects: Output[Artifact],
     metrics: Output[Metrics],
     publish_to: str = "",  # an s3:// root; "" publishes nothing
@@ -149,6 +151,30 @@ def dpo(
     from rlhf.pipeline.component_runner import run_component
 
     run_component("dpo", arguments)
+
+
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
+def kto(
+    seed: int,
+    max_length: int,
+    epochs: int,
+    lr: float,
+    beta: float,
+    overrides: dict,
+    pipeline_run: str,
+    mlflow_experiment: str,
+    track: bool,
+    unpaired: Input[Dataset],
+    sft_model: Input[Model],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    publish_to: str = "",
+):
+    """Optimise the SFT policy with KTO on answers labelled desirable or not (no reward model)."""
+    arguments = dict(locals())
+    from rlhf.pipeline.component_runner import run_component
+
+    run_component("kto", arguments)
 
 
 @dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
@@ -281,5 +307,5 @@ def candidates(
 # Every stage's component, by stage name (KFP spells a component's underscores as dashes).
 COMPONENTS = {
     c.name.replace("-", "_"): c
-    for c in (prepare, sft, reward, ppo, dpo, grpo, online_dpo, evaluate, deploy, candidates)
+    for c in (prepare, sft, reward, ppo, dpo, kto, grpo, online_dpo, evaluate, deploy, candidates)
 }

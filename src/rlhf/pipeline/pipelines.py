@@ -7,6 +7,9 @@ end to end.
 - ``online_dpo``: prepare -> SFT -> reward model -> online DPO -> evaluate
 - ``collect``: prepare -> SFT -> sample candidates: a labelling batch of K answers per prompt
   for people (``rlhf label import``) or a judge (``rlhf judge``) to label
+- ``kto``:  prepare -> SFT ----------------> KTO  -> evaluate (unpaired feedback; no reward
+  model). Its prepare step also splits the preference pairs into unpaired rows
+  (``unpaired_from_preferences``), so the demo task runs it too.
 
 Each ends, when ``deploy_enabled`` is on, with the deploy step: it runs only when the
 evaluation's champion gate promoted the candidate (the evaluate task's output), and serves the
@@ -36,6 +39,7 @@ from rlhf.config import (
     DPOConfig,
     EvalConfig,
     GRPOConfig,
+    KTOConfig,
     OnlineDPOConfig,
     PPOConfig,
     RewardConfig,
@@ -119,6 +123,7 @@ def ppo_pipeline(
     preferences_data: list = [],
     prompts_data: list = [],
     eval_prompts_data: list = [],
+    unpaired_data: list = [],
     seed: int = SFTConfig.seed,
     max_length: int = SFTConfig.max_length,
     gold_reward: str = "auto",
@@ -173,6 +178,7 @@ def dpo_pipeline(
     preferences_data: list = [],
     prompts_data: list = [],
     eval_prompts_data: list = [],
+    unpaired_data: list = [],
     seed: int = SFTConfig.seed,
     max_length: int = SFTConfig.max_length,
     gold_reward: str = "auto",
@@ -220,6 +226,7 @@ def grpo_pipeline(
     preferences_data: list = [],
     prompts_data: list = [],
     eval_prompts_data: list = [],
+    unpaired_data: list = [],
     seed: int = SFTConfig.seed,
     max_length: int = SFTConfig.max_length,
     gold_reward: str = "auto",
@@ -273,6 +280,7 @@ def online_dpo_pipeline(
     preferences_data: list = [],
     prompts_data: list = [],
     eval_prompts_data: list = [],
+    unpaired_data: list = [],
     seed: int = SFTConfig.seed,
     max_length: int = SFTConfig.max_length,
     gold_reward: str = "auto",
@@ -327,6 +335,7 @@ def collect_pipeline(
     preferences_data: list = [],
     prompts_data: list = [],
     eval_prompts_data: list = [],
+    unpaired_data: list = [],
     seed: int = SFTConfig.seed,
     max_length: int = SFTConfig.max_length,
     sft_base_model: str = SFTConfig.base_model,
@@ -355,12 +364,55 @@ def collect_pipeline(
     )
 
 
+@dsl.pipeline(
+    name="rlhf-kto",
+    description="Preference optimisation on unpaired feedback (KTO, no reward model): prepare "
+    "data -> supervised fine-tuning -> KTO -> evaluate.",
+)
+def kto_pipeline(
+    sft_data: list = [],
+    preferences_data: list = [],
+    prompts_data: list = [],
+    eval_prompts_data: list = [],
+    unpaired_data: list = [],
+    seed: int = SFTConfig.seed,
+    max_length: int = SFTConfig.max_length,
+    gold_reward: str = "auto",
+    sft_base_model: str = SFTConfig.base_model,
+    sft_epochs: int = SFTConfig.epochs,
+    sft_lr: float = SFTConfig.lr,
+    sft_batch_size: int = SFTConfig.batch_size,
+    kto_epochs: int = KTOConfig.epochs,
+    kto_lr: float = KTOConfig.lr,
+    kto_beta: float = KTOConfig.beta,
+    evaluate_samples_per_prompt: int = EvalConfig.samples_per_prompt,
+    deploy_name: str = DeployConfig.name,
+    # Preference pairs become unpaired feedback too (set it false for unpaired files alone).
+    prepare_overrides: dict = {"unpaired_from_preferences": True},
+    demo_overrides: dict = {},
+    sft_overrides: dict = {},
+    kto_overrides: dict = {},
+    evaluate_overrides: dict = {},
+    deploy_overrides: dict = {},
+    pipeline_run: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    mlflow_experiment: str = "rlhf",
+    track: bool = True,
+    publish_to: str = "",
+    deploy_enabled: bool = False,
+):
+    params = dict(locals())
+    prep, sft = _prepare_and_sft(params)
+    policy = _task("kto", params, unpaired=prep.outputs["unpaired"], sft_model=sft.outputs["model"])
+    _evaluate_and_deploy(params, prep, sft, policy, None)
+
+
 PIPELINES = {
     "ppo": ppo_pipeline,
     "dpo": dpo_pipeline,
     "grpo": grpo_pipeline,
     "online_dpo": online_dpo_pipeline,
     "collect": collect_pipeline,
+    "kto": kto_pipeline,
 }
 
 

@@ -69,6 +69,7 @@ def pipeline_arguments(config: dict[str, Any], pipeline: str) -> dict[str, Any]:
     stages the pipeline does not have (``ppo:`` when running ``dpo``) are checked too, then
     left out: one config file serves every pipeline."""
     sections = stage_sections(pipeline)  # also: a clear error for an unknown pipeline
+    signature = inspect.signature(get_pipeline(pipeline).pipeline_func).parameters
     configs = stage_configs()
     known = {"data", "pipeline", *configs}
     unknown = sorted(set(config) - known)
@@ -102,7 +103,10 @@ def pipeline_arguments(config: dict[str, Any], pipeline: str) -> dict[str, Any]:
                 args[name] = value
             else:
                 overrides[key] = value
-        args[f"{section}_overrides"] = overrides
+        # A pipeline's own default overrides (the kto pipeline's prepare_overrides) stay
+        # unless the section sets those keys itself.
+        default = signature[f"{section}_overrides"].default
+        args[f"{section}_overrides"] = {**(default or {}), **overrides}
     return args
 
 

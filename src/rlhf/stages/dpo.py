@@ -12,6 +12,10 @@ stale cache is never used. Training runs in the loop SFT and the reward model us
 Metrics, on train and validation: the loss, the implicit rewards beta * log(pi / ref) of the
 chosen and rejected answers, their margin, and the share of pairs where the chosen answer's
 implicit reward is higher (accuracy); with a gold reward, that share against the gold order.
+
+The reference-free losses (``loss_type`` simpo or orpo: ``algorithms/simpo_loss.py``,
+``algorithms/orpo_loss.py``) score answers by the policy's own per-token mean log-prob: no
+reference model is loaded and no reference log-probs are computed or cached.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Any
 import torch
 
 from rlhf.algorithms.dpo_loss import DPOOutput, dpo_loss
-from rlhf.config import DPOConfig
+from rlhf.algorithms.orpo_loss import orpo_loss
+from rlhf.algorithms.simpo_loss import simpo_loss
+from rlhf.config import REFERENCE_FREE_LOSSES, DPOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.gold import load_reward_function
 from rlhf.modeling import lora, models
@@ -55,6 +61,12 @@ class Pair:
 
     def __len__(self) -> int:
         return max(len(self.chosen), len(self.rejected))
+
+    @property
+    def answer_tokens(self) -> tuple[int, int]:
+        """|y_w|, |y_l|: the tokens each answer's log-prob sums over (what the loss counts;
+        the first token is never predicted)."""
+        return sum(self.chosen.loss_mask[1:]), sum(self.rejected.loss_mask[1:])
 
 
 def run(
@@ -107,12 +119,19 @@ def run(
 
     # Under LoRA the engine comes first: its model, adapters off, computes the reference (and
     # under ZeRO-3 only the engine can run the sharded model).
-    engine = policy_engine() if config.lora.r else None
-    key, cached = reference_logprobs(
-        "dpo", inputs.preferences, inputs.sft_model, ckpt_root, train_set, val_set, pad_id,
-        config, device, lora_model=engine.model if engine else None,
-    )  # fmt: skip
-    ref = {k: v.to(device) for k, v in cached.items()}
+    reference_free = config.loss_type in REFERENCE_FREE_LOSSES
+    engine = policy_engine() if config.lora.r or reference_free else None
+    if reference_free:  # SimPO, ORPO: no reference model in memory, nothing to cache
+        key, cached = None, {}
+        ref = {name: torch.zeros(len(data), device=device)
+               for name, data in (("train_chosen", train_set), ("train_rejected", train_set),
+                                  ("val_chosen", val_set), ("val_rejected", val_set))}  # fmt: skip
+    else:
+        key, cached = reference_logprobs(
+            "dpo", inputs.preferences, inputs.sft_model, ckpt_root, train_set, val_set, pad_id,
+            config, device, lora_model=engine.model if engine else None,
+        )  # fmt: skip
+        ref = {k: v.to(device) for k, v in cached.items()}
     if engine is None:  # full fine-tuning: loaded after the reference is freed
         engine = policy_engine()
 
@@ -120,10 +139,16 @@ def run(
         pairs: list[Pair], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor
     ) -> DPOOutput:
         chosen, rejected = pair_logprobs(engine.module, pairs, pad_id, device)
-        return dpo_loss(
-            chosen, rejected, ref_chosen, ref_rejected,
-            config.beta, config.loss_type, config.label_smoothing,
-        )  # fmt: skip
+        if not reference_free:
+            return dpo_loss(
+                chosen, rejected, ref_chosen, ref_rejected,
+                config.beta, config.loss_type, config.label_smoothing,
+            )  # fmt: skip
+        tokens = torch.tensor([p.answer_tokens for p in pairs], device=device)
+        if config.loss_type == "simpo":
+            return simpo_loss(chosen, rejected, tokens[:, 0], tokens[:, 1], config.beta,
+                              config.simpo_gamma)  # fmt: skip
+        return orpo_loss(chosen, rejected, tokens[:, 0], tokens[:, 1], config.orpo_lambda)
 
     def reward_stats(out: DPOOutput) -> dict[str, float]:
         return {
@@ -205,7 +230,7 @@ def run(
             "metrics": metrics,
         },
         tracker=tracker,
-        extra_files={REFERENCE_CACHE: cache_json(key, cached)},
+        extra_files={REFERENCE_CACHE: cache_json(key, cached)} if key else {},
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )

@@ -5,9 +5,13 @@ Each iteration:
      each (one batched, KV-cached generation of prompts x G rows, group-major);
   2. score: the reward model's score (or ``reward_function``'s), plus a penalty when the
      response never emits EOS;
-  3. advantages: each response's score relative to its group, (r - mean) / std;
+  3. advantages, as ``estimator`` says: each response's score relative to its group,
+     (r - mean) / std ("grpo"), or minus the mean of the other responses to its prompt
+     ("rloo"); or per token ("reinforce_pp", REINFORCE++): the return of rewards that carry
+     the k1 KL penalty on every token, normalised over the whole batch;
   4. update: ``grpo_epochs`` passes over minibatches with PPO-Clip on those advantages plus
-     ``kl_coef`` x the k3 estimate of KL(policy || SFT reference) in the loss.
+     ``kl_coef`` x the k3 estimate of KL(policy || SFT reference) in the loss (not for
+     reinforce_pp, whose KL penalty is in the reward).
 
 Models: the policy starts from the SFT model, the frozen reference is the SFT model, and the
 frozen reward model scores. Generation, log-probs and scoring are the ones PPO uses
@@ -24,6 +28,8 @@ import torch
 from rlhf.algorithms.grpo import group_advantages, grpo_policy_loss
 from rlhf.algorithms.kl import kl_penalty, sequence_kl
 from rlhf.algorithms.masked import masked_mean
+from rlhf.algorithms.reinforce_pp import reinforce_pp_advantages
+from rlhf.algorithms.rloo import rloo_advantages
 from rlhf.config import GRPOConfig
 from rlhf.data.artifacts import manifest_checksum
 from rlhf.modeling.forward import response_logprobs
@@ -60,7 +66,8 @@ class GroupBatch:
     rollout: Rollout
     old_logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
-    advantages: torch.Tensor  # (N,) each response's score relative to its group
+    # (N,) each response's score relative to its group, or (N, R) per token (reinforce_pp)
+    advantages: torch.Tensor
 
 
 def run(
@@ -97,7 +104,13 @@ def run(
         texts = decode_responses(tokenizer, sampled)
         prompts = [prompt_messages[i] for i in rows]
         scores = rewards_source.score(prompts, texts, sampled.ended)
-        advantages = group_advantages(scores, G, config.scale_advantages)
+        if config.estimator == "rloo":
+            advantages = rloo_advantages(scores, G)
+        elif config.estimator == "reinforce_pp":
+            token_kl = kl_penalty(old_logprobs, ref_logprobs, "k1")
+            advantages = reinforce_pp_advantages(scores, token_kl, mask, config.kl_coef)
+        else:
+            advantages = group_advantages(scores, G, config.scale_advantages)
         grouped = scores.view(-1, G)
         stats = {
             "reward/score_mean": scores.mean().item(),
@@ -120,6 +133,9 @@ def run(
         return Experience(batch, len(rows), stats, (shown, texts, scores.tolist()))
 
     # --- the loss: PPO-Clip on the group advantages + kl_coef x k3 KL to the reference -------
+    # (REINFORCE++ has its KL penalty in the reward already.)
+    loss_kl_coef = 0.0 if config.estimator == "reinforce_pp" else config.kl_coef
+
     def loss(batch: GroupBatch, mb: torch.Tensor, gradient_step: int):
         sub = batch.rollout.select(mb)
         logprobs, entropy = response_logprobs(
@@ -129,7 +145,7 @@ def run(
         mask = sub.response_mask.float()
         total, pg_stats = grpo_policy_loss(
             logprobs, batch.old_logprobs[mb], batch.ref_logprobs[mb], batch.advantages[mb], mask,
-            config.clip_eps, config.kl_coef,
+            config.clip_eps, loss_kl_coef,
         )  # fmt: skip
         return {"policy": total}, {
             "loss/policy": total.item(),
@@ -152,6 +168,7 @@ def run(
 
     description = {
         "artifact": "grpo_policy",
+        "estimator": config.estimator,
         "sft_model": inputs.sft_model,
         "reward_model": inputs.reward_model,
         "reward_function": config.reward_function,

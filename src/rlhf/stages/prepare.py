@@ -1,13 +1,14 @@
-"""The prepare stage: input files in, four validated ``datasets`` artifacts out.
+"""The prepare stage: input files in, five validated ``datasets`` artifacts out.
 
-Steps, per artifact (sft, preferences, prompts, eval_prompts):
+Steps, per artifact (sft, preferences, prompts, eval_prompts, unpaired):
 
 1. read every file, detect its format (or use ``config.format``), check and normalise each row;
    a bad row stops the run, or with ``skip_invalid`` is dropped and listed in rejects.jsonl;
 2. drop exact duplicates of normalised rows;
 3. apply the token budget (drop rows over ``max_tokens``, or truncate their answers);
 4. split with a seeded shuffle (rows sharing a prompt stay on one side) and publish each artifact
-   atomically with a manifest.
+   atomically with a manifest. With ``unpaired_from_preferences`` each preference pair also
+   gives two unpaired rows, in its own split.
 
 Everything is read and checked before anything is written, so a failed run leaves no output.
 See docs/data-formats.md.
@@ -23,7 +24,14 @@ from typing import Any
 from rlhf import storage
 from rlhf.config import PrepareConfig, to_dict
 from rlhf.data.errors import DataError, EmptyInput
-from rlhf.data.formats import ARTIFACT_FORMATS, FORMATS, SCHEMAS, normalise_row, resolve_format
+from rlhf.data.formats import (
+    ARTIFACT_FORMATS,
+    FORMATS,
+    SCHEMAS,
+    normalise_row,
+    resolve_format,
+    unpair,
+)
 from rlhf.data.readers import read_rows
 from rlhf.data.rows import Row, content_sha256, dedupe, prompt_key
 from rlhf.data.splits import split_indices
@@ -34,7 +42,8 @@ from rlhf.tracking import Tracker
 
 log = logging.getLogger("rlhf.prepare")
 
-TRAIN_SPLITS = ("sft", "preferences", "prompts")  # the artifacts split into train/validation
+# The artifacts split into train/validation.
+TRAIN_SPLITS = ("sft", "preferences", "prompts", "unpaired")
 
 
 @dataclass
@@ -54,6 +63,7 @@ class _Artifact:
     splits: dict[str, list[Row]] = field(default_factory=dict)
     split_tokens: dict[str, list[int]] = field(default_factory=dict)
     derived_from: str | None = None
+    from_preferences: int = 0  # unpaired rows split out of preference pairs
 
 
 def run(
@@ -80,6 +90,8 @@ def run(
     for name in TRAIN_SPLITS:
         _split(artifacts[name], config.validation_fraction, config.seed)
     _eval_split(artifacts["eval_prompts"], artifacts["prompts"], not inputs.eval_prompts, config)
+    if config.unpaired_from_preferences:
+        _unpair_preferences(artifacts["unpaired"], artifacts["preferences"])
 
     # Every input is valid: only now does anything get written.
     for name, art in artifacts.items():
@@ -231,6 +243,24 @@ def _eval_split(evals: _Artifact, prompts: _Artifact, derived: bool, config: Pre
         )  # fmt: skip
 
 
+def _unpair_preferences(unpaired: _Artifact, preferences: _Artifact) -> None:
+    """Each preference pair as two unpaired rows in the same split (a validation pair stays
+    out of training), after the rows of the unpaired files. Each row's token count is its
+    pair's (prompt plus the longer answer): an upper bound."""
+    if not preferences.rows:
+        raise DataError(
+            ", ".join(preferences.sources) or "preferences",
+            "unpaired_from_preferences is set but there are no preference pairs to split",
+        )
+    for split, rows in preferences.splits.items():
+        for row, tokens in zip(rows, preferences.split_tokens[split], strict=True):
+            unpaired.splits[split].extend(unpair(row))
+            unpaired.split_tokens[split].extend([tokens, tokens])
+            unpaired.from_preferences += 2
+    unpaired.sources = [*unpaired.sources, *preferences.sources]
+    unpaired.derived_from = "preferences" if not unpaired.rows else "files and preferences"
+
+
 # --- write -------------------------------------------------------------------------------------
 
 
@@ -251,6 +281,7 @@ def _write(art: _Artifact, folder: str, config: PrepareConfig) -> None:
         "sources": art.sources,
         "formats": art.formats,
         "derived_from": art.derived_from,
+        "from_preferences": art.from_preferences,
         "input_rows": art.valid_rows + art.rejected,
         "rows": {split: len(rows) for split, rows in art.splits.items()},
         "rejected": art.rejected,

@@ -31,6 +31,7 @@ from rlhf.config import (
     DPOConfig,
     EvalConfig,
     GRPOConfig,
+    KTOConfig,
     OnlineDPOConfig,
     PPOConfig,
     PrepareConfig,
@@ -90,8 +91,8 @@ def ports(cls: type) -> list[Port]:
 
 # --- inputs and outputs ------------------------------------------------------------------------
 
-# The four artifacts the prepare stage writes, in order.
-ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")
+# The artifacts the prepare stage writes, in order.
+ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts", "unpaired")
 
 
 @dataclass
@@ -102,6 +103,7 @@ class PrepareInputs:
     preferences: list[str] = port("uris", "preference pairs or rankings")
     prompts: list[str] = port("uris", "prompts for RL")
     eval_prompts: list[str] = port("uris", "held-out evaluation prompts")
+    unpaired: list[str] = port("uris", "unpaired feedback: answers labelled desirable or not")
 
 
 @dataclass
@@ -112,11 +114,12 @@ class PrepareOutputs:
     preferences: str = port("dataset", "prepared preferences artifact")
     prompts: str = port("dataset", "prepared prompts artifact")
     eval_prompts: str = port("dataset", "prepared evaluation prompts artifact")
+    unpaired: str = port("dataset", "prepared unpaired feedback artifact")
     rejects: str = port("file", "rejected rows (JSON lines) with their errors")
 
     @classmethod
     def in_folder(cls, out: str | Path) -> PrepareOutputs:
-        """The standard layout: ``out/sft``, ..., ``out/eval_prompts``, ``out/rejects.jsonl``."""
+        """The standard layout: ``out/sft``, ..., ``out/unpaired``, ``out/rejects.jsonl``."""
         out = Path(out)
         return cls(*(str(out / name) for name in ARTIFACTS), rejects=str(out / "rejects.jsonl"))
 
@@ -154,6 +157,12 @@ class PPOInputs:
 @dataclass
 class DPOInputs:
     preferences: str = port("dataset", "prepared preferences artifact")
+    sft_model: str = port("model", "SFT model: policy initialisation and frozen reference")
+
+
+@dataclass
+class KTOInputs:
+    unpaired: str = port("dataset", "prepared unpaired artifact (answers labelled true/false)")
     sft_model: str = port("model", "SFT model: policy initialisation and frozen reference")
 
 
@@ -359,6 +368,17 @@ STAGES: dict[str, StageSpec] = {
                 Headline("val accuracy", "rewards_accuracy", "accuracy_start", fmt=".1%"),
                 Headline("gold accuracy", "rewards_gold_accuracy", fmt=".1%"),
                 Headline("margin", "rewards_margin"),
+            ),
+            **_POLICY_STAGE,
+        ),
+        StageSpec(
+            "kto", "KTO", "KTO on unpaired feedback (desirable or not), no RM",
+            KTOConfig, KTOInputs, ModelOutputs, "rlhf.stages.kto:run",
+            parameters=("seed", "max_length", "epochs", "lr", "beta"),
+            summary=(
+                Headline("val margin", "rewards_margin"),
+                Headline("val accuracy", "rewards_accuracy", "accuracy_start", fmt=".1%"),
+                Headline("KL", "kl"),
             ),
             **_POLICY_STAGE,
         ),
