@@ -51,23 +51,35 @@ def prepared(tmp_path_factory, demo_files):
 
 
 @pytest.fixture(scope="session")
-def micro_models(prepared, tmp_path_factory):
-    """A micro SFT model and reward models on it, trained for seconds: {"sft", "reward"
-    (the default log_ratio head), "reward_scalar"}."""
-    from rlhf.config import RewardConfig, SFTConfig
-    from rlhf.stages import reward, sft
+def micro_sft(prepared, tmp_path_factory):
+    """A micro SFT model trained for seconds on the small demo task: its folder."""
+    from rlhf.config import SFTConfig
+    from rlhf.stages import sft
 
-    root = tmp_path_factory.mktemp("micro")
+    out = tmp_path_factory.mktemp("micro") / "sft"
     cfg = SFTConfig(base_model="preset:micro-llama", epochs=2, batch_size=16, eval_every=0)
-    sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.ModelOutputs(str(root / "sft")))
+    sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.ModelOutputs(str(out)))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def micro_models(micro_sft, prepared):
+    """The micro SFT model and reward models on it, trained for seconds: {"sft", "reward"
+    (the default log_ratio head), "reward_scalar"}."""
+    from pathlib import Path
+
+    from rlhf.config import RewardConfig
+    from rlhf.stages import reward
+
+    root = Path(micro_sft).parent
     reward.run(
         RewardConfig(epochs=1, batch_size=16, eval_every=0),
-        reward.RewardInputs(prepared["preferences"], str(root / "sft")),
+        reward.RewardInputs(prepared["preferences"], micro_sft),
         reward.ModelOutputs(str(root / "reward")),
     )
     reward.run(
         RewardConfig(epochs=1, batch_size=16, eval_every=0, head="scalar", lr=5e-4),
-        reward.RewardInputs(prepared["preferences"], str(root / "sft")),
+        reward.RewardInputs(prepared["preferences"], micro_sft),
         reward.ModelOutputs(str(root / "reward_scalar")),
     )
     return {n: str(root / n) for n in ("sft", "reward", "reward_scalar")}

@@ -24,6 +24,7 @@ from rlhf.pipeline.compile import (
 )
 from rlhf.pipeline.pipelines import PIPELINES
 from rlhf.pipeline.pod_env import PROCESSES_ENV
+from rlhf.stages.specs import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -37,6 +38,14 @@ def _package(path: Path) -> tuple[dict, dict]:
 
 def _tasks(spec: dict) -> dict[str, dict]:
     return spec["root"]["dag"]["tasks"]
+
+
+def _all_tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the package, those inside conditions too (KFP names tasks uniquely)."""
+    tasks = dict(_tasks(spec))
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
 
 
 def _quantity(text: str) -> float:
@@ -105,15 +114,19 @@ def _check_package(path: Path, config: cluster.ClusterConfig) -> set[str]:
     """Every task of the package carries its stage's settings; returns the stages seen."""
     spec, executors = _package(path)
     seen = set()
-    for name, task in _tasks(spec).items():
+    for name, task in _all_tasks(spec).items():
         component = spec["components"][task["componentRef"]["name"]]
-        if "dag" in component:  # the deploy step's conditions (test_deploy_stage.py)
+        if "dag" in component:  # conditions: their tasks are checked on their own
             continue
         executor_label = component["executorLabel"]
+        if "importer" in spec["deploymentSpec"]["executors"][executor_label]:
+            continue  # collect's given model: no pod
         platform = executors[executor_label]
         labels = platform.get("podMetadata", {}).get("labels", {})
         assert cluster.STAGE_LABEL in labels, f"task {name}: configure() was not called"
         stage = labels[cluster.STAGE_LABEL]
+        if STAGES[stage].launcher:  # the deploy step's small pod: test_deploy_stage.py
+            continue
         seen.add(stage)
         executor = spec["deploymentSpec"]["executors"][executor_label]
         _check_stage(task, executor, platform, config.stages[stage], config)
@@ -134,6 +147,39 @@ def test_every_pipeline_compiles_with_the_default_cluster_settings(name, tmp_pat
         s = defaults[training]
         assert s.image == "cuda" and s.gpus >= 1 and s.retries >= 1
         assert not s.caching and s.shm_size
+
+
+def test_collect_samples_from_the_sft_model_or_from_a_given_model(tmp_path):
+    """``model`` empty: prepare -> SFT -> candidates; set: prepare -> the model imported as an
+    artifact -> candidates, without SFT. Both branches are configured for the cluster."""
+    path = compile_package("collect", tmp_path / "c.yaml", cluster.ClusterConfig())
+    assert _check_package(path, cluster.ClusterConfig()) == {"prepare", "sft", "candidates"}
+    spec, _ = _package(path)
+    assert spec["root"]["inputDefinitions"]["parameters"]["model"]["defaultValue"] == ""
+    tasks = _all_tasks(spec)
+    model = "inputs.parameter_values['pipelinechannel--model']"
+    assert tasks["condition-2"]["triggerPolicy"]["condition"] == f"{model} == ''"
+    assert tasks["condition-3"]["triggerPolicy"]["condition"] == f"!({model} == '')"
+    branch = {name: spec["components"][tasks[name]["componentRef"]["name"]]["dag"]["tasks"]
+              for name in ("condition-2", "condition-3")}  # fmt: skip
+    assert set(branch["condition-2"]) == {"sft", "candidates"}
+    assert set(branch["condition-3"]) == {"importer", "candidates-2"}
+    importer = branch["condition-3"]["importer"]
+    assert importer["inputs"]["parameters"]["uri"] == {
+        "componentInputParameter": "pipelinechannel--model"
+    }
+    executor = spec["components"][importer["componentRef"]["name"]]["executorLabel"]
+    assert spec["deploymentSpec"]["executors"][executor]["importer"]["typeSchema"] == {
+        "schemaTitle": "system.Model", "schemaVersion": "0.0.1"
+    }  # fmt: skip
+    for task, producer, key in (("candidates", "sft", "model"),
+                                ("candidates-2", "importer", "artifact")):  # fmt: skip
+        (inputs,) = [b[task]["inputs"]["artifacts"] for b in branch.values() if task in b]
+        assert inputs["model"]["taskOutputArtifact"] == {
+            "outputArtifactKey": key, "producerTask": producer
+        }  # fmt: skip
+        assert inputs["prompts"] == {"componentInputArtifact": "pipelinechannel--prepare-prompts"}
+    assert "sft" not in _tasks(spec)  # SFT runs only in its branch
 
 
 def test_a_cluster_config_file_changes_what_is_compiled(tmp_path):
@@ -218,7 +264,8 @@ def test_local_runs_build_the_pipeline_without_cluster_settings(tmp_path):
         for task in _tasks(docs[0]).values():
             assert "retryPolicy" not in task
         for executor in docs[0]["deploymentSpec"]["executors"].values():
-            assert "resources" not in executor["container"]
+            # the collect pipeline's importer (a given model) has no container
+            assert "resources" not in executor.get("container", {})
 
 
 def test_committed_packages_manifests_and_component_specs_are_up_to_date(tmp_path):

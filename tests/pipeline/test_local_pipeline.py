@@ -3,6 +3,7 @@ what `rlhf run` shows while it runs."""
 
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -170,6 +171,28 @@ def test_a_pipelines_own_default_overrides_stay_under_the_sections_keys():
         "seed": 3,
     }
     assert pipeline_arguments(TINY_ALL, "dpo")["prepare_overrides"] == {}
+
+
+@pytest.mark.pipelines  # minutes: make test-pipelines
+def test_collect_pipeline_samples_from_a_given_model_without_sft(micro_sft, tmp_path, monkeypatch):
+    """pipeline.model set: prepare -> the model imported (dsl.importer) -> candidates; no SFT
+    task runs. A relative folder is taken from the working directory."""
+    from rlhf.labelling.batch import read_tasks
+
+    shutil.copytree(micro_sft, tmp_path / "given-policy")
+    monkeypatch.chdir(tmp_path)
+    config = {**TINY, "candidates": {"k": 3, "max_new_tokens": 8, "max_prompts": 4},
+              "pipeline": {"track": False, "model": "given-policy"}}  # fmt: skip
+    result = run_local(config, tmp_path / "outputs", pipeline="collect")
+    assert [r.stage for r in result.stages] == ["prepare", "candidates"]
+    assert not (result.run_dir / "sft").exists()
+    tasks = list(read_tasks(str(result.run_dir / "candidates-2" / "batch")))
+    assert len(tasks) == 4
+    for t in tasks:
+        assert len({c.text for c in t.candidates}) == len(t.candidates) == 3
+        assert {c.source for c in t.candidates} == {"given-policy"}
+    with pytest.raises(ValueError, match="'nowhere' is not a model folder"):
+        run_local({**config, "pipeline": {"model": "nowhere"}}, tmp_path / "o2", "collect")
 
 
 def test_run_config_maps_named_parameters_and_overrides():

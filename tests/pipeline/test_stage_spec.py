@@ -85,6 +85,8 @@ def test_pipeline_signature_matches_the_specs(pipeline):
     expected = {"demo_overrides", *CONTEXT}
     if any(STAGES[s].uses_gold_reward for s in stages):  # the collect pipeline has none
         expected.add("gold_reward")
+    if pipeline == "collect":  # a given model to sample from instead of training SFT
+        expected.add("model")
     for stage in stages:
         spec = STAGES[stage]
         expected.add(f"{stage}_overrides")

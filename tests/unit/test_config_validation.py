@@ -39,7 +39,12 @@ BAD_VALUES = [
     (RewardConfig, "head", "linear", r"head must be one of \('log_ratio', 'scalar'\)"),
     (RewardConfig, "pooling", "max", r"pooling must be one of \('last', 'sum', 'mean'\)"),
     (RewardConfig, "beta", 0.0, "beta must be > 0"),
-    (DPOConfig, "loss_type", "hinge", r"loss_type must be one of \('sigmoid', 'ipo', 'simpo', 'orpo'\)"),
+    (
+        DPOConfig,
+        "loss_type",
+        "hinge",
+        r"loss_type must be one of \('sigmoid', 'ipo', 'simpo', 'orpo'\)",
+    ),
     (DPOConfig, "label_smoothing", 0.5, r"label_smoothing must be in \[0, 0.5\)"),
     (SFTConfig, "batch_size", 0, "batch_size must be >= 1"),
     (SFTConfig, "grad_accum", 0, "grad_accum must be >= 1"),

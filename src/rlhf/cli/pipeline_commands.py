@@ -65,6 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for spec in STAGES.values():  # each task's folder is named as its task
         if (run_dir / spec.task_name / "model").is_dir():
             print(f"{spec.output_label + ':':<14}{run_dir / spec.task_name / 'model'}")
+    # collect: the batch of the branch that ran (candidates from SFT, candidates-2 from a
+    # given model)
+    for batch in sorted(run_dir.glob("candidates*/batch")):
+        print(f"{'batch:':<14}{batch}")
     if (run_dir / "evaluate" / "report").is_file():
         print(f"{'report:':<14}{run_dir / 'evaluate' / 'report'} (HTML)")
     print(f"{'all outputs:':<14}{run_dir}")

@@ -19,6 +19,7 @@ from rlhf.console.stage_report import StageRecord
 from rlhf.pipeline.cluster import LOCAL, build
 from rlhf.pipeline.pipelines import PIPELINE_NAME, get_pipeline
 from rlhf.pipeline.run_config import pipeline_parameters
+from rlhf.storage import is_s3
 
 
 @dataclass
@@ -33,6 +34,17 @@ class LocalRun:
 
 class PipelineFailed(RuntimeError):
     """A task of a local pipeline run failed; its log (printed above) says why."""
+
+
+def _given_model(model: str) -> str:
+    """The collect pipeline's given model as its importer needs it: a local folder made
+    absolute (the tasks' working directory may differ), checked before anything runs."""
+    if is_s3(model):
+        return model
+    folder = Path(model).expanduser().resolve()
+    if not folder.is_dir():
+        raise ValueError(f"pipeline.model: {model!r} is not a model folder (no such directory)")
+    return str(folder)
 
 
 def run_local(
@@ -54,6 +66,8 @@ def run_local(
 
     fn = get_pipeline(pipeline)
     args = pipeline_parameters(config, pipeline)
+    if args.get("model"):
+        args["model"] = _given_model(args["model"])
     pipeline_run = args.pop("pipeline_run", None) or f"local-{time.strftime('%Y%m%d-%H%M%S')}"
     experiment = args.get("mlflow_experiment", "rlhf")
     track = args.get("track", True)

@@ -5,8 +5,8 @@ end to end.
 - ``dpo``:  prepare -> SFT ----------------> DPO  -> evaluate (no reward model)
 - ``grpo``: prepare -> SFT -> reward model -> GRPO -> evaluate
 - ``online_dpo``: prepare -> SFT -> reward model -> online DPO -> evaluate
-- ``collect``: prepare -> SFT -> sample candidates: a labelling batch of K answers per prompt
-  for people (``rlhf label import``) or a judge (``rlhf judge``) to label
+- ``collect``: prepare -> SFT (or a given ``model``) -> sample candidates: a labelling batch of
+  K answers per prompt for people (``rlhf label import``) or a judge (``rlhf judge``) to label
 - ``kto``:  prepare -> SFT ----------------> KTO  -> evaluate (unpaired feedback; no reward
   model). Its prepare step also splits the preference pairs into unpaired rows
   (``unpaired_from_preferences``), so the demo task runs it too.
@@ -328,7 +328,7 @@ def online_dpo_pipeline(
 @dsl.pipeline(
     name="rlhf-collect",
     description="Candidates for human or AI feedback: prepare data -> supervised fine-tuning "
-    "-> sample K answers per prompt into a labelling batch.",
+    "(or a given model) -> sample K answers per prompt into a labelling batch.",
 )
 def collect_pipeline(
     sft_data: list = [],
@@ -336,6 +336,7 @@ def collect_pipeline(
     prompts_data: list = [],
     eval_prompts_data: list = [],
     unpaired_data: list = [],
+    model: str = "",
     seed: int = SFTConfig.seed,
     max_length: int = SFTConfig.max_length,
     sft_base_model: str = SFTConfig.base_model,
@@ -355,13 +356,22 @@ def collect_pipeline(
     publish_to: str = "",
 ):
     params = dict(locals())
-    prep, sft = _prepare_and_sft(params)
-    _task(
-        "candidates",
-        params,
-        prompts=prep.outputs["prompts"],
-        model=sft.outputs["model"],
-    )
+    prep = _task("prepare", params, demo_overrides=params["demo_overrides"])
+    # Each branch samples with its own candidates task: kfp.local cannot merge the two branches'
+    # model artifacts with dsl.OneOf (it fails on the artifact selector), so the If branch comes
+    # first and keeps the task name `candidates` on the SFT path; the Else branch's task is
+    # `candidates-2`.
+    with dsl.If(params["model"] == "", name="train-sft"):
+        sft = _task("sft", params, data=prep.outputs["sft"])
+        _task("candidates", params, prompts=prep.outputs["prompts"], model=sft.outputs["model"])
+    with dsl.Else(name="given-model"):
+        # A Hugging Face model folder (local path or s3:// URI, e.g. a run's published
+        # <publish_to>/<run>/policy) brought in as a Model artifact: on a cluster KFP's launcher
+        # downloads it for the task like any other input artifact.
+        given = dsl.importer(artifact_uri=params["model"], artifact_class=dsl.Model,
+                             reimport=False)  # fmt: skip
+        given.set_display_name("Given model")
+        _task("candidates", params, prompts=prep.outputs["prompts"], model=given.output)
 
 
 @dsl.pipeline(
