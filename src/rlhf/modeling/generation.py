@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf.modeling.decoding import decode, decodes_itself
 from rlhf.modeling.padding import pad_left
 
 
@@ -74,30 +75,37 @@ def sample_responses(
     greedy: bool = False,
 ) -> Rollout:
     """Sample one response per prompt (token ids). Randomness comes from torch's global RNG,
-    which the stages seed and checkpoint."""
+    which the stages seed and checkpoint. The project's decode loop (``decoding.py``) samples
+    the same tokens as ``model.generate`` would, faster; models it does not handle
+    (``decodes_itself``) go to ``model.generate``."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
     ids = pad_left(prompts, pad).to(device)
     attention = pad_left([[1] * len(p) for p in prompts], 0).to(device)
+    if config.max_new_tokens < 1:  # model.generate refuses it too
+        raise ValueError(f"max_new_tokens must be at least 1, got {config.max_new_tokens}")
     was_training = model.training
     model.eval()
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=attention,
-        max_new_tokens=config.max_new_tokens,
-        do_sample=not greedy,
-        temperature=config.temperature if not greedy else None,
-        top_p=config.top_p if not greedy else None,
-        top_k=0 if not greedy else None,  # no top-k: sample from the full distribution
-        pad_token_id=pad,
-        eos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
-    )
+    if decodes_itself(model):
+        response = decode(
+            model, ids, attention, config.max_new_tokens, tokenizer.eos_token_id, pad,
+            temperature=config.temperature, top_p=config.top_p, greedy=greedy,
+        )  # fmt: skip
+    else:
+        response = model.generate(
+            input_ids=ids,
+            attention_mask=attention,
+            max_new_tokens=config.max_new_tokens,
+            do_sample=not greedy,
+            temperature=config.temperature if not greedy else None,
+            top_p=config.top_p if not greedy else None,
+            top_k=0 if not greedy else None,  # no top-k: sample from the full distribution
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+            use_cache=True,
+        )[:, ids.shape[1] :]
     model.train(was_training)
     width = ids.shape[1]
-    response = out[:, width:]
-    if response.shape[1] == 0:  # max_new_tokens=0
-        response = torch.full((len(prompts), 1), pad, device=device)
     mask, ended = response_mask(response, tokenizer.eos_token_id)
     response = torch.where(mask.bool(), response, torch.full_like(response, pad))
     full = torch.cat([ids, response], dim=1)
