@@ -76,8 +76,8 @@ def make_inputs(root: Path, settings: Settings) -> Inputs:
     prepared = {name: str(root / "prepared" / name) for name in ARTIFACTS}
     prepare.run(
         PrepareConfig(seed=settings.seed),
-        PrepareInputs(*([str(files[name])] for name in ARTIFACTS)),
-        PrepareOutputs(*prepared.values(), str(root / "prepared" / "rejects.jsonl")),
+        PrepareInputs(**{name: [str(files[name])] for name in ARTIFACTS}, unpaired=[]),
+        PrepareOutputs.in_folder(root / "prepared"),
     )
     for name in ("sft", "preferences"):
         have = len(load_split(prepared[name], "train"))

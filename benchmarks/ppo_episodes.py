@@ -29,7 +29,7 @@ from rlhf.stages import ppo, prepare, reward
 from rlhf.stages.specs import ModelOutputs, PrepareInputs, PrepareOutputs, RewardInputs
 from rlhf.tracking import Tracker
 
-ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")  # the demo files (no unpaired one)
+ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")  # the demo files
 
 
 class IterationClock(Tracker):
@@ -55,7 +55,7 @@ def make_inputs(
     prepared = {name: str(work / "prepared" / name) for name in ARTIFACTS}
     prepare.run(
         PrepareConfig(),
-        PrepareInputs(*([str(files[name])] for name in ARTIFACTS)),
+        PrepareInputs(**{name: [str(files[name])] for name in ARTIFACTS}, unpaired=[]),
         PrepareOutputs.in_folder(work / "prepared"),
     )
     texts = (m["content"] for r in load_split(prepared["sft"], "train") for m in r["messages"])
