@@ -94,7 +94,7 @@ def test_scatter_puts_rows_in_final_order_in_shards_of_bounded_size(tmp_path, mo
         "validation": [["row06", "row04"]],
     }
     empty = spill.scatter({"train": np.array([0]), "validation": np.array([], np.int64)}, tmp_path)
-    assert [shard.lines() for shard in empty["validation"]] == [[]]
+    assert [list(shard.lines()) for shard in empty["validation"]] == [[]]
 
 
 def test_writer_gives_a_loadable_dataset_dict_and_the_content_checksum(tmp_path):

@@ -13,7 +13,8 @@ import dataclasses
 import hashlib
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 _BATCH_ROWS = 1000  # rows per Arrow record batch, as save_to_disk writes them
+_PARSE_ROWS = 8 * _BATCH_ROWS  # rows parsed and hashed at once (a few MB): what memory holds
 
 
 class DatasetDictWriter:
@@ -35,8 +37,8 @@ class DatasetDictWriter:
 
     def write_split(self, split: str, shards: list[Iterable[bytes]]) -> None:
         """One split from its shards, each an iterable of canonical JSON lines (no line break)
-        in final order; an empty split still gets one (empty) shard, which load_from_disk needs.
-        """
+        in final order, consumed a batch at a time; an empty split still gets one (empty) shard,
+        which load_from_disk needs."""
         folder = self.folder / split
         folder.mkdir()
         prefix = f"[{json.dumps(split)},".encode()
@@ -44,12 +46,13 @@ class DatasetDictWriter:
         split_checksum = hashlib.sha256()
         self.rows[split] = 0
         for name, lines in zip(names, shards, strict=True):
-            lines = list(lines)
-            self.rows[split] += len(lines)
-            hashed = b"".join(prefix + line + b"]\n" for line in lines)
-            self._checksum.update(hashed)
-            split_checksum.update(hashed)
-            self._write_arrow(folder / name, lines)
+            with self._arrow_stream(folder / name) as write:
+                for batch in _batches(lines, _PARSE_ROWS):
+                    self.rows[split] += len(batch)
+                    hashed = b"".join(prefix + line + b"]\n" for line in batch)
+                    self._checksum.update(hashed)
+                    split_checksum.update(hashed)
+                    write(batch)
         state = {
             "_data_files": [{"filename": name} for name in names],
             "_fingerprint": split_checksum.hexdigest()[:16],
@@ -70,21 +73,35 @@ class DatasetDictWriter:
         (self.folder / "dataset_dict.json").write_text(json.dumps({"splits": list(self.rows)}))
         return self._checksum.hexdigest()
 
-    def _write_arrow(self, path: Path, lines: list[bytes]) -> None:
+    @contextmanager
+    def _arrow_stream(self, path: Path) -> Iterator[Callable[[list[bytes]], None]]:
+        """An Arrow stream file at ``path``, fed a batch of lines at a time: memory holds one
+        batch, never the shard. With no batch it is a valid empty stream (the schema alone)."""
         schema = self.features.arrow_schema
-        if lines:
-            longest = max(map(len, lines))
+        parse = pa_json.ParseOptions(
+            explicit_schema=pa.schema(self.features.type), unexpected_field_behavior="error"
+        )
+
+        def write(lines: list[bytes]) -> None:
+            data = b"\n".join(lines) + b"\n"
             table = pa_json.read_json(
-                io.BytesIO(b"\n".join(lines) + b"\n"),
-                # A block must hold the longest line whole.
-                read_options=pa_json.ReadOptions(block_size=max(2**20, 2 * longest + 2)),
-                parse_options=pa_json.ParseOptions(
-                    explicit_schema=pa.schema(self.features.type),
-                    unexpected_field_behavior="error",
-                ),
+                io.BytesIO(data),
+                # One block for the whole batch: one chunk, so record batches of _BATCH_ROWS.
+                read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
+                parse_options=parse,
             )
-            table = table.select(schema.names).cast(schema)
-        else:
-            table = schema.empty_table()
+            writer.write_table(table.select(schema.names).cast(schema), max_chunksize=_BATCH_ROWS)
+
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            writer.write_table(table, max_chunksize=_BATCH_ROWS)
+            yield write
+
+
+def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

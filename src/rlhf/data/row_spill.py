@@ -23,6 +23,8 @@ from rlhf.data.rows import first_occurrences, group_numbers
 FITS, TRUNCATED, DROPPED = 0, 1, 2  # what the token budget did to a row
 SHARD_BYTES = 64 * 2**20  # about this many bytes of canonical JSON per output shard
 _READ_BYTES = 16 * 2**20  # how much of the scratch file one step of the scatter reads
+_CUT_ROWS = 4096  # line offsets turned into Python ints at a time
+_NEWLINE = ord("\n")
 
 
 @dataclass
@@ -33,12 +35,31 @@ class Shard:
     path: Path
     positions: np.ndarray
 
-    def lines(self) -> list[bytes]:
-        """The shard's canonical JSON lines (without line breaks) in final order."""
+    def lines(self) -> Iterator[bytes]:
+        """The shard's canonical JSON lines (without line breaks) in final order, cut one at a
+        time from the bucket's bytes: the bucket is in memory once, not also as a list."""
         if not len(self.positions):
-            return []
-        scattered = self.path.read_bytes().split(b"\n")[:-1]
-        return [scattered[i] for i in np.argsort(self.positions).tolist()]
+            return
+        data = self.path.read_bytes()
+        ends = _newlines(data)
+        starts = np.empty_like(ends)
+        starts[0], starts[1:] = 0, ends[:-1] + 1
+        order = np.argsort(self.positions)
+        for chunk in range(0, len(order), _CUT_ROWS):
+            picked = order[chunk : chunk + _CUT_ROWS]
+            for start, end in zip(starts[picked].tolist(), ends[picked].tolist(), strict=True):
+                yield data[start:end]
+
+
+def _newlines(data: bytes) -> np.ndarray:
+    """Offsets of every line break in ``data``, found a block at a time (a mask of the whole
+    bucket would be one more byte per byte)."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    found = [
+        start + np.flatnonzero(view[start : start + _READ_BYTES] == _NEWLINE)
+        for start in range(0, len(view), _READ_BYTES)
+    ]
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
 class RowSpill:
@@ -99,8 +120,9 @@ class RowSpill:
         kept = np.frombuffer(self.outcomes, dtype=np.uint8) != DROPPED
         line_of_row = np.cumsum(kept) - 1  # a kept row's line in the scratch file
         rows_per_shard = max(1, SHARD_BYTES * self.spilled // max(1, self.spilled_bytes))
-        bucket = np.full(self.spilled, -1, dtype=np.int64)
-        position = np.zeros(self.spilled, dtype=np.int64)
+        # 4 bytes a row each: a shard number and a place in a shard are far below 2**31.
+        bucket = np.full(self.spilled, -1, dtype=np.int32)
+        position = np.zeros(self.spilled, dtype=np.int32)
         shards: dict[str, list[Shard]] = {}
         for split, rows in splits.items():
             count = max(1, math.ceil(len(rows) / rows_per_shard))

@@ -21,6 +21,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,10 +287,10 @@ def _eval_split(evals: _Artifact, prompts: _Artifact, derived: bool, config: Pre
         )  # fmt: skip
 
 
-def _derived_eval_lines(prompt_lines: list[bytes]) -> list[bytes]:
+def _derived_eval_lines(prompt_lines: Iterable[bytes]) -> Iterator[bytes]:
     """A prompts row's canonical JSON ``{"prompt":[...]}`` as an eval_prompts row with no
     reference: ``{"prompt":[...],"reference":null}`` (keys stay sorted)."""
-    return [line[:-1] + b',"reference":null}' for line in prompt_lines]
+    return (line[:-1] + b',"reference":null}' for line in prompt_lines)
 
 
 # --- write -------------------------------------------------------------------------------------
