@@ -8,8 +8,9 @@ child's peak resident set (``os.wait4``'s rusage, so each run is measured alone)
     python benchmarks/prepare_scaling.py --sizes 10000 100000 1000000 --out bench_results/prep
     python benchmarks/prepare_scaling.py --sizes 10000000 --out bench_results/prep   # ~3 GB input
 
-``--pythonpath`` runs another checkout's sources (e.g. the code before a change) for a "before"
-column. Inputs and outputs are written under ``--work`` (default: a temporary folder) and
+``--pythonpath`` runs another checkout's sources; ``--baseline`` runs a second checkout (e.g.
+the code before a change) on the same input right after each size's run, so both columns see
+the same load on a shared machine and their time ratio means something. Inputs and outputs are written under ``--work`` (default: a temporary folder) and
 removed after each size unless ``--keep``.
 """
 
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="folder for prepare_scaling.json")
     p.add_argument("--work", type=Path, help="where inputs and outputs go (default: a temp dir)")
     p.add_argument("--pythonpath", help="PYTHONPATH for the prepare subprocess (another checkout)")
+    p.add_argument("--baseline", help="PYTHONPATH of code to run too, interleaved per size")
     p.add_argument("--label", default="", help="a name for this column (e.g. before, after)")
     p.add_argument("--keep", action="store_true", help="keep the inputs and outputs")
     args = p.parse_args(argv)
@@ -132,11 +134,18 @@ def main(argv: list[str] | None = None) -> int:
             input_bytes = sum(write_input(path, kind, size) for kind, path in inputs.items())
             run = run_prepare(inputs, work / f"out-{size}", args.pythonpath)
             row = {"rows": size, "input_mb": round(input_bytes / 2**20, 1), **run}
-            results.append(row)
             print(f"{size:>10,} rows  {row['input_mb']:>8} MB  {run['seconds']:>8} s  "
                   f"{run['peak_rss_mb']:>8} MB peak RSS", flush=True)  # fmt: skip
+            if args.baseline:
+                base = run_prepare(inputs, work / f"base-{size}", args.baseline)
+                row["baseline"] = base
+                same = base["metrics"] == run["metrics"]
+                print(f"{'baseline':>15}  {'':>8}     {base['seconds']:>8} s  "
+                      f"{base['peak_rss_mb']:>8} MB peak RSS  same metrics: {same}", flush=True)  # fmt: skip
+            results.append(row)
             if not args.keep:
-                shutil.rmtree(work / f"out-{size}", ignore_errors=True)
+                for out in (work / f"out-{size}", work / f"base-{size}"):
+                    shutil.rmtree(out, ignore_errors=True)
                 for path in inputs.values():
                     path.unlink()
     finally:
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "label": args.label,
+        "baseline": args.baseline,
         "kinds": args.kinds,
         "results": results,
     }
@@ -154,9 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         name = f"prepare_scaling{'-' + args.label if args.label else ''}.json"
         (args.out / name).write_text(json.dumps(report, indent=2) + "\n")
-    print("\n| rows | input MB | seconds | peak RSS MB |\n| --- | --- | --- | --- |")
+    print("\n| rows | input MB | seconds | peak RSS MB | baseline s | baseline MB | time ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['rows']:,} | {r['input_mb']} | {r['seconds']} | {r['peak_rss_mb']} |")
+        b = r.get("baseline") or {}
+        ratio = f"{r['seconds'] / b['seconds']:.2f}" if b else ""
+        print(
+            f"| {r['rows']:,} | {r['input_mb']} | {r['seconds']} | {r['peak_rss_mb']} | "
+            f"{b.get('seconds', '')} | {b.get('peak_rss_mb', '')} | {ratio} |"
+        )
     return 0
 
 

@@ -60,6 +60,7 @@ def test_prepare_scaling_runs_on_a_tiny_input(tmp_path):
     cmd = [
         sys.executable, str(BENCHMARKS / "prepare_scaling.py"), "--sizes", "60",
         "--kinds", "preferences", "prompts", "--out", str(tmp_path), "--work", str(tmp_path / "w"),
+        "--baseline", str(BENCHMARKS.parent / "src"),  # the same code as a second column
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-6000:]
@@ -70,4 +71,6 @@ def test_prepare_scaling_runs_on_a_tiny_input(tmp_path):
     assert (
         result["metrics"]["prompts/train_rows"] + result["metrics"]["prompts/validation_rows"] == 60
     )
+    assert result["baseline"]["metrics"] == result["metrics"]
+    assert result["baseline"]["seconds"] > 0 and "| time ratio |" in done.stdout
     assert not list((tmp_path / "w").iterdir())  # inputs and outputs removed
