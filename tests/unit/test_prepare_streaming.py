@@ -7,8 +7,9 @@ import json
 
 import datasets
 import numpy as np
+import pyarrow as pa
 
-from rlhf.data import row_spill
+from rlhf.data import dataset_folder, row_spill
 from rlhf.data.dataset_folder import DatasetDictWriter
 from rlhf.data.formats import SCHEMAS
 from rlhf.data.row_spill import DROPPED, FITS, TRUNCATED, RowSpill
@@ -121,3 +122,20 @@ def test_writer_gives_a_loadable_dataset_dict_and_the_content_checksum(tmp_path)
         "data-00000-of-00002.arrow",
         "data-00001-of-00002.arrow",
     ]
+
+
+def test_writer_parses_a_shard_a_batch_at_a_time(tmp_path, monkeypatch):
+    # Batches of 2 lines: a shard of 5 rows is parsed in three steps, written as one stream
+    # whose record batches hold _BATCH_ROWS rows (here 2) as save_to_disk writes them.
+    monkeypatch.setattr(dataset_folder, "_PARSE_ROWS", 2)
+    monkeypatch.setattr(dataset_folder, "_BATCH_ROWS", 2)
+    rows = [{"prompt": [{"role": "user", "content": f"q{i}"}]} for i in range(5)]
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    writer = DatasetDictWriter(folder, SCHEMAS["prompts"])
+    writer.write_split("train", [(canonical_json(r).encode() for r in rows)])  # a generator
+    checksum = writer.finish()
+    assert datasets.load_from_disk(str(folder))["train"].to_list() == rows
+    assert checksum == content_sha256({"train": rows})
+    with pa.ipc.open_stream(str(folder / "train" / "data-00000-of-00001.arrow")) as stream:
+        assert [len(batch) for batch in stream] == [2, 2, 1]
