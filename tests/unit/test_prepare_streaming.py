@@ -38,6 +38,9 @@ def test_dedupe_keeps_the_first_of_exact_repeats_only():
 
 def test_groups_are_numbered_in_order_of_first_appearance():
     assert group_numbers(digests("b", "a", "b", "c", "a")).tolist() == [0, 1, 0, 2, 1]
+    # The same digests as an (n, 16) array (how the split hands them over, no bytes copy).
+    as_array = np.frombuffer(digests("b", "a", "b", "c", "a"), np.uint8).reshape(-1, 16)[[0, 1, 2]]
+    assert group_numbers(as_array).tolist() == [0, 1, 0]
 
 
 def test_split_is_the_same_as_the_list_version_gave():

@@ -108,8 +108,8 @@ class RowSpill:
 
     def prompt_groups(self, rows: np.ndarray) -> np.ndarray:
         """Group numbers of ``rows``' prompts, in order of first appearance among them."""
-        prompts = np.frombuffer(self.prompts, dtype=np.uint8).reshape(-1, 16)[rows]
-        return group_numbers(prompts.tobytes())
+        # The rows' digests as one (n, 16) array, handed over without a second copy as bytes.
+        return group_numbers(np.frombuffer(self.prompts, dtype=np.uint8).reshape(-1, 16)[rows])
 
     def row_tokens(self, rows: np.ndarray) -> np.ndarray:
         return np.frombuffer(self.tokens, dtype=np.int64)[rows]

@@ -33,7 +33,7 @@ def first_occurrences(digests: bytes | bytearray) -> np.ndarray:
     return keep
 
 
-def group_numbers(digests: bytes | bytearray) -> np.ndarray:
+def group_numbers(digests: bytes | bytearray | np.ndarray) -> np.ndarray:
     """Number the distinct 16-byte digests ``0, 1, ...`` in order of first appearance and give
     each row its digest's number (rows sharing a prompt share a group)."""
     runs, order = _runs(digests)
@@ -46,9 +46,13 @@ def group_numbers(digests: bytes | bytearray) -> np.ndarray:
     return groups
 
 
-def _runs(digests: bytes | bytearray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows sorted by digest then row number, and where each run of equal digests starts."""
-    pairs = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+def _runs(digests: bytes | bytearray | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows sorted by digest then row number, and where each run of equal digests starts.
+    ``digests`` may also be a C-contiguous ``(n, 16)`` uint8 array (no copy into bytes)."""
+    if isinstance(digests, np.ndarray):
+        pairs = digests.view("<u8").reshape(-1, 2)
+    else:
+        pairs = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
     order = np.lexsort((np.arange(len(pairs)), pairs[:, 1], pairs[:, 0]))
     runs = np.ones(len(order), dtype=bool)
     if len(order) > 1:
