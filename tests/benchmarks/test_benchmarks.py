@@ -54,3 +54,23 @@ def test_gpu_throughput_runs_on_cpu(tmp_path):
         assert value > 0
     assert ppo["rollout_batch_size"] == 8 and ppo["timed_iterations"] == 1
     assert "SFT tokens/s" in done.stdout and "PPO episodes/s" in done.stdout
+
+
+def test_prepare_scaling_runs_on_a_tiny_input(tmp_path):
+    cmd = [
+        sys.executable, str(BENCHMARKS / "prepare_scaling.py"), "--sizes", "60",
+        "--kinds", "preferences", "prompts", "--out", str(tmp_path), "--work", str(tmp_path / "w"),
+        "--baseline", str(BENCHMARKS.parent / "src"),  # the same code as a second column
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-6000:]
+    (result,) = json.loads((tmp_path / "prepare_scaling.json").read_text())["results"]
+    assert result["rows"] == 60 and result["seconds"] > 0 and result["peak_rss_mb"] > 0
+    # One row in 50 repeats the one before; pairs of rows share a prompt.
+    assert result["metrics"]["preferences/duplicates_dropped"] == 1
+    assert (
+        result["metrics"]["prompts/train_rows"] + result["metrics"]["prompts/validation_rows"] == 60
+    )
+    assert result["baseline"]["metrics"] == result["metrics"]
+    assert result["baseline"]["seconds"] > 0 and "| time ratio |" in done.stdout
+    assert not list((tmp_path / "w").iterdir())  # inputs and outputs removed

@@ -1,11 +1,13 @@
-"""Row identity: one canonical spelling of a row, what dedupe compares, what a split keeps
-together (the prompt) and what the content checksum of an artifact hashes."""
+"""Row identity: one canonical spelling of a row, the digests dedupe and the split compare, what a
+split keeps together (the prompt) and what the content checksum of an artifact hashes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from typing import Any
+
+import numpy as np
 
 Row = dict[str, Any]
 
@@ -15,16 +17,48 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def dedupe(rows: list[Row]) -> tuple[list[Row], int]:
-    """``rows`` without exact repeats (first kept, order kept), and how many were dropped."""
-    seen: set[bytes] = set()
-    kept = []
-    for row in rows:
-        key = hashlib.sha256(canonical_json(row).encode("utf-8")).digest()
-        if key not in seen:
-            seen.add(key)
-            kept.append(row)
-    return kept, len(rows) - len(kept)
+def digest(text: str) -> bytes:
+    """16 bytes standing for ``text`` (blake2b): what dedupe and the split compare instead of the
+    rows, so they hold 16 bytes per row. A collision is about as likely as 2**-64 for 2**32
+    rows."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def first_occurrences(digests: bytes | bytearray) -> np.ndarray:
+    """For each 16-byte digest in ``digests``, whether it is the first with its value: dedupe
+    keeps those (the first of exact repeats, order kept)."""
+    runs, order = _runs(digests)
+    keep = np.zeros(len(order), dtype=bool)
+    keep[order[runs]] = True
+    return keep
+
+
+def group_numbers(digests: bytes | bytearray | np.ndarray) -> np.ndarray:
+    """Number the distinct 16-byte digests ``0, 1, ...`` in order of first appearance and give
+    each row its digest's number (rows sharing a prompt share a group)."""
+    runs, order = _runs(digests)
+    run_of_sorted = np.cumsum(runs) - 1
+    firsts = order[runs]  # each distinct value's first row, in sorted-value order
+    rank = np.empty(len(firsts), dtype=np.int64)
+    rank[np.argsort(firsts, kind="stable")] = np.arange(len(firsts))
+    groups = np.empty(len(order), dtype=np.int64)
+    groups[order] = rank[run_of_sorted]
+    return groups
+
+
+def _runs(digests: bytes | bytearray | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows sorted by digest then row number, and where each run of equal digests starts.
+    ``digests`` may also be a C-contiguous ``(n, 16)`` uint8 array (no copy into bytes)."""
+    if isinstance(digests, np.ndarray):
+        pairs = digests.view("<u8").reshape(-1, 2)
+    else:
+        pairs = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+    order = np.lexsort((np.arange(len(pairs)), pairs[:, 1], pairs[:, 0]))
+    runs = np.ones(len(order), dtype=bool)
+    if len(order) > 1:
+        ordered = pairs[order]
+        runs[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    return runs, order
 
 
 def prompt_key(artifact: str, row: Row) -> str:

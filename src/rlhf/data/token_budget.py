@@ -70,22 +70,23 @@ def _with_answers(artifact: str, row: Row, answers: list[str]) -> Row:
 
 
 @dataclass
-class Budgeted:
-    """What the budget left: the rows, each one's token count, and what it cut."""
+class Fitted:
+    """What the budget made of one row: the row (None: dropped), its token count (prompt plus
+    its longest answer) and whether its answers were cut."""
 
-    rows: list[Row]
-    tokens: list[int]  # per row: prompt plus its longest answer
-    dropped: int
-    truncated: int
+    row: Row | None
+    tokens: int
+    truncated: bool = False
 
 
 def apply_budget(
     artifact: str, rows: list[Row], max_tokens: int, mode: str, counter: TokenCounter
-) -> Budgeted:
-    """Keep rows whose prompt plus longest answer fits ``max_tokens``; with ``truncate``, cut
-    over-long answers to fit unless the prompt alone fills the budget or the cut leaves an
-    empty answer or two equal ones."""
-    kept, tokens, dropped, truncated = [], [], 0, 0
+) -> list[Fitted]:
+    """For each row: kept if its prompt plus longest answer fits ``max_tokens``; with
+    ``truncate``, over-long answers cut to fit unless the prompt alone fills the budget or the
+    cut leaves an empty answer or two equal ones; else dropped. Rows are independent: callers
+    may feed them in batches (a tokenizer counts a batch at once)."""
+    out = []
     parts = [_prompt_and_answers(artifact, row) for row in rows]
     texts = [t for prompt, answers in parts for t in [*(m["content"] for m in prompt), *answers]]
     counts = iter(counter.count_many(texts))
@@ -94,8 +95,7 @@ def apply_budget(
         answer_tokens = [next(counts) for _ in answers]
         total = prompt_tokens + max(answer_tokens, default=0)
         if total <= max_tokens:
-            kept.append(row)
-            tokens.append(total)
+            out.append(Fitted(row, total))
             continue
         room = max_tokens - prompt_tokens
         fitted = None
@@ -108,9 +108,8 @@ def apply_budget(
             if empty or (len(fitted) == 2 and fitted[0].strip() == fitted[1].strip()):
                 fitted = None
         if fitted is None:
-            dropped += 1
+            out.append(Fitted(None, total))
             continue
-        truncated += 1
-        kept.append(_with_answers(artifact, row, fitted))
-        tokens.append(prompt_tokens + max(counter.count(a) for a in fitted))
-    return Budgeted(kept, tokens, dropped, truncated)
+        tokens = prompt_tokens + max(counter.count(a) for a in fitted)
+        out.append(Fitted(_with_answers(artifact, row, fitted), tokens, truncated=True))
+    return out

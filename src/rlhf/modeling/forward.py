@@ -9,6 +9,7 @@ generation needs) gets the same positions at scoring time as it had during gener
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedModel
@@ -115,18 +116,18 @@ def sequence_logprob_sums(
 
 @torch.no_grad()
 def heldout_nll(
-    model: torch.nn.Module, examples: list[Encoded], pad_id: int, batch_size: int
+    model: torch.nn.Module, examples: Sequence[Encoded], pad_id: int, batch_size: int
 ) -> float:
     """Mean negative log-likelihood per counted (response) token over ``examples``, batched
     by length; nan when no example has a counted token. Used for SFT validation and for the
     evaluation stage's perplexity."""
     device = next(model.parameters()).device
     nll, tokens = 0.0, 0
-    ordered = sorted(examples, key=len)
+    # Indices sorted (stably) by length: the examples are built a batch at a time, not all.
+    ordered = sorted(range(len(examples)), key=lambda i: len(examples[i]))
     for start in range(0, len(ordered), batch_size):
-        b = {
-            k: v.to(device) for k, v in collate(ordered[start : start + batch_size], pad_id).items()
-        }
+        batch = [examples[i] for i in ordered[start : start + batch_size]]
+        b = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
         nll -= sequence_logprob_sums(model, **b).sum().item()
         tokens += int(b["loss_mask"][:, 1:].sum())
     return nll / tokens if tokens else math.nan

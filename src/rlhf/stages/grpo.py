@@ -82,7 +82,7 @@ def run(
     loaded = load_policies(inputs.sft_model, config, device)
     tokenizer, policy, reference = loaded.tokenizer, loaded.policy, loaded.reference
     rewards_source = ResponseRewards(inputs.reward_model, config, device)
-    prompt_messages, prompt_ids = load_prompts(inputs.prompts, tokenizer, config)
+    prompt_set = load_prompts(inputs.prompts, tokenizer, config)
     sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
     # AdamW's default decay (0.01) on every weight, as GRPO's results were measured with.
     engine = build_engine(policy, config.lr, ON_POLICY_WEIGHT_DECAY, config.max_grad_norm,
@@ -94,7 +94,7 @@ def run(
         rows = [i for i in prompt_rows for _ in range(G)]  # group-major: G copies of each
         # Under ZeRO-3 the weights are gathered whole for generation.
         with engine.gathered():
-            sampled = sample_responses(policy, tokenizer, [prompt_ids[i] for i in rows],
+            sampled = sample_responses(policy, tokenizer, prompt_set.token_ids(rows),
                                        sampling)  # fmt: skip
             args = (sampled.input_ids, sampled.attention_mask, sampled.prompt_width)
             old_logprobs, _ = response_logprobs(policy, *args, temperature=config.temperature)
@@ -102,7 +102,7 @@ def run(
             ref_logprobs, _ = response_logprobs(reference, *args, temperature=config.temperature)
         mask = sampled.response_mask.float()
         texts = decode_responses(tokenizer, sampled)
-        prompts = [prompt_messages[i] for i in rows]
+        prompts = prompt_set.messages(rows)
         scores = rewards_source.score(prompts, texts, sampled.ended)
         if config.estimator == "rloo":
             advantages = rloo_advantages(scores, G)
@@ -163,7 +163,7 @@ def run(
         rollout=rollout,
         loss=loss,
     )
-    history = train_on_policy(algorithm, config, len(prompt_ids), device, tracker, started,
+    history = train_on_policy(algorithm, config, len(prompt_set), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip
 
     description = {

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -17,6 +18,7 @@ from rlhf.data.artifacts import load_split
 from rlhf.gold import load_reward_function
 from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Messages, encode_prompt
+from rlhf.modeling.packed import PackedIds
 from rlhf.modeling.reward_scoring import RewardScorer
 from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.tracking import Tracker
@@ -57,17 +59,33 @@ def load_policies(sft_model: str, config: OnPolicyConfig, device: torch.device) 
     return Policies(tokenizer, policy, reference)
 
 
-def load_prompts(
-    uri: str, tokenizer: PreTrainedTokenizerBase, config: OnPolicyConfig
-) -> tuple[list[Messages], list[list[int]]]:
-    """The prompts artifact's train split: messages, and token ids cut from the left to
-    ``max_prompt_length``."""
-    messages = [r["prompt"] for r in load_split(uri, "train")]
-    ids = [
-        encode_prompt(tokenizer, m, config.chat_template)[-config.max_prompt_length :]
-        for m in messages
-    ]
-    return messages, ids
+@dataclass
+class PromptSet:
+    """The prompts artifact's train split as the on-policy loop draws from it: the messages
+    stay in the Arrow dataset (memory-mapped, read per batch) and the token ids are packed, so
+    memory grows by 4 bytes a prompt token, not by a Python object per message and token."""
+
+    rows: datasets.Dataset  # the split, column "prompt"
+    ids: PackedIds  # prompt token ids, cut from the left to max_prompt_length
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def messages(self, rows: list[int]) -> list[Messages]:
+        return self.rows[rows]["prompt"] if rows else []
+
+    def token_ids(self, rows: list[int]) -> list[list[int]]:
+        return [self.ids[i] for i in rows]
+
+
+def load_prompts(uri: str, tokenizer: PreTrainedTokenizerBase, config: OnPolicyConfig) -> PromptSet:
+    """The prompts artifact's train split, encoded."""
+    rows = load_split(uri, "train").select_columns(["prompt"])
+    ids = PackedIds(
+        encode_prompt(tokenizer, r["prompt"], config.chat_template)[-config.max_prompt_length :]
+        for r in rows
+    )
+    return PromptSet(rows, ids)
 
 
 def check_reward_source(reward_model: str | None, config: OnPolicyConfig) -> None:

@@ -24,6 +24,7 @@ from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import encode_conversation
 from rlhf.modeling.forward import TokenValues
+from rlhf.modeling.packed import PackedEncoded
 from rlhf.stages.on_policy import (
     HISTORY_FILE,
     ON_POLICY_WEIGHT_DECAY,
@@ -75,12 +76,12 @@ def run(
     rewards_source = ResponseRewards(inputs.reward_model, config, device)
 
     # --- data: prompts, and SFT conversations for PPO-ptx -----------------------------------
-    prompt_messages, prompt_ids = load_prompts(inputs.prompts, loaded.tokenizer, config)
+    prompts = load_prompts(inputs.prompts, loaded.tokenizer, config)
     max_length = config.max_prompt_length + config.max_new_tokens
-    ptx_set = [
+    ptx_set = PackedEncoded(
         encode_conversation(loaded.tokenizer, r["messages"], max_length, config.chat_template)
         for r in (load_split(inputs.sft_data, "train") if config.ptx_coef > 0 else [])
-    ]
+    )
 
     # --- engines and coefficients: AdamW per model; KL penalty and PPO-Penalty betas --------
     # AdamW's default decay (0.01) on every weight, as PPO's results were measured with.
@@ -102,14 +103,14 @@ def run(
 
     # --- rollout: experience of one response per prompt (the loop runs it under no_grad) --
     def rollout(rows: list[int], iteration: int) -> Experience:
-        prompts = [prompt_messages[i] for i in rows]
+        messages = prompts.messages(rows)
         # Under ZeRO-3 the policy's weights are gathered whole for generation (one gather, not
         # one per token); the critic and the frozen models score sharded, a layer at a time.
         with policy_engine.gathered():
-            exp, stats, texts = make_experience(ppo_models, rewards_source, prompts,
-                                                [prompt_ids[i] for i in rows], config,
+            exp, stats, texts = make_experience(ppo_models, rewards_source, messages,
+                                                prompts.token_ids(rows), config,
                                                 kl_ctl.value, moments)  # fmt: skip
-        shown = [m[-1]["content"] for m in prompts]
+        shown = [m[-1]["content"] for m in messages]
         return Experience(exp, len(rows), stats, (shown, texts, exp.scores.tolist()))
 
     # --- loss of one minibatch: policy + vf_coef x value (+ ptx_coef x LM loss on SFT) ------
@@ -143,7 +144,7 @@ def run(
         after_update=after_update,
         state={"kl_ctl": kl_ctl, "penalty": penalty, "moments": moments},
     )
-    history = train_on_policy(algorithm, config, len(prompt_ids), device, tracker, started,
+    history = train_on_policy(algorithm, config, len(prompts), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip
 
     description = {

@@ -5,6 +5,7 @@ The math itself is in ``algorithms/`` (pure functions, shapes in their docstring
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -160,7 +161,7 @@ def ppo_loss(
 
 
 def ptx_loss(
-    models: PPOModels, sft_set: list[Encoded], config: PPOConfig, gradient_step: int
+    models: PPOModels, sft_set: Sequence[Encoded], config: PPOConfig, gradient_step: int
 ) -> torch.Tensor:
     """PPO-ptx: the language-model loss (mean NLL of the answer tokens) on a batch of
     ``ptx_batch_size`` SFT examples. Batch ``gradient_step`` of its own reproducible stream,

@@ -4,13 +4,16 @@ Steps, per artifact (sft, preferences, prompts, eval_prompts, unpaired):
 
 1. read every file, detect its format (or use ``config.format``), check and normalise each row;
    a bad row stops the run, or with ``skip_invalid`` is dropped and listed in rejects.jsonl;
-2. drop exact duplicates of normalised rows;
-3. apply the token budget (drop rows over ``max_tokens``, or truncate their answers);
+2. apply the token budget (drop rows over ``max_tokens``, or truncate their answers);
+3. drop exact duplicates of normalised rows (counted before the budget's drops);
 4. split with a seeded shuffle (rows sharing a prompt stay on one side) and publish each artifact
-   atomically with a manifest. With ``unpaired_from_preferences`` each preference pair also
-   gives two unpaired rows, in its own split.
+   atomically with a manifest. With ``unpaired_from_preferences`` each kept preference pair also
+   gives two unpaired rows (chosen desirable, rejected not), in the pair's split, after the rows
+   of the unpaired files.
 
-Everything is read and checked before anything is written, so a failed run leaves no output.
+Rows stream: each is read, checked and budgeted once, then kept on disk in a scratch folder
+(:mod:`rlhf.data.row_spill`), with a few bytes per row in memory for dedupe and the split.
+Everything is read and checked before any output is written, so a failed run leaves no output.
 See docs/data-formats.md.
 """
 
@@ -18,11 +21,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rlhf import storage
 from rlhf.config import PrepareConfig, to_dict
+from rlhf.data.dataset_folder import DatasetDictWriter
 from rlhf.data.errors import DataError, EmptyInput
 from rlhf.data.formats import (
     ARTIFACT_FORMATS,
@@ -33,8 +43,9 @@ from rlhf.data.formats import (
     unpair,
 )
 from rlhf.data.readers import read_rows
-from rlhf.data.rows import Row, content_sha256, dedupe, prompt_key
-from rlhf.data.splits import split_indices
+from rlhf.data.row_spill import DROPPED, FITS, TRUNCATED, RowSpill, Shard
+from rlhf.data.rows import Row, canonical_json, digest, prompt_key
+from rlhf.data.splits import split_groups
 from rlhf.data.token_budget import TokenCounter, apply_budget
 from rlhf.stages.publish import publish_copy
 from rlhf.stages.specs import ARTIFACTS, PrepareInputs, PrepareOutputs
@@ -44,26 +55,35 @@ log = logging.getLogger("rlhf.prepare")
 
 # The artifacts split into train/validation.
 TRAIN_SPLITS = ("sft", "preferences", "prompts", "unpaired")
+BUDGET_BATCH = 1024  # rows budgeted at once (a tokenizer counts a batch much faster)
 
 
 @dataclass
 class _Artifact:
     name: str
     sources: list[str]
+    spill: RowSpill
     formats: dict[str, str | None] = field(default_factory=dict)
-    rows: list[Row] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)  # per row, once the budget is applied
     valid_rows: int = 0  # input rows that passed validation (a ranking row gives several pairs)
-    normalised_rows: int = 0  # the rows valid_rows gave, before dedupe and the token budget
     rejected: int = 0
     first_rejection: str | None = None  # the first rejected row's error, to say why none is left
     duplicates_dropped: int = 0
     over_budget_dropped: int = 0
     over_budget_truncated: int = 0
-    splits: dict[str, list[Row]] = field(default_factory=dict)
-    split_tokens: dict[str, list[int]] = field(default_factory=dict)
+    kept: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows that stay
+    splits: dict[str, np.ndarray] = field(default_factory=dict)  # rows (numbers) per split
+    shards: dict[str, list[Shard]] = field(default_factory=dict)
     derived_from: str | None = None
-    from_preferences: int = 0  # unpaired rows split out of preference pairs
+    # unpaired_from_preferences: the preference pairs whose answers this artifact also holds
+    pairs_from: _Artifact | None = None
+
+    @property
+    def copies_prompts(self) -> bool:  # eval_prompts made from the prompts' validation split
+        return self.derived_from is not None and self.pairs_from is None
+
+    @property
+    def normalised_rows(self) -> int:  # the rows valid_rows gave, before dedupe and the budget
+        return len(self.spill)
 
 
 def run(
@@ -72,30 +92,47 @@ def run(
     outputs: PrepareOutputs,
     tracker: Tracker | None = None,
 ) -> dict[str, float]:
-    """Validate, normalise, dedupe, budget and split the inputs; write the artifacts and the
+    """Validate, normalise, budget, dedupe and split the inputs; write the artifacts and the
     rejects file; return flat metrics. Raises DataError (writing nothing) on bad input."""
     _check_config(config, inputs)
+    # Rows wait on disk here until every input is read; TMPDIR chooses where.
+    scratch = Path(tempfile.mkdtemp(prefix="rlhf-prepare-"))
+    try:
+        return _run(config, inputs, outputs, tracker, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(
+    config: PrepareConfig,
+    inputs: PrepareInputs,
+    outputs: PrepareOutputs,
+    tracker: Tracker | None,
+    scratch: Path,
+) -> dict[str, float]:
     rejects: list[dict[str, Any]] = []
-    artifacts = {
-        name: _read_artifact(name, getattr(inputs, name), config, rejects) for name in ARTIFACTS
-    }
     counter = TokenCounter(config.tokenizer)
+    artifacts = {
+        name: _read_artifact(name, getattr(inputs, name), config, rejects, counter, scratch)
+        for name in ARTIFACTS
+    }
     for art in artifacts.values():
-        if config.dedupe:
-            art.rows, art.duplicates_dropped = dedupe(art.rows)
-        fitted = apply_budget(art.name, art.rows, config.max_tokens, config.over_budget, counter)
-        art.rows, art.tokens = fitted.rows, fitted.tokens
-        art.over_budget_dropped, art.over_budget_truncated = fitted.dropped, fitted.truncated
+        selection = art.spill.select(config.dedupe)
+        art.kept, art.duplicates_dropped = selection.rows, selection.duplicates
+        art.over_budget_dropped, art.over_budget_truncated = selection.dropped, selection.truncated
         _check_rows_left(art, config)
     for name in TRAIN_SPLITS:
         _split(artifacts[name], config.validation_fraction, config.seed)
     _eval_split(artifacts["eval_prompts"], artifacts["prompts"], not inputs.eval_prompts, config)
     if config.unpaired_from_preferences:
         _unpair_preferences(artifacts["unpaired"], artifacts["preferences"])
+    for art in artifacts.values():
+        if not art.copies_prompts:
+            art.shards = art.spill.scatter(art.splits, scratch)
 
     # Every input is valid: only now does anything get written.
     for name, art in artifacts.items():
-        _write(art, getattr(outputs, name), config)
+        _write(art, getattr(outputs, name), config, artifacts["prompts"])
     storage.atomic_write_text(
         outputs.rejects, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
     )
@@ -131,9 +168,14 @@ def _check_config(config: PrepareConfig, inputs: PrepareInputs) -> None:
 
 
 def _read_artifact(
-    name: str, uris: list[str], config: PrepareConfig, rejects: list[dict[str, Any]]
+    name: str,
+    uris: list[str],
+    config: PrepareConfig,
+    rejects: list[dict[str, Any]],
+    counter: TokenCounter,
+    scratch: Path,
 ) -> _Artifact:
-    art = _Artifact(name, [str(u) for u in uris])
+    art = _Artifact(name, [str(u) for u in uris], RowSpill(scratch / f"{name}.jsonl"))
     # --format applies to the artifacts that accept that format; the others still detect theirs.
     forced = config.format if config.format in ARTIFACT_FORMATS[name] else None
     columns = list(SCHEMAS[name])
@@ -146,6 +188,30 @@ def _read_artifact(
         rejects.append(
             {"file": error.file, "row": error.row, "field": error.field, "error": str(error)}
         )
+
+    pending: list[Row] = []  # normalised rows waiting for the budget, a batch at a time
+
+    def budget() -> None:
+        for row, fitted in zip(
+            pending,
+            apply_budget(name, pending, config.max_tokens, config.over_budget, counter),
+            strict=True,
+        ):
+            line = canonical_json(row)
+            outcome = FITS
+            if fitted.row is None:
+                outcome = DROPPED
+            elif fitted.truncated:
+                outcome, line = TRUNCATED, canonical_json(fitted.row)
+            # Dedupe compares rows as normalised, before the budget cut them.
+            art.spill.add(
+                digest(canonical_json(row)) if outcome == TRUNCATED else digest(line),
+                digest(prompt_key(name, row)),
+                fitted.tokens,
+                outcome,
+                line,
+            )
+        pending.clear()
 
     on_error = reject if config.skip_invalid else None
     for uri in art.sources:
@@ -165,7 +231,9 @@ def _read_artifact(
                     reject(error)
                     continue
                 art.valid_rows += 1
-                art.rows.extend({c: row[c] for c in columns} for row in normalised)
+                pending.extend({c: row[c] for c in columns} for row in normalised)
+                if len(pending) >= BUDGET_BATCH:
+                    budget()
         except EmptyInput as empty:
             if not config.allow_empty:
                 raise DataError(
@@ -177,7 +245,8 @@ def _read_artifact(
                 "%s %s; allow_empty is set, so it gives no %s rows", uri, empty.reason, name
             )
         art.formats[uri] = fmt
-    art.normalised_rows = len(art.rows)
+    budget()
+    art.spill.close()
     return art
 
 
@@ -186,7 +255,7 @@ def _check_rows_left(art: _Artifact, config: PrepareConfig) -> None:
     make an empty artifact no one asked for: an error saying where the rows went, or with
     ``allow_empty`` a warning."""
     read = art.valid_rows + art.rejected
-    if art.rows or read == 0:  # read == 0: no inputs, or empty ones that allow_empty accepted
+    if len(art.kept) or read == 0:  # read == 0: no inputs, or empty ones that allow_empty accepted
         return
     causes = []
     if art.rejected:
@@ -214,11 +283,8 @@ def _check_rows_left(art: _Artifact, config: PrepareConfig) -> None:
 
 
 def _split(art: _Artifact, fraction: float, seed: int) -> None:
-    keys = [prompt_key(art.name, row) for row in art.rows]
-    train, validation = split_indices(keys, fraction, seed)
-    for split, indices in (("train", train), ("validation", validation)):
-        art.splits[split] = [art.rows[i] for i in indices]
-        art.split_tokens[split] = [art.tokens[i] for i in indices]
+    train, validation = split_groups(art.spill.prompt_groups(art.kept), fraction, seed)
+    art.splits = {"train": art.kept[train], "validation": art.kept[validation]}
 
 
 def _eval_split(evals: _Artifact, prompts: _Artifact, derived: bool, config: PrepareConfig) -> None:
@@ -226,95 +292,127 @@ def _eval_split(evals: _Artifact, prompts: _Artifact, derived: bool, config: Pre
     validation split (with no references); a warning when that leaves prompts but no
     evaluation prompts (the evaluation stage would have nothing to compare on)."""
     if not derived:
-        evals.splits["test"], evals.split_tokens["test"] = evals.rows, evals.tokens
+        evals.splits["test"] = evals.kept
         return
     evals.derived_from = "prompts/validation"
     evals.sources = list(prompts.sources)
-    evals.splits["test"] = [
-        {"prompt": row["prompt"], "reference": None} for row in prompts.splits["validation"]
-    ]
-    evals.split_tokens["test"] = list(prompts.split_tokens["validation"])
-    if prompts.rows and not evals.splits["test"]:
+    if len(prompts.kept) and not len(prompts.splits["validation"]):
         log.warning(
             "eval_prompts: no files given and the prompts' validation split is empty "
             "(validation_fraction=%s, %d prompts), so eval_prompts is written empty; give "
             "eval prompt files or a validation_fraction above 0",
-            config.validation_fraction, len(prompts.rows),
+            config.validation_fraction, len(prompts.kept),
         )  # fmt: skip
 
 
 def _unpair_preferences(unpaired: _Artifact, preferences: _Artifact) -> None:
-    """Each preference pair as two unpaired rows in the same split (a validation pair stays
-    out of training), after the rows of the unpaired files. Each row's token count is its
-    pair's (prompt plus the longer answer): an upper bound."""
-    if not preferences.rows:
+    """Each kept preference pair also gives two unpaired rows in the pair's split (a validation
+    pair stays out of training), written after the rows of the unpaired files. Each row's token
+    count is its pair's (prompt plus the longer answer): an upper bound."""
+    if not len(preferences.kept):
         raise DataError(
             ", ".join(preferences.sources) or "preferences",
             "unpaired_from_preferences is set but there are no preference pairs to split",
         )
-    for split, rows in preferences.splits.items():
-        for row, tokens in zip(rows, preferences.split_tokens[split], strict=True):
-            unpaired.splits[split].extend(unpair(row))
-            unpaired.split_tokens[split].extend([tokens, tokens])
-            unpaired.from_preferences += 2
+    unpaired.pairs_from = preferences
+    unpaired.derived_from = "preferences" if not len(unpaired.kept) else "files and preferences"
     unpaired.sources = [*unpaired.sources, *preferences.sources]
-    unpaired.derived_from = "preferences" if not unpaired.rows else "files and preferences"
+
+
+def _unpaired_lines(preference_lines: Iterable[bytes]) -> Iterator[bytes]:
+    """A preference row's canonical JSON as the canonical JSON of its two unpaired rows."""
+    for line in preference_lines:
+        for row in unpair(json.loads(line)):
+            yield canonical_json(row).encode("utf-8")
+
+
+def _derived_eval_lines(prompt_lines: Iterable[bytes]) -> Iterator[bytes]:
+    """A prompts row's canonical JSON ``{"prompt":[...]}`` as an eval_prompts row with no
+    reference: ``{"prompt":[...],"reference":null}`` (keys stay sorted)."""
+    return (line[:-1] + b',"reference":null}' for line in prompt_lines)
 
 
 # --- write -------------------------------------------------------------------------------------
 
 
-def _write(art: _Artifact, folder: str, config: PrepareConfig) -> None:
-    import datasets
-
+def _write(art: _Artifact, folder: str, config: PrepareConfig, prompts: _Artifact) -> None:
     features = SCHEMAS[art.name]
-    dataset = datasets.DatasetDict(
-        {
-            split: datasets.Dataset.from_dict(
-                {c: [row[c] for row in rows] for c in features}, features=features
-            )
-            for split, rows in art.splits.items()
-        }
-    )
-    fields = {
-        "artifact": art.name,
-        "sources": art.sources,
-        "formats": art.formats,
-        "derived_from": art.derived_from,
-        "from_preferences": art.from_preferences,
-        "input_rows": art.valid_rows + art.rejected,
-        "rows": {split: len(rows) for split, rows in art.splits.items()},
-        "rejected": art.rejected,
-        "duplicates_dropped": art.duplicates_dropped,
-        "over_budget_dropped": art.over_budget_dropped,
-        "over_budget_truncated": art.over_budget_truncated,
-        "max_tokens": config.max_tokens,
-        "token_count": config.tokenizer or "utf-8 bytes",
-        "schema": features.to_dict(),
-        "content_sha256": content_sha256(art.splits),
-        "seed": config.seed,
-        "validation_fraction": config.validation_fraction,
-    }
     with storage.atomic_dir(folder) as tmp:
-        # An empty split saved with default sharding gets zero shards, which load_from_disk
-        # cannot read back; one (empty) shard loads fine.
-        empty = {split: 1 for split, rows in art.splits.items() if not rows}
-        dataset.save_to_disk(str(tmp), num_shards=empty)
+        writer = DatasetDictWriter(tmp, features)
+        if art.pairs_from is not None:  # own rows, then the pairs' answers of that split
+            for split, shards in art.shards.items():
+                pairs = art.pairs_from.shards[split]
+                writer.write_split(
+                    split,
+                    [s.lines() for s in shards] + [_unpaired_lines(s.lines()) for s in pairs],
+                )
+        elif not art.copies_prompts:
+            for split, shards in art.shards.items():
+                writer.write_split(split, [shard.lines() for shard in shards])
+        else:  # the prompts' validation shards, read again
+            shards = prompts.shards["validation"]
+            writer.write_split("test", [_derived_eval_lines(s.lines()) for s in shards])
+        fields = {
+            "artifact": art.name,
+            "sources": art.sources,
+            "formats": art.formats,
+            "derived_from": art.derived_from,
+            "from_preferences": _from_preferences(art),
+            "input_rows": art.valid_rows + art.rejected,
+            "rows": writer.rows,
+            "rejected": art.rejected,
+            "duplicates_dropped": art.duplicates_dropped,
+            "over_budget_dropped": art.over_budget_dropped,
+            "over_budget_truncated": art.over_budget_truncated,
+            "max_tokens": config.max_tokens,
+            "token_count": config.tokenizer or "utf-8 bytes",
+            "schema": features.to_dict(),
+            "content_sha256": writer.finish(),
+            "seed": config.seed,
+            "validation_fraction": config.validation_fraction,
+        }
         storage.write_manifest(tmp, fields)
+
+
+def _from_preferences(art: _Artifact) -> int:
+    """How many of the artifact's rows were split out of preference pairs."""
+    return 2 * len(art.pairs_from.kept) if art.pairs_from is not None else 0
+
+
+def _split_rows(art: _Artifact, prompts: _Artifact) -> dict[str, int]:
+    """Rows per split of what the artifact holds (a derived eval_prompts: the prompts'
+    validation split; unpaired rows from pairs: two per pair)."""
+    if art.copies_prompts:
+        return {"test": len(prompts.splits["validation"])}
+    pairs = art.pairs_from.splits if art.pairs_from is not None else {}
+    return {s: len(rows) + 2 * len(pairs.get(s, ())) for s, rows in art.splits.items()}
+
+
+def _split_tokens(art: _Artifact, prompts: _Artifact) -> np.ndarray:
+    """Token counts of the rows the artifact holds (a derived eval_prompts: the prompts'; an
+    unpaired row from a pair: the pair's)."""
+    if art.copies_prompts:
+        return prompts.spill.row_tokens(prompts.splits["validation"])
+    tokens = [art.spill.row_tokens(rows) for rows in art.splits.values()]
+    if art.pairs_from is not None:
+        pairs = art.pairs_from
+        tokens += [np.repeat(pairs.spill.row_tokens(r), 2) for r in pairs.splits.values()]
+    return np.concatenate(tokens)
 
 
 def _metrics(artifacts: dict[str, _Artifact]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     counts = ("rejected", "duplicates_dropped", "over_budget_dropped", "over_budget_truncated")
+    prompts = artifacts["prompts"]
     for name, art in artifacts.items():
         metrics[f"{name}/input_rows"] = float(art.valid_rows + art.rejected)
-        for split, rows in art.splits.items():
-            metrics[f"{name}/{split}_rows"] = float(len(rows))
+        for split, rows in _split_rows(art, prompts).items():
+            metrics[f"{name}/{split}_rows"] = float(rows)
         for count in counts:
             metrics[f"{name}/{count}"] = float(getattr(art, count))
-        tokens = [t for split_tokens in art.split_tokens.values() for t in split_tokens]
-        metrics[f"{name}/tokens_mean"] = sum(tokens) / len(tokens) if tokens else 0.0
-        metrics[f"{name}/tokens_max"] = float(max(tokens, default=0))
+        tokens = _split_tokens(art, prompts)
+        metrics[f"{name}/tokens_mean"] = int(tokens.sum()) / len(tokens) if len(tokens) else 0.0
+        metrics[f"{name}/tokens_max"] = float(tokens.max()) if len(tokens) else 0.0
     for count in counts:
         metrics[f"total/{count}"] = sum(metrics[f"{name}/{count}"] for name in artifacts)
     return metrics

@@ -18,6 +18,7 @@ from rlhf.modeling import models
 from rlhf.modeling.encoding import Messages, encode_conversation, encode_prompt
 from rlhf.modeling.forward import heldout_nll, response_logprobs
 from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
+from rlhf.modeling.packed import PackedEncoded
 from rlhf.stages.evaluation.compared import CANDIDATE, REFERENCE
 from rlhf.stages.evaluation.metrics import sample_kl
 
@@ -87,10 +88,10 @@ def perplexity(
 ) -> float | None:
     """exp(mean NLL per response token) of SFT conversations (the loss mask of
     ``encode_conversation``: assistant turns only); None when no row has a response token."""
-    examples = [
+    examples = PackedEncoded(
         encode_conversation(tokenizer, r["messages"], config.max_length, config.chat_template)
         for r in rows
-    ]
+    )
     loss = heldout_nll(model, examples, tokenizer.pad_token_id, config.batch_size)
     return None if math.isnan(loss) else math.exp(min(loss, 50.0))
 
