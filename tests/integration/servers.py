@@ -35,6 +35,8 @@ def free_port() -> int:
 _GUARD = """
 import os, signal, subprocess, sys, time
 tester = int(sys.argv[1])
+# A signal to the guard alone (e.g. to the tester's children) takes the server with it.
+signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
 server = subprocess.Popen(sys.argv[2:])
 while server.poll() is None:
     if os.getppid() != tester:
