@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from rlhf.config import DPOConfig, GRPOConfig, PPOConfig, RewardConfig, SFTConfig
 from rlhf.data.artifacts import load_split
-from rlhf.modeling import models
+from rlhf.modeling import generation, models
 from rlhf.modeling.encoding import encode_prompt
 from rlhf.modeling.forward import response_logprobs
 from rlhf.modeling.generation import SamplingConfig, sample_responses
@@ -111,9 +111,12 @@ def test_sft_publishes_a_model_plain_transformers_loads(name, tiny):
 
 
 @pytest.mark.parametrize("name", EVERY)
-def test_logprobs_recorded_while_sampling_match_the_forward_pass(name, tiny, prepared):
+def test_logprobs_recorded_while_sampling_match_the_forward_pass(name, tiny, prepared, monkeypatch):
     """Sampling from left-padded prompts with a KV cache, and recomputing the response's
-    log-probs in one forward pass with positions from the attention mask, agree."""
+    log-probs in one forward pass with positions from the attention mask, agree. Through
+    ``model.generate`` (whose logits it records); the project's decode loop gives the same
+    tokens for the same RNG state (tests/unit/test_decoding.py)."""
+    monkeypatch.setattr(generation, "decodes_itself", lambda model: False)
     folder = tiny(name)
     tok = models.load_tokenizer(folder)
     model = models.load_causal_lm(folder).eval()

@@ -92,7 +92,7 @@ def run(
     tokenizer, policy, sft = loaded.tokenizer, loaded.policy, loaded.reference
     scorer = answer_scorer(inputs.reward_model, config, device)
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
-    prompt_messages, prompt_ids = load_prompts(inputs.prompts, tokenizer, config)
+    prompt_set = load_prompts(inputs.prompts, tokenizer, config)
     sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
     engine = build_engine(policy, config.lr, ON_POLICY_WEIGHT_DECAY, config.max_grad_norm,
                           config.distributed, device, decay_matrices_only=False)  # fmt: skip
@@ -102,7 +102,7 @@ def run(
     def rollout(prompt_rows: list[int], iteration: int) -> Experience:
         rows = [i for i in prompt_rows for _ in range(K)]  # group-major: K copies of each
         with engine.gathered():
-            sampled = sample_responses(policy, tokenizer, [prompt_ids[i] for i in rows],
+            sampled = sample_responses(policy, tokenizer, prompt_set.token_ids(rows),
                                        sampling)  # fmt: skip
             args = (sampled.input_ids, sampled.attention_mask, sampled.prompt_width)
             # Temperature 1: DPO's log pi(y|x) is the policy's own, however it sampled.
@@ -111,7 +111,7 @@ def run(
             sft_logprobs, _ = response_logprobs(sft, *args)
         mask = sampled.response_mask.float()
         texts = decode_responses(tokenizer, sampled)
-        prompts = [prompt_messages[i] for i in rows]
+        prompts = prompt_set.messages(rows)
         scores = scorer.score(prompts, texts, sampled.ended)
         pairs = select_pairs(scores.view(-1, K).cpu(), config.pairs).to(device)
         reference = sft_logprobs if config.reference == "sft" else logprobs
@@ -173,7 +173,7 @@ def run(
         rollout=rollout,
         loss=loss,
     )
-    history = train_on_policy(algorithm, config, len(prompt_ids), device, tracker, started,
+    history = train_on_policy(algorithm, config, len(prompt_set), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip
 
     description = {
