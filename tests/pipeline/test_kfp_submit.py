@@ -14,7 +14,7 @@ from kfp_api_server import KfpApiServer
 
 from rlhf.cli import main
 from rlhf.pipeline.cluster import ClusterConfig
-from rlhf.pipeline.compile import compile_package, version_name
+from rlhf.pipeline.compile import compile_package, k8s_name, version_name
 from rlhf.pipeline.k8s_manifests import RUN_CONFIG_MAP
 from rlhf.pipeline.pipelines import PIPELINES, stage_sections
 from rlhf.pipeline.run_config import stage_configs
@@ -306,6 +306,8 @@ EVERY_SECTION = {
     "dpo": {"beta": 0.5, "label_smoothing": 0.1},
     "grpo": {"group_size": 4, "scale_advantages": True},
     "kto": {"beta": 0.2, "undesirable_weight": 1.2},
+    "online_dpo": {"beta": 0.4, "pairs": "all"},
+    "candidates": {"k": 3, "redraws": 2},
     "evaluate": {"samples_per_prompt": 2, "max_prompts": 50},
 }
 _COMMON = {
@@ -340,6 +342,18 @@ EXPECTED_PARAMETERS = {
         "kto_beta": 0.2,
         "kto_overrides": {"undesirable_weight": 1.2},
     },
+    "online_dpo": {
+        **_COMMON,
+        **_REWARD,
+        "online_dpo_beta": 0.4,
+        "online_dpo_overrides": {"pairs": "all"},
+    },
+    # No evaluation or deploy step in collect: those sections are left out.
+    "collect": {
+        **{k: v for k, v in _COMMON.items() if not k.startswith(("evaluate_", "deploy_"))},
+        "candidates_k": 3,
+        "candidates_overrides": {"redraws": 2},
+    },
 }
 
 
@@ -370,7 +384,10 @@ def _check_upload(state, pipeline: str, package: str) -> str:
     assert upload.query["pipelineid"] == pipeline_id
     assert upload.body["uploadfile"] == package
     assert upload.query["name"] == version_name(pipeline, package)
-    assert yaml.safe_load(package.split("\n---\n")[0])["pipelineInfo"]["name"] == f"rlhf-{pipeline}"
+    assert (
+        yaml.safe_load(package.split("\n---\n")[0])["pipelineInfo"]["name"]
+        == f"rlhf-{k8s_name(pipeline)}"
+    )
     (version_id,) = state.versions
     assert state.versions[version_id]["pipeline_id"] == pipeline_id
     return version_id
