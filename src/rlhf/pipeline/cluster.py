@@ -294,9 +294,11 @@ def _using(config: ClusterConfig | str) -> Iterator[None]:
 
 def build(pipeline: GraphComponent, config: ClusterConfig | str) -> GraphComponent:
     """``pipeline`` defined again with ``config`` (or :data:`LOCAL`) applied to its tasks; with
-    the config's ``deploy``, its ``deploy_enabled`` parameter defaults to true."""
+    the config's ``deploy``, its ``deploy_enabled`` parameter (when it has a deploy step; not
+    ``collect``) defaults to true."""
     func = pipeline.pipeline_func
-    if isinstance(config, ClusterConfig) and config.deploy:
+    deploys = DEPLOY_SWITCH in inspect.signature(func).parameters
+    if isinstance(config, ClusterConfig) and config.deploy and deploys:
         func = _with_default(func, DEPLOY_SWITCH, True)
     with _using(config):
         return dsl.pipeline(name=pipeline.name, description=pipeline.description)(func)
