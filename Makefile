@@ -68,7 +68,8 @@ test-architectures: install-dev
 test-distributed: install-dev
 	$(BIN)/python -m pytest -q -m distributed
 
-# The DPO and GRPO pipelines end to end through kfp.local (minutes). `make test` runs the PPO
+# The DPO, GRPO, online DPO, KTO and collect pipelines end to end through kfp.local (minutes).
+# `make test` runs the PPO
 # pipeline end to end, tracked.
 test-pipelines: install-dev
 	$(BIN)/python -m pytest -q -m pipelines

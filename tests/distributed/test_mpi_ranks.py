@@ -88,6 +88,10 @@ def test_openmpi_variables_become_torch_ones() -> None:
         "5", "16", "5", "8",
     )  # fmt: skip
     assert not adopt_openmpi_env({"RANK": "1", "WORLD_SIZE": "2"})  # torchrun's: left alone
+    # Values every rank inherited from the launcher's environment give way to OpenMPI's.
+    stale = {**env, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    assert adopt_openmpi_env(stale)
+    assert (stale["RANK"], stale["LOCAL_RANK"], stale["WORLD_SIZE"]) == ("5", "5", "16")
     with pytest.raises(RuntimeError, match="rank 1 of 2 without MASTER_ADDR and MASTER_PORT"):
         adopt_openmpi_env({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"})
 

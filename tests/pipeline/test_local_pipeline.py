@@ -140,6 +140,7 @@ def test_collect_pipeline_samples_a_batch_the_app_and_judge_read(tmp_path, capsy
         assert {c.source for c in t.candidates} == {"model"}  # the SFT task's output folder
 
 
+@pytest.mark.pipelines  # minutes: make test-pipelines
 def test_kto_pipeline_runs_end_to_end_on_the_demo_pairs_split_in_two(tmp_path, capsys):
     """prepare (the demo's pairs also split into unpaired feedback) -> SFT -> KTO ->
     evaluate, with no reward model."""

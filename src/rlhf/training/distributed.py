@@ -58,7 +58,7 @@ OPENMPI_ENV = {
 
 def adopt_openmpi_env(environ: MutableMapping[str, str] = os.environ) -> bool:
     """Under ``mpirun``: set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE``
-    from OpenMPI's variables (where unset), so that ``init_process_group``, DeepSpeed and this
+    from OpenMPI's variables, so that ``init_process_group``, DeepSpeed and this
     module read them as under torchrun. OpenMPI has no rendezvous address: the launcher passes
     ``MASTER_ADDR`` and ``MASTER_PORT`` (``mpirun -x``; ``rlhf.pipeline.mpi_launch``), and their
     absence with several ranks is an error here rather than a hang in the rendezvous. Returns
@@ -66,8 +66,10 @@ def adopt_openmpi_env(environ: MutableMapping[str, str] = os.environ) -> bool:
     if "OMPI_COMM_WORLD_RANK" not in environ:
         return False
     for name, openmpi_name in OPENMPI_ENV.items():
+        # OpenMPI's values win: a RANK or LOCAL_RANK the launcher's own environment carried
+        # (every rank inherits it) would give two ranks the same number.
         if openmpi_name in environ:
-            environ.setdefault(name, environ[openmpi_name])
+            environ[name] = environ[openmpi_name]
     missing = [n for n in ("MASTER_ADDR", "MASTER_PORT") if not environ.get(n)]
     if int(environ.get("WORLD_SIZE", "1")) > 1 and missing:
         raise RuntimeError(
