@@ -69,8 +69,7 @@ test-distributed: install-dev
 	$(BIN)/python -m pytest -q -m distributed
 
 # The DPO, GRPO, online DPO, KTO and collect pipelines end to end through kfp.local (minutes).
-# `make test` runs the PPO
-# pipeline end to end, tracked.
+# `make test` runs the PPO pipeline end to end, tracked.
 test-pipelines: install-dev
 	$(BIN)/python -m pytest -q -m pipelines
 
