@@ -21,7 +21,6 @@ reference model is loaded and no reference log-probs are computed or cached.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +40,7 @@ from rlhf.modeling.preference_logprobs import (
     pair_logprobs,
 )
 from rlhf.modeling.reward_scoring import as_messages
-from rlhf.stages.preference_reference import reference_logprobs
+from rlhf.stages.preference_reference import preference_metrics, reference_logprobs
 from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.stages.specs import DPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
@@ -204,16 +203,7 @@ def run(
         fingerprint=fingerprint,
         resume_path=resume_path,
     )
-    final = result.final_metrics
-    metrics = {k.removeprefix("val/").replace("/", "_"): v for k, v in final.items()}
-    metrics.update(
-        {
-            "accuracy_start": result.initial_metrics.get("val/rewards/accuracy", float("nan")),
-            "steps": float(result.steps),
-            "train_pairs": float(len(train_set)),
-            "seconds": time.time() - started,
-        }
-    )
+    metrics = preference_metrics(result, started, train_pairs=float(len(train_set)))
     engine.model.config.use_cache = True
     publish_trained(
         engine,

@@ -20,7 +20,6 @@ below 0, z0 is clamped to 0 and that share is the share of undesirable answers).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +34,7 @@ from rlhf.modeling.forward import sequence_logprob_sums
 from rlhf.modeling.padding import collate
 from rlhf.modeling.preference_logprobs import REFERENCE_CACHE, cache_json
 from rlhf.modeling.reward_scoring import as_messages
-from rlhf.stages.preference_reference import reference_logprobs
+from rlhf.stages.preference_reference import preference_metrics, reference_logprobs
 from rlhf.stages.publish import finish_training, publish_trained
 from rlhf.stages.specs import KTOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
@@ -189,15 +188,11 @@ def run(
 
     result = train(engine, batches_for_epoch, loss_fn, evaluate, config, ckpt_root, tracker,
                    stage="kto", fingerprint=fingerprint, resume_path=resume_path)  # fmt: skip
-    metrics = {k.removeprefix("val/").replace("/", "_"): v for k, v in result.final_metrics.items()}
-    metrics.update(
-        {
-            "accuracy_start": result.initial_metrics.get("val/rewards/accuracy", float("nan")),
-            "steps": float(result.steps),
-            "train_examples": float(len(train_set)),
-            "desirable_share": desirable_share,
-            "seconds": time.time() - started,
-        }
+    metrics = preference_metrics(
+        result,
+        started,
+        train_examples=float(len(train_set)),
+        desirable_share=desirable_share,
     )
     engine.model.config.use_cache = True
     publish_trained(

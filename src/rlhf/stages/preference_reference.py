@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from rlhf.modeling import models
 from rlhf.modeling.preference_logprobs import EncodedPair, cached_reference_logprobs
 from rlhf.training import distributed
 from rlhf.training.engine import frozen, sharded_loading, shards_weights
+from rlhf.training.loop import LoopResult
 
 
 def reference_logprobs(
@@ -49,3 +51,15 @@ def reference_logprobs(
     if shards_weights(config.distributed):
         return compute(write_cache=distributed.launched_world().is_main)
     return distributed.main_first(lambda: compute(write_cache=True))
+
+
+def preference_metrics(result: LoopResult, started: float, **counts: float) -> dict[str, float]:
+    """A DPO-family run's result: the final validation metrics (``val/rewards/accuracy`` as
+    ``rewards_accuracy``), the accuracy before training, the steps, ``counts`` (rows trained
+    on ...) and the seconds since ``started``."""
+    metrics = {k.removeprefix("val/").replace("/", "_"): v for k, v in result.final_metrics.items()}
+    metrics["accuracy_start"] = result.initial_metrics.get("val/rewards/accuracy", float("nan"))
+    metrics["steps"] = float(result.steps)
+    metrics.update(counts)
+    metrics["seconds"] = time.time() - started
+    return metrics
