@@ -156,7 +156,24 @@ def test_qlora_off_cuda_fails_before_training(prepared, micro_models, tmp_path, 
         sft.run(cfg, sft.SFTInputs(prepared["sft"]), sft.ModelOutputs(str(tmp_path / "a")))
     cfg = load_config(DPOConfig, None, {**LORA, "lora.quantize_4bit": "true",
                                         "lora.publish": "adapter"})  # fmt: skip
-    with pytest.raises(RuntimeError, match="needs CUDA and bitsandbytes"):
+    with pytest.raises(ValueError, match="needs CUDA and bitsandbytes"):
         dpo.run(cfg, dpo.DPOInputs(prepared["preferences"], micro_models["sft"]),
                 dpo.ModelOutputs(str(tmp_path / "b")))  # fmt: skip
     assert not (tmp_path / "b").exists()
+
+
+def test_qlora_off_cuda_is_a_one_line_cli_error(prepared, micro_models, tmp_path, monkeypatch,
+                                                capsys):  # fmt: skip
+    """The command names the setting and exits 2 (a settings mistake), with no traceback."""
+    from rlhf.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["dpo", "--no-track", "--preferences", prepared["preferences"],
+                 "--sft-model", micro_models["sft"], "--out", str(tmp_path / "q"),
+                 "--set", "lora.r=4", "--set", "lora.quantize_4bit=true",
+                 "--set", "lora.publish=adapter"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "rlhf dpo: lora.quantize_4bit (QLoRA) needs CUDA and bitsandbytes: no CUDA" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "q").exists()

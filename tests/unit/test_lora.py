@@ -133,7 +133,7 @@ def test_a_lora_reward_model_trains_its_score_head_and_merges_it(base, tmp_path)
 def test_qlora_needs_cuda_and_bitsandbytes_and_an_adapter_to_publish(monkeypatch):
     cfg = LoraConfig(r=4, quantize_4bit=True, publish="adapter")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="quantize_4bit.*needs CUDA and bitsandbytes: no CUDA"):
+    with pytest.raises(ValueError, match="quantize_4bit.*needs CUDA and bitsandbytes: no CUDA"):
         lora.quantization_config(cfg, "float32")
     assert lora.quantization_config(LoraConfig(r=4), "float32") is None
     with pytest.raises(ValueError, match="publish.*must be 'adapter' with quantize_4bit"):

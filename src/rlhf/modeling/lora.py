@@ -128,7 +128,7 @@ def quantization_config(cfg: LoraConfig, dtype: str) -> BitsAndBytesConfig | Non
     if importlib.util.find_spec("bitsandbytes") is None:
         missing.append("the bitsandbytes package is not installed")
     if missing:
-        raise RuntimeError(
+        raise ValueError(
             "lora.quantize_4bit (QLoRA) needs CUDA and bitsandbytes: "
             + " and ".join(missing)
             + "; set lora.quantize_4bit=false to train LoRA on the full-precision base"
