@@ -48,6 +48,10 @@ def configure(verbose: bool | None = None) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # MLflow's bar while it copies a folder into a model it saves (the registered reward model).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's "View run ... at: <url>" and "View experiment at: <url>" on stdout when each
+    # stage's run ends on a tracking server: two lines per stage, the same experiment each time
+    # (`rlhf run` names the parent run once).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Our own handler on the "rlhf" logger: inside a KFP task the root logger is already
     # configured by the executor, so basicConfig would do nothing there.

@@ -11,6 +11,7 @@ import uuid
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from run_console import assert_run_console
 from servers import ARTIFACT_BUCKET, FAKE_CREDENTIALS, s3
 
 from rlhf import storage, tracking
@@ -84,6 +85,7 @@ def test_pipeline_reads_and_publishes_s3_tracks_on_server_and_never_leaks_creden
     assert main(["run", "--config", str(config_file), "--output-root", str(tmp_path / "out")]) == 0
     (run_dir,) = (tmp_path / "out").iterdir()
     printed = capfd.readouterr()
+    assert_run_console(printed.out, ("prepare", "sft", "reward", "ppo", "evaluate"), 7, 2)
     assert f"published:    s3://{bucket}/runs/{run_key}/" in printed.out
 
     # Every output is published, complete: each object the manifest lists is there.

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from run_console import assert_run_console
 
 from rlhf import tracking
 from rlhf.cli import main
@@ -36,6 +37,10 @@ TINY_ALL = {
 MIDDLE = {"dpo": ["dpo"], "grpo": ["reward", "grpo"], "online_dpo": ["reward", "online_dpo"]}
 
 
+# make test runs the same pipeline against S3 and an MLflow server, console checked alike
+# (tests/integration/test_pipeline_s3_mlflow.py); this run checks the laptop's default: the
+# local MLflow store, the outputs' folders and what the summary names.
+@pytest.mark.pipelines  # minutes: make test-pipelines
 def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(TINY))
@@ -43,22 +48,8 @@ def test_local_pipeline_runs_end_to_end_and_tracks_every_stage(tmp_path, capsys)
     out = capsys.readouterr().out
     (run_dir,) = (tmp_path / "outputs").iterdir()
 
-    # The console: a start line and a summary line per stage, plain progress lines (the
-    # captured output is no terminal), the table; none of kfp's executor JSON or banners.
-    lines = out.splitlines()
-    assert len(lines) < 60, out
-    for stage in ("prepare", "sft", "reward", "ppo", "evaluate"):
-        assert sum(line.startswith(f"==> {stage}: ") for line in lines) == 1, out
-        assert sum(line.startswith(f"<== {stage} done in ") for line in lines) == 1, out
-    assert re.search(r"^sft training: 7/7 steps \(100%\), .*, took \d+s, loss \d", out, re.M)
-    assert re.search(r"^ppo training: 2/2 iterations \(100%\)", out, re.M)
-    for noise in ("executor_input", "parameterValues", "KFP Executor", "Executing task", "-" * 40):
-        assert noise not in out
-    table = out[out.index("stage ") :]
-    for stage, result in (("prepare", "sft rows 108"), ("sft", "val loss "),
-                          ("reward", "val accuracy "), ("ppo", "score "),
-                          ("evaluate", "gold win rate ")):  # fmt: skip
-        assert re.search(rf"^{stage} +\d+(m \d\d)?s  {result}", table, re.M), table
+    assert_run_console(out, ("prepare", "sft", "reward", "ppo", "evaluate"), 7, 2)
+    assert "sft rows 108" in out
     assert f"policy:       {run_dir / 'ppo' / 'model'}" in out
     assert f"report:       {run_dir / 'evaluate' / 'report'} (HTML)" in out
     parent_id = re.search(r"parent run (\w+) \(experiment 'rlhf'\)", out).group(1)
