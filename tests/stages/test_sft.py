@@ -46,7 +46,8 @@ sft.run(cfg, sft.SFTInputs(sys.argv[2]), sft.ModelOutputs(sys.argv[3]))
 
 
 def test_sft_resumes_after_kill_and_matches_an_unbroken_run(prepared, tmp_path):
-    cfg = SFTConfig(epochs=8, checkpoint_every=5, keep_checkpoints=2, **FAST)
+    # 23 steps an epoch: killed at step 10, the resumed run crosses two epoch boundaries.
+    cfg = SFTConfig(epochs=3, checkpoint_every=5, keep_checkpoints=2, **FAST)
     ckpts = tmp_path / "killed" / "model.checkpoints"
     out = tmp_path / "killed" / "model"
     kill_after_checkpoint(RUN_SFT, [json.dumps(to_dict(cfg)), prepared["sft"], str(out)], ckpts, 10)
