@@ -13,11 +13,11 @@ a real 32k one.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench_time import now
 from llama_shapes import build_llama, llama_config, parameter_count
 
 from rlhf.config import DemoConfig, DistributedConfig, PPOConfig, PrepareConfig, RewardConfig
@@ -45,7 +45,7 @@ class IterationClock(Tracker):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         super().log_metrics(metrics, step)
         if step is not None:
-            self.times.setdefault(step, time.perf_counter())
+            self.times.setdefault(step, now())
 
 
 def make_inputs(
