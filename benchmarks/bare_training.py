@@ -3,9 +3,8 @@ same arithmetic as the stage with nothing around it (no engine, no tracker, no g
 
 from __future__ import annotations
 
-import time
-
 import torch
+from bench_time import now
 
 
 def adamw(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
@@ -19,7 +18,7 @@ def step(models: list[torch.nn.Module], optimizers: list[torch.optim.Optimizer])
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter()
+    return now()
 
 
 def pad_right(seqs: list[list[int]], value: int) -> torch.Tensor:

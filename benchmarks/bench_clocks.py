@@ -6,9 +6,9 @@ callbacks (``TrainerCallback``); the bare loops note the time themselves."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from bench_time import now
 from ppo_episodes import IterationClock
 from transformers import TrainerCallback
 
@@ -23,7 +23,7 @@ class StepTimes(TrainerCallback):
         self.logs: list[dict[str, Any]] = []
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.times[state.global_step] = time.perf_counter()
+        self.times[state.global_step] = now()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
         self.logs.append(dict(logs or {}))

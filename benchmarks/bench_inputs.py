@@ -41,6 +41,8 @@ class Settings:
     size: str = "bench"  # the model's shape in llama_shapes.SIZES ("micro" for the smoke test)
     threads: int = 1  # torch threads per contender (see docs/benchmarks.md on why 1)
     seed: int = 0
+    # "wall" (elapsed) or "cpu" (each contender's own CPU seconds: bench_time.py says why)
+    clock: str = "wall"
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """One contender of one kind of work, in a process of its own (``side_by_side.py`` starts it):
 ``python benchmarks/contender.py INPUTS_DIR WORK WHO OUT.json``. It sets the torch threads and
-seeds, runs the contender, and writes what it measured with the process's wall time and peak
-resident memory (``ru_maxrss``: its own, plus its children's for the kfp.local round trip)."""
+seeds, chooses the clock (``Settings.clock``, ``bench_time.py``), runs the contender, and
+writes what it measured with the process's time on that clock and its peak resident memory
+(``ru_maxrss``: its own, plus its children's for the kfp.local round trip)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import importlib
 import json
 import resource
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import bench_time
 import torch
 from bench_inputs import Inputs
 
@@ -32,17 +33,19 @@ def measure(root: str, work: str, who: str, out: str) -> dict[str, Any]:
     """Run ``who``'s contender for ``work`` on the inputs under ``root``; write the report to
     ``out`` and return it. (``side_by_side.py --in-process`` calls this directly: quick, for
     the smoke test, but the peak RSS is then the whole process's so far.)"""
-    started = time.perf_counter()
     inputs = Inputs.load(root)
+    # kfp.local's work runs in child processes: their CPU time is not this process's.
+    bench_time.use("wall" if work == "kfp_local" else inputs.settings.clock)
+    started = bench_time.now()
     torch.set_num_threads(inputs.settings.threads)
     torch.manual_seed(inputs.settings.seed)
     scratch = Path(out).with_suffix(".scratch")
     measured = getattr(importlib.import_module(WORKS[work]), who)(inputs, scratch)
-    wall = time.perf_counter() - started
+    wall = bench_time.now() - started
     peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # fmt: skip
     report = {
-        "work": work, "who": who, **measured, "wall_seconds": wall,
+        "work": work, "who": who, "clock": bench_time.chosen(), **measured, "wall_seconds": wall,
         # Everything outside the timed part: imports, loading, encoding, warm-up, publishing.
         "outside_seconds": wall - measured["seconds"], "peak_rss_mib": peak_kib / 1024,
     }  # fmt: skip

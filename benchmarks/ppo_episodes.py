@@ -13,11 +13,11 @@ a real 32k one.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench_time import now
 from llama_shapes import build_llama, llama_config, parameter_count
 
 from rlhf.config import DemoConfig, DistributedConfig, PPOConfig, PrepareConfig, RewardConfig
@@ -33,8 +33,10 @@ ARTIFACTS = ("sft", "preferences", "prompts", "eval_prompts")  # the demo files
 
 
 class IterationClock(Tracker):
-    """An in-memory tracker that also notes when each iteration's metrics arrive (after the
-    iteration's last update: its stats are read back from the device first)."""
+    """An in-memory tracker that also notes when each iteration's metrics first arrive (after
+    the iteration's last update: its stats are read back from the device first). The first:
+    the supervised loop (SFT, reward, DPO) logs its final validation under the last step's
+    number after that step's own metrics, and a timed window must not hold that pass."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,7 +45,7 @@ class IterationClock(Tracker):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         super().log_metrics(metrics, step)
         if step is not None:
-            self.times[step] = time.perf_counter()
+            self.times.setdefault(step, now())
 
 
 def make_inputs(

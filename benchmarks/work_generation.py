@@ -7,7 +7,6 @@ tokens generated per second (up to and including each response's EOS)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from bare_sampling import sample
 from bench_inputs import Inputs
+from bench_time import now
 from on_policy_parts import prompts
 
 from rlhf.modeling import models
@@ -32,10 +32,10 @@ def _timed(inputs: Inputs, sampler_for: Callable[[Any, Any], Sampler]) -> dict[s
     batches = [[ids[(k * s.gen_batch + i) % len(ids)] for i in range(s.gen_batch)]
                for k in range(s.gen_rounds + 1)]  # fmt: skip
     sampler(batches[0])  # warm-up
-    started, tokens = time.perf_counter(), 0
+    started, tokens = now(), 0
     for batch in batches[1:]:
         tokens += sampler(batch)
-    seconds = time.perf_counter() - started
+    seconds = now() - started
     return {"seconds": seconds, "units": tokens, "unit": "tokens", "tokens": tokens,
             "response_length_mean": tokens / (s.gen_rounds * s.gen_batch)}  # fmt: skip
 

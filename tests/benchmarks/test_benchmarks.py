@@ -14,6 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.append(str(BENCHMARKS))  # the benchmarks are scripts, not a package
 
 from held_bytes import held_bytes  # noqa: E402
+from ppo_episodes import IterationClock  # noqa: E402
 
 
 def test_held_bytes_counts_each_storage_once_in_its_first_category():
@@ -35,6 +36,17 @@ def test_held_bytes_counts_each_storage_once_in_its_first_category():
     copies = torch.optim.SGD([flat[:4].clone()])
     assert held_bytes(model, shares).optimizer == 0
     assert held_bytes(model, copies).optimizer == 16
+
+
+def test_iteration_clock_keeps_when_a_step_first_logged():
+    """The supervised loop logs its final validation under the last step's number after that
+    step's own metrics: the step ends at the first, so the timed window leaves validation out."""
+    clock = IterationClock()
+    clock.log_metrics({"train/loss": 1.0}, step=3)
+    first = clock.times[3]
+    clock.log_metrics({"val/loss": 1.0}, step=3)
+    clock.log_metrics({"final/loss": 1.0})  # no step: not a step's end
+    assert clock.times == {3: first}
 
 
 def test_gpu_throughput_runs_on_cpu(tmp_path):
