@@ -68,8 +68,9 @@ test-architectures: install-dev
 test-distributed: install-dev
 	$(BIN)/python -m pytest -q -m distributed
 
-# The DPO, GRPO, online DPO, KTO and collect pipelines end to end through kfp.local (minutes).
-# `make test` runs the PPO pipeline end to end, tracked.
+# The DPO, GRPO, online DPO, KTO and collect pipelines end to end through kfp.local, and the
+# PPO pipeline tracked in the local MLflow store (minutes). `make test` runs the PPO pipeline
+# end to end against S3 and an MLflow server.
 test-pipelines: install-dev
 	$(BIN)/python -m pytest -q -m pipelines
 
