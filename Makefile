@@ -13,7 +13,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # constraints.txt pins each package the project pulls in; `make lock` refreshes it.
 LOCK := constraints.txt
 
-.PHONY: demo test bench bench-zero test-images test-architectures test-distributed test-pipelines lint format compile install install-dev clean images push-images lock
+.PHONY: demo test bench bench-zero test-images test-architectures test-distributed test-pipelines test-benchmarks lint format compile install install-dev clean images push-images lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,8 @@ $(VENV)/.debian-packages:
 	  || { $(APT) update && $(APT) install --no-install-recommends $(DEBIAN_TEST_PACKAGES); }
 	touch $@
 
-# The tests also run the benchmarks' smoke run with TRL (the bench extra; never in the default
-# install).
+# The benchmarks' smoke runs (make test-benchmarks) run TRL too (the bench extra; never in the
+# default install).
 $(VENV)/.installed-dev: pyproject.toml $(LOCK) $(VENV)/.installed $(VENV)/.debian-packages
 	$(PIP) install -c $(LOCK) -e '.[dev,bench]'
 	# The tests run ZeRO 0-3 on CPU; DeepSpeed builds against the installed torch.
@@ -74,10 +74,16 @@ test-distributed: install-dev
 test-pipelines: install-dev
 	$(BIN)/python -m pytest -q -m pipelines
 
+# Smoke runs of the benchmark scripts on a micro model: side by side with TRL (every kind of
+# work, one round), GPU throughput on the CPU, prepare's scaling (a minute or two).
+test-benchmarks: install-dev
+	$(BIN)/python -m pytest -q -m benchmarks
+
 # Every stage side by side with TRL's trainer for the same job and a bare PyTorch loop (SFT,
 # reward model, DPO, GRPO, PPO vs RLOO, generation vs model.generate), plus kfp.local's fixed
 # cost: 3 rounds, one table of ratios (docs/benchmarks.md; tens of minutes on 2 shared cores).
-# TRL comes from the bench extra, never the default install. `make test` runs a smoke run only.
+# TRL comes from the bench extra, never the default install. `make test-benchmarks` runs a smoke
+# run only.
 bench: install-dev
 	$(BIN)/python benchmarks/side_by_side.py --out bench_results/side_by_side
 

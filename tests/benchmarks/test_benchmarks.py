@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -49,6 +50,7 @@ def test_iteration_clock_keeps_when_a_step_first_logged():
     assert clock.times == {3: first}
 
 
+@pytest.mark.benchmarks  # a benchmark smoke run: make test-benchmarks
 def test_gpu_throughput_runs_on_cpu(tmp_path):
     cmd = [
         sys.executable, str(BENCHMARKS / "gpu_throughput.py"), "--out", str(tmp_path),
@@ -68,6 +70,7 @@ def test_gpu_throughput_runs_on_cpu(tmp_path):
     assert "SFT tokens/s" in done.stdout and "PPO episodes/s" in done.stdout
 
 
+@pytest.mark.benchmarks  # a benchmark smoke run: make test-benchmarks
 def test_prepare_scaling_runs_on_a_tiny_input(tmp_path):
     cmd = [
         sys.executable, str(BENCHMARKS / "prepare_scaling.py"), "--sizes", "60",

@@ -10,10 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 KINDS = ("sft", "reward", "dpo", "grpo", "ppo", "generation")
 
 
+@pytest.mark.benchmarks  # a benchmark smoke run: make test-benchmarks
 def test_side_by_side_prints_the_table_for_every_kind_of_work(tmp_path):
     cmd = [
         sys.executable, str(BENCHMARKS / "side_by_side.py"), "--out", str(tmp_path),
