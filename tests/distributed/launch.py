@@ -35,12 +35,16 @@ def deepspeed_command(args: list[str], ranks: int = 2) -> list[str]:
 
 
 def run_stage(
-    args: list[str], ranks: int = 1, in_process: bool = False, launcher: str = "torchrun"
+    args: list[str],
+    ranks: int = 1,
+    in_process: bool = False,
+    launcher: str = "torchrun",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """``rlhf <args>`` in one process (``ranks`` 1) or under ``launcher`` (torchrun or
-    deepspeed); fails the test with its output when it fails. ``in_process``: one process,
-    this one (the reference runs skip a second start-up of torch and transformers; nothing is
-    captured)."""
+    deepspeed), with ``env`` (default ``ENV``); fails the test with its output when it fails.
+    ``in_process``: one process, this one (the reference runs skip a second start-up of torch
+    and transformers; nothing is captured)."""
     if in_process:
         from rlhf.cli import main
 
@@ -53,7 +57,7 @@ def run_stage(
         cmd = deepspeed_command(args, ranks)
     else:
         cmd = torchrun_command(args, ranks)
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S)
+    done = subprocess.run(cmd, env=env or ENV, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr[-6000:]}"
     return done
 

@@ -1,12 +1,13 @@
 """Every trainer run by ``torchrun --nproc_per_node 2`` (or DeepSpeed's launcher; gloo, CPU)
-under ZeRO ends where one process ends on the same global batches (PPO and GRPO: where plain
-DDP ends on the same ranks); a rank killed mid-run stops the run, which then resumes to the
-same weights; a ZeRO config without DeepSpeed fails clearly.
+under ZeRO ends where one process ends on the same global batches (PPO, GRPO and online DPO:
+where plain DDP ends on the same ranks; online DPO with ranks that make different numbers of
+pairs); a rank killed mid-run stops the run, which then resumes to the same weights; a ZeRO
+config without DeepSpeed fails clearly.
 
 ``make test`` runs SFT and the reward model (full) and DPO (LoRA) under ZeRO-3, PPO (full)
 against DDP, the bf16 master-weights check and the missing-DeepSpeed check; the other stage x
-LoRA pairs, ZeRO-2 and the killed-rank resume (marker ``distributed``, minutes more of torchrun
-launches) run in ``make test-distributed``.
+LoRA pairs, online DPO, ZeRO-2 and the killed-rank resume (marker ``distributed``, minutes more
+of torchrun launches) run in ``make test-distributed``.
 
 Tolerance: weights within rtol 1e-4 / atol 1e-5 of the single-process run. The ranks sum the
 same numbers in another order (each rank's share of a batch, then the all-reduce), so bitwise
@@ -15,6 +16,8 @@ equality is not expected; measured differences are about 1e-6.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +178,47 @@ def test_on_policy_stage_under_zero3_matches_plain_ddp(
     assert "reward model (frozen): sharded across 2 ranks (ZeRO-3)" in zero3.stderr
     if not lora:
         assert "reference (frozen): sharded across 2 ranks (ZeRO-3)" in zero3.stderr
+
+
+def _pairs_by_rank_and_round(judged: Path, prompts_per_rank: int) -> dict[int, list[int]]:
+    """From ``rank_judge``'s log: the best-vs-worst pairs each rank made each round (one per
+    prompt whose answers did not all tie)."""
+    untied: dict[int, list[int]] = {}
+    lines = [tuple(map(int, row.split())) for row in judged.read_text().splitlines()]
+    for rank in sorted({r for r, _ in lines}):
+        calls = [1 - tied for r, tied in lines if r == rank]
+        untied[rank] = [sum(calls[i : i + prompts_per_rank])
+                        for i in range(0, len(calls), prompts_per_rank)]  # fmt: skip
+    return untied
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_online_dpo_with_uneven_pairs_under_zero3_matches_plain_ddp(
+    prepared, micro_models, tmp_path, lora
+) -> None:
+    """Online DPO on 2 ranks whose rounds give them different numbers of pairs (``rank_judge``:
+    2 against 0, then 2 against 1, then 2 and 2; 1 pair per rank per step) runs to the end
+    (the rank with fewer pairs steps with the other, weight 0) and, under ZeRO-3, ends where
+    plain DDP ends; its history counts both ranks' pairs."""
+    from rlhf.stages.online_dpo import HISTORY_FILE
+
+    args = ["online-dpo", "--prompts", prepared["prompts"], "--sft-model", micro_models["sft"],
+            "--no-track", "--set", "iterations=3", "--set", "max_new_tokens=8",
+            "--set", "checkpoint_every=2", "--set", "prompts_per_iteration=4",
+            "--set", "samples_per_prompt=4", "--set", "minibatch_size=2",
+            "--set", "judge=rank_judge:rank_ties", *(LORA if lora else [])]  # fmt: skip
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), ENV.get("PYTHONPATH")) if p)
+    runs = {}
+    for name, extra in (("ddp", []), ("zero3", ZERO3)):
+        judged = tmp_path / f"{name}.judged"
+        env = {**ENV, "PYTHONPATH": path, "RLHF_TEST_JUDGE_LOG": str(judged)}
+        runs[name] = run_stage([*args, "--out", str(tmp_path / name), *extra], ranks=2, env=env)
+        assert _pairs_by_rank_and_round(judged, prompts_per_rank=2) == {0: [2, 2, 2],
+                                                                         1: [0, 1, 2]}  # fmt: skip
+        history = json.loads((tmp_path / name / HISTORY_FILE).read_text())
+        assert [h["pairs/count"] for h in history] == [2.0, 3.0, 4.0]  # summed over the ranks
+        assert all("loss/dpo" in h for h in history)
+    assert_same_weights(tmp_path / "ddp", tmp_path / "zero3")
+    if not lora:
+        assert "reference (frozen): sharded across 2 ranks (ZeRO-3)" in runs["zero3"].stderr

@@ -15,7 +15,8 @@ Each round (an iteration of the on-policy loop, ``training/on_policy_loop.py``):
 The pairs are the sampled token ids themselves, scored at temperature 1 (the policy's own
 log-probs, whatever temperature sampled them). The loop brings the rest: learning-rate
 schedule, guards, history, metrics, progress and checkpoints at round boundaries (a killed run
-resumes from its last one to the same weights).
+resumes from its last one to the same weights), and several ranks: each samples and pairs its
+share of the prompts, and the loop evens out their different numbers of pairs.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from rlhf.stages.on_policy import (
 from rlhf.stages.specs import ModelOutputs, OnlineDPOInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
-from rlhf.training import distributed
 from rlhf.training.engine import build_engine
 from rlhf.training.on_policy_loop import (
     Experience,
@@ -79,10 +79,6 @@ def run(
 ) -> dict[str, float]:
     if not config.judge:  # the config checked itself when built
         check_reward_source(inputs.reward_model, config)
-    if distributed.launched_world().size > 1:
-        # Each rank's share of prompts gives its own number of pairs, so ranks would take
-        # different numbers of gradient steps.
-        raise ValueError("online_dpo runs in one process: launch it without torchrun")
     tracker, started, device, ckpt_root, fingerprint, latest, _ = start_training(
         "online_dpo", config, inputs, outputs.model, tracker
     )
@@ -138,8 +134,12 @@ def run(
                 wins = golds[pairs[:, 0].cpu()] > golds[pairs[:, 1].cpu()]
                 stats["gold/pair_accuracy"] = wins.float().mean().item()
         shown = [m[-1]["content"] for m in prompts]
-        batch = RoundPairs(sampled, pairs, sequence_logprob(reference, mask))
-        return Experience(batch, len(pairs), stats, (shown, texts, scores.tolist()))
+        # Ranks make their own numbers of pairs; one left without any still steps with the
+        # others (weight 0) on a row 0: answer 0 against itself.
+        held = pairs if len(pairs) else torch.zeros((1, 2), dtype=torch.long, device=device)
+        batch = RoundPairs(sampled, held, sequence_logprob(reference, mask))
+        return Experience(batch, len(pairs), stats, (shown, texts, scores.tolist()),
+                          counts=("pairs/count",))  # fmt: skip
 
     # --- the loss: DPO on a minibatch of the round's pairs -----------------------------------
     def loss(batch: RoundPairs, mb: torch.Tensor, gradient_step: int):

@@ -14,7 +14,7 @@ import datetime
 import logging
 import os
 import socket
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Collection, MutableMapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -144,13 +144,29 @@ def sums_across_ranks(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
-    """Each value averaged over the ranks (every rank gets the same keys, in any order)."""
+def mean_across_ranks(values: dict[str, float], summed: Collection[str] = ()) -> dict[str, float]:
+    """Each value averaged over the ranks that report it, those named in ``summed`` (counts)
+    summed over them instead. A rank may lack a key another has (a stat of rows it had none
+    of): every rank gets the union of the keys. Every rank must call it."""
     if not _several():
         return values
-    keys = sorted(values)
-    sums = sums_across_ranks([float(values[k]) for k in keys])
-    return {k: v / dist.get_world_size() for k, v in zip(keys, sums, strict=True)}
+    reported: list[list[str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(reported, sorted(values))
+    keys = sorted({k for ks in reported for k in ks or ()})
+    totals = sums_across_ranks([float(values.get(k, 0.0)) for k in keys]
+                               + [1.0 if k in values else 0.0 for k in keys])  # fmt: skip
+    sums, ranks = totals[: len(keys)], totals[len(keys) :]
+    return {k: v if k in summed else v / n for k, v, n in zip(keys, sums, ranks, strict=True)}
+
+
+def counts_by_rank(count: int) -> list[int]:
+    """Every rank's ``count``, in rank order (``[count]`` in one process); every rank must
+    call it."""
+    if not _several():
+        return [count]
+    one_hot = [0.0] * dist.get_world_size()
+    one_hot[dist.get_rank()] = float(count)
+    return [round(c) for c in sums_across_ranks(one_hot)]
 
 
 def any_rank(flag: bool) -> bool:

@@ -19,7 +19,11 @@ both saves and resumes them.
 
 With several ranks (torchrun) each rank rolls out its share of the iteration's prompts and
 updates on minibatches of its share of the experience; the engines average the gradients, and
-the stats are averaged over the ranks before KL control, guards and logs see them.
+the stats are averaged over the ranks before KL control, guards and logs see them (counts,
+``Experience.counts``, are summed). A rollout may give the ranks different numbers of rows
+(online DPO's pairs): the ranks then take as many steps as the rank with the most minibatches
+needs, and each step's gradient is the mean over the rows all ranks hold in it (see
+:func:`_update`).
 """
 
 from __future__ import annotations
@@ -66,12 +70,18 @@ class Trained:
 class Experience:
     """What a rollout gives the update: the algorithm's own ``batch`` (read only by its loss
     function), how many rows it has to split into minibatches, the rollout's stats
-    (``reward/score_mean``, ``kl/mean``, ``response/length_mean`` at least) and samples."""
+    (``reward/score_mean``, ``kl/mean``, ``response/length_mean`` at least) and samples.
+
+    ``size`` may differ between ranks. A rank with fewer minibatches than another still steps
+    with it, on real rows with its loss weighted 0: its first minibatch again, or row 0 when
+    ``size`` is 0, so a batch without rows must still hold a row 0 (any row its loss can
+    take)."""
 
     batch: Any
     size: int
     stats: dict[str, float]
     samples: Samples
+    counts: tuple[str, ...] = ()  # stats that count things on this rank: summed over ranks
 
 
 def _nothing(stats: dict[str, float]) -> None:
@@ -146,7 +156,7 @@ def train_on_policy(
             with torch.no_grad(), algorithm.trained[0].engine.autocast():
                 experience = algorithm.rollout(distributed.shard(rows, world), iteration)
             losses = _update(algorithm, experience, iteration, device, checkpoint_root, world)
-            stats = distributed.mean_across_ranks({**experience.stats, **losses})
+            stats = distributed.mean_across_ranks({**experience.stats, **losses}, experience.counts)
             algorithm.after_update(stats)
 
             step = iteration + 1
@@ -179,19 +189,37 @@ def _update(
     world: distributed.World,
 ) -> dict[str, float]:
     """``algorithm.epochs`` passes over ``experience`` (this rank's share) in shuffled
-    minibatches, one gradient step each; returns each loss stat averaged over the steps."""
+    minibatches, one gradient step each; returns each loss stat averaged over the steps.
+
+    Ranks whose shares differ in size (``counts`` below) all take the steps of the rank with
+    the most minibatches: every rank's backward pass and step join the same collectives (DDP's
+    all-reduce, ZeRO's gathers), or the ranks would hang. A rank that has run out of rows runs
+    its loss on rows it has (``Experience``) with weight 0, left out of the stats. A rank's
+    minibatch loss, a mean over its rows, is weighted by its share of the step's rows across
+    ranks (``rows * world / all rows``), so the engines' average of the ranks' gradients is the
+    mean over all of them. Equal shares (PPO, GRPO, one process) leave the losses unweighted."""
     for t in algorithm.trained:
         t.engine.train()
     n, size = experience.size, algorithm.minibatch_size // world.size
-    per_epoch = math.ceil(n / size)
+    counts = distributed.counts_by_rank(n)
+    per_epoch = max(math.ceil(c / size) for c in counts)
+    even = all(c == n for c in counts)
     sums: dict[str, list[float]] = {}
     for epoch in range(algorithm.epochs):
         order = torch.randperm(n, device=device)
-        for k, start in enumerate(range(0, n, size)):
+        for k in range(per_epoch):
+            start = k * size
+            rows = order[start : start + size]
+            idle = len(rows) == 0  # only when the shares differ
+            if idle:
+                rows = order[:size] if n else torch.zeros(1, dtype=torch.long, device=device)
+            weight = None
+            if not even:
+                held = [min(max(c - start, 0), size) for c in counts]
+                weight = world.size * held[world.rank] / sum(held)
             gradient_step = (iteration * algorithm.epochs + epoch) * per_epoch + k
             with algorithm.trained[0].engine.autocast():
-                losses, stats = algorithm.loss(experience.batch, order[start : start + size],
-                                               gradient_step)  # fmt: skip
+                losses, stats = algorithm.loss(experience.batch, rows, gradient_step)
             bad = next((v for v in (x.item() for x in losses.values()) if not math.isfinite(v)),
                        None)  # fmt: skip
             if distributed.any_rank(bad is not None):
@@ -204,11 +232,13 @@ def _update(
                     f"Last good checkpoint: {last or 'none yet'}"
                 )
             for t in algorithm.trained:  # separate models: separate graphs
-                t.engine.backward(losses[t.name])
+                loss = losses[t.name]
+                t.engine.backward(loss if weight is None else loss * weight)
             for t in algorithm.trained:  # each clipped on its own
                 t.engine.step()
-            for key, value in stats.items():
-                sums.setdefault(key, []).append(value)
+            if not idle:
+                for key, value in stats.items():
+                    sums.setdefault(key, []).append(value)
     return {key: sum(values) / len(values) for key, values in sums.items()}
 
 
