@@ -4,7 +4,9 @@ and never reused for other data, a killed run resumes exactly."""
 import json
 
 import pytest
+import torch
 from killed_run import assert_resumes_with_cached_reference
+from safetensors import safe_open
 
 from rlhf import storage
 from rlhf.config import DPOConfig, to_dict
@@ -34,10 +36,12 @@ def test_dpo_raises_implicit_reward_accuracy_and_margin(prepared, micro_models, 
         assert tracker.history(key), key
     manifest = storage.read_manifest(out)
     assert manifest["artifact"] == "dpo_policy"
-    cache = json.loads((out / preference_logprobs.REFERENCE_CACHE).read_text())
-    assert cache["key"] == manifest["reference_logprobs_key"]
-    assert len(cache["logprobs"]["train_chosen"]) == metrics["train_pairs"]
-    assert all(v < 0 for v in cache["logprobs"]["val_rejected"])  # log-probs of whole answers
+    cache = preference_logprobs.read_reference_cache(
+        out / preference_logprobs.REFERENCE_CACHE, manifest["reference_logprobs_key"]
+    )  # None unless the published file holds the manifest's key
+    assert cache is not None
+    assert len(cache["train_chosen"]) == metrics["train_pairs"]
+    assert bool((cache["val_rejected"] < 0).all())  # log-probs of whole answers
 
 
 def test_reference_cache_is_reused_only_for_the_same_data_and_model(
@@ -49,7 +53,10 @@ def test_reference_cache_is_reused_only_for_the_same_data_and_model(
     inputs = dpo.DPOInputs(prepared["preferences"], micro_models["sft"])
     dpo.run(cfg, inputs, dpo.ModelOutputs(str(tmp_path / "a")))
     cache = tmp_path / "ckpt" / preference_logprobs.REFERENCE_CACHE
-    key = json.loads(cache.read_text())["key"]
+    with safe_open(cache, framework="pt") as f:
+        key = f.metadata()["key"]
+    computed = preference_logprobs.read_reference_cache(cache, key)
+    assert computed is not None
     assert key == preference_logprobs.reference_key(
         prepared["preferences"], micro_models["sft"], cfg
     )
@@ -61,14 +68,16 @@ def test_reference_cache_is_reused_only_for_the_same_data_and_model(
         prepared["preferences"], micro_models["reward"], cfg
     )
     # A cache with a wrong key is never used: poison its numbers and change its key.
-    data = json.loads(cache.read_text())
-    data["logprobs"] = {k: [0.0] * len(v) for k, v in data["logprobs"].items()}
-    cache.write_text(json.dumps({**data, "key": "stale"}))
+    poisoned = {k: torch.zeros_like(v) for k, v in computed.items()}
+    cache.write_bytes(preference_logprobs.cache_bytes("stale", poisoned))
     assert preference_logprobs.read_reference_cache(cache, key) is None
     # The same poisoned numbers under the right key are used as they are (that is the cache).
-    cache.write_text(json.dumps({**data, "key": key}))
+    cache.write_bytes(preference_logprobs.cache_bytes(key, poisoned))
     cached = preference_logprobs.read_reference_cache(cache, key)
     assert cached is not None and float(cached["train_chosen"].abs().sum()) == 0.0
+    # The tensors read before are the stage's own (not the file's pages): rewriting the file
+    # in place did not change them.
+    assert float(computed["train_chosen"].abs().sum()) > 0
 
 
 def test_bad_dpo_settings_are_clear_errors(prepared, micro_models, tmp_path):

@@ -2,9 +2,11 @@
 
 DPO and the reward model's ``log_ratio`` head both score an answer by
 beta * (log pi(y|x) - log ref(y|x)). The reference never changes, so its log-probs are
-computed once per data set and cached as JSON: beside the checkpoints while training (a
-resumed or rerun stage reuses them) and in the output folder. The cache is keyed by a checksum
-of the data, the reference weights and the encoding settings, so a stale one is never used.
+computed once per data set and cached as a safetensors file (float32 tensors, 4 bytes a value;
+the key in its metadata): beside the checkpoints while training (a resumed or rerun stage reuses
+them) and in the output folder. The cache is keyed by a checksum of the data, the reference
+weights and the encoding settings, so a stale one is never used. A cache of the JSON format
+written before (``reference_logprobs.json``) is not read: the stage recomputes.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from transformers import PreTrainedModel
 
 from rlhf import storage
@@ -31,7 +35,7 @@ from rlhf.modeling.padding import collate
 
 log = logging.getLogger("rlhf.reference")
 
-REFERENCE_CACHE = "reference_logprobs.json"  # in the checkpoint folder and the output model
+REFERENCE_CACHE = "reference_logprobs.safetensors"  # in the checkpoint folder and the output model
 
 
 class EncodedPair(Protocol):
@@ -49,6 +53,7 @@ def reference_key(preferences: str, reference_model: str, config: TrainConfig) -
         weights = [
             {"path": p.name, "sha256": storage.sha256_file(p)}
             for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+            if p.name != REFERENCE_CACHE  # a published DPO model's cache is no weight file
         ]
     if not weights:
         raise ValueError(f"{reference_model}: no model weights found to key the reference cache on")
@@ -69,18 +74,23 @@ def read_reference_cache(path: Path, key: str) -> dict[str, torch.Tensor] | None
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+        with safe_open(path, framework="pt") as cache:
+            if (cache.metadata() or {}).get("key") != key:
+                log.info("%s is for other data or another reference model; recomputing", path)
+                return None
+            # Copied out: safe_open's tensors map the file, and would change if it were
+            # rewritten in place (or fault if it were truncated) while training reads them.
+            return {name: cache.get_tensor(name).clone() for name in cache.keys()}  # noqa: SIM118
+    except (OSError, SafetensorError) as err:
         log.warning("ignoring unreadable reference cache %s: %s", path, err)
         return None
-    if data.get("key") != key:
-        log.info("%s is for other data or another reference model; recomputing", path)
-        return None
-    return {k: torch.tensor(v, dtype=torch.float32) for k, v in data["logprobs"].items()}
 
 
-def cache_json(key: str, logprobs: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return {"key": key, "logprobs": {k: v.tolist() for k, v in logprobs.items()}}
+def cache_bytes(key: str, logprobs: dict[str, torch.Tensor]) -> bytes:
+    """The cache file's content: ``logprobs`` as float32 safetensors, ``key`` in the metadata.
+    (JSON cost ~20 bytes of text a value and, parsed, Python floats in lists.)"""
+    tensors = {k: v.to(torch.float32).contiguous() for k, v in logprobs.items()}
+    return save(tensors, metadata={"key": key})
 
 
 def pair_logprobs(
@@ -158,7 +168,7 @@ def cached_reference_logprobs(
         cached = {"train_chosen": tc, "train_rejected": tr, "val_chosen": vc, "val_rejected": vr}
         if write_cache:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
-            storage.atomic_write_text(cache_path, json.dumps(cache_json(key, cached)))
+            storage.atomic_write_bytes(cache_path, cache_bytes(key, cached))
         log.debug(
             "%s: reference log-probs of %d pairs in %.0fs, cached in %s",
             stage, len(train_set) + len(val_set), time.time() - started, cache_path,

@@ -36,7 +36,7 @@ from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded, encode_prompt_answer
 from rlhf.modeling.preference_logprobs import (
     REFERENCE_CACHE,
-    cache_json,
+    cache_bytes,
     pair_logprobs,
 )
 from rlhf.modeling.reward_scoring import as_messages
@@ -220,7 +220,7 @@ def run(
             "metrics": metrics,
         },
         tracker=tracker,
-        extra_files={REFERENCE_CACHE: cache_json(key, cached)} if key else {},
+        extra_files={REFERENCE_CACHE: cache_bytes(key, cached)} if key else {},
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )

@@ -32,7 +32,7 @@ from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded, encode_prompt_answer
 from rlhf.modeling.forward import sequence_logprob_sums
 from rlhf.modeling.padding import collate
-from rlhf.modeling.preference_logprobs import REFERENCE_CACHE, cache_json
+from rlhf.modeling.preference_logprobs import REFERENCE_CACHE, cache_bytes
 from rlhf.modeling.reward_scoring import as_messages
 from rlhf.stages.preference_reference import preference_metrics, reference_logprobs
 from rlhf.stages.publish import finish_training, publish_trained
@@ -210,7 +210,7 @@ def run(
             "metrics": metrics,
         },
         tracker=tracker,
-        extra_files={REFERENCE_CACHE: cache_json(key, cached)},
+        extra_files={REFERENCE_CACHE: cache_bytes(key, cached)},
         log_artifacts=config.log_model_artifacts,
         publish_to=config.publish_to,
     )

@@ -47,11 +47,11 @@ def publish_model(
     publish_to: str | None = None,
     extra_models: dict[str, PreTrainedModel] | None = None,
 ) -> Path:
-    """Write model + tokenizer (+ small JSON ``extra_files``, + ``extra_models`` in subfolders
-    of those names, weights and config only) to ``out``; the folder appears
-    complete, with ``manifest.json`` last, or not at all. Then copy it to ``publish_to`` (if
-    set) and into the tracker's run; the manifest records both (the run id lets the model
-    registry point a version at the logged copy)."""
+    """Write model + tokenizer (+ ``extra_files``: name -> bytes, written as they are, or a
+    small JSON value; + ``extra_models`` in subfolders of those names, weights and config only)
+    to ``out``; the folder appears complete, with ``manifest.json`` last, or not at all. Then
+    copy it to ``publish_to`` (if set) and into the tracker's run; the manifest records both
+    (the run id lets the model registry point a version at the logged copy)."""
     fields = dict(manifest)
     if log_artifacts and tracker.run_id:
         fields["mlflow_run_id"] = tracker.run_id
@@ -60,7 +60,11 @@ def publish_model(
     with storage.atomic_dir(out) as tmp:
         models.save_pretrained(model, tokenizer, tmp)
         for name, content in (extra_files or {}).items():
-            (tmp / name).write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
+            if isinstance(content, bytes):  # a binary file, written as it is
+                (tmp / name).write_bytes(content)
+            else:
+                text = json.dumps(content, indent=2, sort_keys=True)
+                (tmp / name).write_text(text, encoding="utf-8")
         for name, extra in (extra_models or {}).items():
             extra.save_pretrained(tmp / name, safe_serialization=True)
         storage.write_manifest(tmp, fields)
