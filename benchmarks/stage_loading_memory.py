@@ -27,7 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_scaling import WORDS, write_input  # noqa: E402
 
-LOADERS = ["prompts-list", "prompts-packed", "sft-list", "sft-packed", "pairs-list"]
+LOADERS = [
+    "prompts-list", "prompts-packed", "sft-list", "sft-packed", "pairs-list", "pairs-packed"
+]  # fmt: skip
 
 
 def _status(field: str) -> int:
@@ -39,11 +41,12 @@ def _status(field: str) -> int:
 
 def measure(loader: str, folder: Path) -> dict:
     """In this interpreter: load ``folder``'s split the ``loader`` way; bytes added."""
-    from rlhf.config import PPOConfig
+    from rlhf.config import DPOConfig, PPOConfig
     from rlhf.data.artifacts import load_split
     from rlhf.modeling.encoding import encode_conversation, encode_prompt, encode_prompt_answer
     from rlhf.modeling.packed import PackedEncoded
     from rlhf.modeling.tokenizer import train_bpe_tokenizer
+    from rlhf.stages import dpo
     from rlhf.stages.on_policy import load_prompts
 
     texts = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))]
@@ -67,7 +70,10 @@ def measure(loader: str, folder: Path) -> dict:
             for r in load_split(uri, "train")
         )
         held = PackedEncoded(encoded) if loader == "sft-packed" else list(encoded)
-    else:  # the reward model's and DPO's pairs: two encoded answers per row
+    elif loader == "pairs-packed":  # DPO's own encoding (the reward model's packs the same way)
+        config = DPOConfig(max_length=512, chat_template=True)
+        held = dpo.encode_pairs(load_split(uri, "train"), tokenizer, config)
+    else:  # the reward model's and DPO's pairs before: two encoded answers per row
         held = [
             tuple(encode_prompt_answer(tokenizer, r["prompt"], r[a], 512, True) for a in
                   ("chosen", "rejected"))

@@ -431,6 +431,12 @@ class RewardConfig(TrainConfig):
     # when set, validation also reports accuracy against its noise-free ordering.
     gold_reward: str | None = None
 
+    @property
+    def scores_eos(self) -> bool:
+        """Whether answers are scored with their closing EOS: as ``score_at_eos`` says for the
+        scalar head, always for log_ratio (stopping is part of the answer)."""
+        return self.score_at_eos or self.head == "log_ratio"
+
     def _check(self, c: _Checks) -> None:
         super()._check(c)
         c.one_of("head", REWARD_HEADS)

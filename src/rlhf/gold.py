@@ -17,3 +17,12 @@ def load_reward_function(path: str) -> GoldReward:
     if not callable(fn):
         raise ValueError(f"{path}: {name!r} is not a function in {module}")
     return fn
+
+
+def gold_order(gold: GoldReward | None, prompt: object, chosen: str, rejected: str) -> int:
+    """+1 when ``gold`` prefers the chosen answer, -1 the rejected one, 0 for a tie or no
+    gold reward."""
+    if gold is None:
+        return 0
+    diff = gold(prompt, chosen) - gold(prompt, rejected)
+    return (diff > 0) - (diff < 0)

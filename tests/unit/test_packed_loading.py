@@ -12,7 +12,8 @@ import torch
 
 from rlhf.modeling.encoding import Encoded
 from rlhf.modeling.forward import heldout_nll
-from rlhf.modeling.packed import PackedEncoded, PackedIds
+from rlhf.modeling.packed import PackedEncoded, PackedIds, PackedRecords
+from rlhf.stages import dpo, kto, reward
 from rlhf.stages.on_policy import PromptSet
 from rlhf.training import prompt_stream
 from rlhf.training.prompt_stream import batch_indices
@@ -36,6 +37,53 @@ def test_packed_encoded_gives_back_equal_examples():
     assert packed[1:] == examples[1:]
     assert packed.lengths().tolist() == [3, 1, 0]
     assert packed.nbytes() == 4 * 4 + 3 * 8 + 4
+
+
+def test_packed_records_give_back_equal_pairs_of_each_stage():
+    a, b, c = Encoded([1, 2, 3], [0, 1, 1]), Encoded([9], [1]), Encoded([4, 5], [0, 1])
+    cases = [
+        (dpo.Pair, [dpo.Pair(a, b, 1), dpo.Pair(c, a, -1), dpo.Pair(b, b, 0)]),
+        (reward.Pair, [reward.Pair(a, b, 0.5, 1, -2.25, -3.5), reward.Pair(c, a, 0.0, 0)]),
+        (kto.Example, [kto.Example(a, c, True), kto.Example(b, a, False)]),
+    ]
+    for record_type, records in cases:
+        packed = PackedRecords(record_type, records)
+        assert len(packed) == len(records) and list(packed) == records
+        assert packed[-1] == records[-1] and packed[1:] == records[1:]
+        assert packed.lengths().tolist() == [len(r) for r in records]
+    desirable = PackedRecords(kto.Example, cases[2][1])[0].desirable
+    assert desirable is True  # a bool again, not the byte it is stored as
+    # two answers of 3 and 1 tokens: 4 bytes a token and 1 of mask, 8 an answer, 8 the order
+    assert PackedRecords(dpo.Pair, cases[0][1][:1]).nbytes() == 4 * 4 + 4 + 8 * 2 + 8
+
+
+def test_packed_records_columns():
+    a = Encoded([1, 2], [0, 1])
+    pairs = PackedRecords(reward.Pair, [reward.Pair(a, a, 0.0, 1), reward.Pair(a, a, 1.5, -1)])
+    assert pairs.column("margin").tolist() == [0.0, 1.5]
+    assert pairs.column("gold_order").tolist() == [1, -1]
+    pairs.set_column("ref_chosen", [-1.25, -7.0])
+    assert [p.ref_chosen for p in pairs] == [-1.25, -7.0]
+    with pytest.raises(ValueError, match="ref_rejected: 1 values for 2 records"):
+        pairs.set_column("ref_rejected", [0.0])
+    with pytest.raises(TypeError, match="chosen holds encoded examples"):
+        pairs.column("chosen")
+    with pytest.raises(IndexError):
+        pairs[2]
+
+
+def test_packed_records_refuse_what_they_cannot_pack():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Tagged:
+        answer: Encoded
+        tag: str
+
+    with pytest.raises(TypeError, match="Tagged.tag: a field of type str cannot be packed"):
+        PackedRecords(Tagged)
+    with pytest.raises(TypeError, match="is not a dataclass"):
+        PackedRecords(Encoded.__class__)
 
 
 def _list_batch_indices(n, batch_size, seed, iteration):

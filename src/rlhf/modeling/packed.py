@@ -3,13 +3,15 @@
 A list of Python ints costs about 36 bytes a token (an 8-byte pointer and, for ids above 256, a
 28-byte int object); these arrays cost 4 bytes a token (5 with a loss mask) and 8 per example.
 Indexing gives back exactly the lists the encoders made, so batches built from them are the
-same as before."""
+same as before. ``PackedRecords`` stores whole records (a preference pair: two encoded answers and
+a few numbers) the same way, column by column."""
 
 from __future__ import annotations
 
+import dataclasses
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
-from typing import overload
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar, overload
 
 from rlhf.modeling.encoding import Encoded
 
@@ -93,3 +95,93 @@ class PackedEncoded(Sequence[Encoded]):
 
     def nbytes(self) -> int:
         return self._ids.nbytes() + len(self._mask)
+
+
+R = TypeVar("R")
+
+# How each kind of dataclass field is stored: a packed column of encoded examples, or an array
+# (8 bytes a number; a bool in one byte).
+_COLUMNS: dict[str, Callable[[], PackedEncoded | array]] = {
+    "Encoded": PackedEncoded,
+    "int": lambda: array("q"),
+    "float": lambda: array("d"),
+    "bool": lambda: array("b"),
+}
+
+
+class PackedRecords(Sequence[R]):
+    """Records of one dataclass stored column by column: each ``Encoded`` field packed (as
+    ``PackedEncoded``), each ``int``, ``float`` or ``bool`` field in an array; ``packed[i]``
+    builds an equal record. The preference pairs of the reward model and DPO and KTO's
+    examples: two encoded answers and a few numbers per row, ~5 bytes a token instead of ~36.
+    """
+
+    def __init__(self, record_type: type[R], records: Iterable[R] = ()) -> None:
+        if not dataclasses.is_dataclass(record_type):
+            raise TypeError(f"{record_type.__name__} is not a dataclass")
+        self._type = record_type
+        self._columns: dict[str, PackedEncoded | array] = {}
+        self._bools: set[str] = set()
+        for field in dataclasses.fields(record_type):
+            kind = field.type if isinstance(field.type, str) else field.type.__name__
+            if kind not in _COLUMNS:
+                raise TypeError(
+                    f"{record_type.__name__}.{field.name}: a field of type {kind} cannot be "
+                    f"packed (Encoded, int, float or bool)"
+                )
+            self._columns[field.name] = _COLUMNS[kind]()
+            if kind == "bool":
+                self._bools.add(field.name)
+        self._encoded = [n for n, c in self._columns.items() if isinstance(c, PackedEncoded)]
+        for record in records:
+            self.append(record)
+
+    def append(self, record: R) -> None:
+        for name, column in self._columns.items():
+            column.append(getattr(record, name))
+
+    def __len__(self) -> int:
+        return len(next(iter(self._columns.values())))
+
+    @overload
+    def __getitem__(self, i: int) -> R: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[R]: ...
+    def __getitem__(self, i: int | slice) -> R | list[R]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"row {i} of {len(self)}")
+        values = {name: column[i] for name, column in self._columns.items()}
+        for name in self._bools:
+            values[name] = bool(values[name])
+        return self._type(**values)
+
+    def __iter__(self) -> Iterator[R]:
+        return (self[i] for i in range(len(self)))
+
+    def column(self, name: str) -> array:
+        """A numeric field of every record, without building the records."""
+        column = self._columns[name]
+        if isinstance(column, PackedEncoded):
+            raise TypeError(f"{name} holds encoded examples, not numbers")
+        return column
+
+    def set_column(self, name: str, values: Iterable[float]) -> None:
+        """Replace a numeric field of every record (one value per record, in order)."""
+        old = self.column(name)
+        new = array(old.typecode, values)
+        if len(new) != len(old):
+            raise ValueError(f"{name}: {len(new)} values for {len(old)} records")
+        self._columns[name] = new
+
+    def lengths(self) -> array:
+        """Each record's longest encoded field: the length a batch of it pads to."""
+        columns = [self._columns[n] for n in self._encoded]
+        return array("q", (max(c.length(i) for c in columns) for i in range(len(self))))
+
+    def nbytes(self) -> int:
+        return sum(
+            c.nbytes() if isinstance(c, PackedEncoded) else c.itemsize * len(c)
+            for c in self._columns.values()
+        )

@@ -21,19 +21,22 @@ reference model is loaded and no reference log-probs are computed or cached.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from rlhf.algorithms.dpo_loss import DPOOutput, dpo_loss
 from rlhf.algorithms.orpo_loss import orpo_loss
 from rlhf.algorithms.simpo_loss import simpo_loss
 from rlhf.config import REFERENCE_FREE_LOSSES, DPOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.gold import load_reward_function
+from rlhf.gold import GoldReward, gold_order, load_reward_function
 from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded, encode_prompt_answer
+from rlhf.modeling.packed import PackedRecords
 from rlhf.modeling.preference_logprobs import (
     REFERENCE_CACHE,
     cache_bytes,
@@ -68,6 +71,28 @@ class Pair:
         return sum(self.chosen.loss_mask[1:]), sum(self.rejected.loss_mask[1:])
 
 
+def encode_pairs(
+    rows: Iterable[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    config: DPOConfig,
+    gold: GoldReward | None = None,
+) -> PackedRecords[Pair]:
+    """Each preference row's chosen and rejected answer encoded after its prompt, packed;
+    ``gold`` (a programmatic reward) fills in which answer it prefers."""
+    pairs = PackedRecords(Pair)
+    for r in rows:
+        messages = as_messages(r["prompt"])
+        chosen, rejected = (
+            encode_prompt_answer(tokenizer, messages, answer, config.max_length,
+                                 config.chat_template)
+            for answer in (r["chosen"], r["rejected"])
+        )  # fmt: skip
+        pairs.append(
+            Pair(chosen, rejected, gold_order(gold, r["prompt"], r["chosen"], r["rejected"]))
+        )
+    return pairs
+
+
 def run(
     config: DPOConfig, inputs: DPOInputs, outputs: ModelOutputs, tracker: Tracker | None = None
 ) -> dict[str, float]:
@@ -80,25 +105,10 @@ def run(
     tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
     pad_id = tokenizer.pad_token_id
 
-    def encode(rows: Any) -> list[Pair]:
-        pairs = []
-        for r in rows:
-            messages = as_messages(r["prompt"])
-            order = 0
-            if gold is not None:
-                diff = gold(r["prompt"], r["chosen"]) - gold(r["prompt"], r["rejected"])
-                order = (diff > 0) - (diff < 0)
-            chosen, rejected = (
-                encode_prompt_answer(
-                    tokenizer, messages, answer, config.max_length, config.chat_template
-                )
-                for answer in (r["chosen"], r["rejected"])
-            )
-            pairs.append(Pair(chosen, rejected, order))
-        return pairs
-
-    train_set = encode(load_split(inputs.preferences, "train"))
-    val_set = encode(load_split(inputs.preferences, "validation"))
+    train_set, val_set = (
+        encode_pairs(load_split(inputs.preferences, split), tokenizer, config, gold)
+        for split in ("train", "validation")
+    )
     if not train_set:
         raise ValueError(f"{inputs.preferences}: the train split is empty")
 
@@ -157,7 +167,7 @@ def run(
             "rewards/accuracy": out.accuracy.item(),
         }
 
-    lengths = [len(p) for p in train_set]
+    lengths = train_set.lengths()
 
     def batches_for_epoch(epoch: int) -> list[list[int]]:
         return length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
@@ -184,7 +194,7 @@ def run(
         )
         metrics = {"val/loss": merged.loss.item()}
         metrics.update({f"val/{k}": v for k, v in reward_stats(merged).items()})
-        order = torch.tensor([p.gold_order for p in val_set], device=merged.margins.device)
+        order = torch.tensor(val_set.column("gold_order"), device=merged.margins.device)
         decided = order != 0
         if decided.any():
             agree = torch.sign(merged.margins)[decided] == order[decided]

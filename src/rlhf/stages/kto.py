@@ -31,6 +31,7 @@ from rlhf.data.artifacts import load_split, manifest_checksum
 from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded, encode_prompt_answer
 from rlhf.modeling.forward import sequence_logprob_sums
+from rlhf.modeling.packed import PackedRecords
 from rlhf.modeling.padding import collate
 from rlhf.modeling.preference_logprobs import REFERENCE_CACHE, cache_bytes
 from rlhf.modeling.reward_scoring import as_messages
@@ -87,10 +88,10 @@ def run(
     tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
     pad_id = tokenizer.pad_token_id
 
-    def encode(rows: Any) -> list[Example]:
+    def encode(rows: Any) -> PackedRecords[Example]:
         rows = list(rows)
         keys = [repr(r["prompt"]) for r in rows]
-        out = []
+        out = PackedRecords(Example)
         for i, r in enumerate(rows):
             messages = as_messages(r["prompt"])
             other = rows[mismatched_index(keys, i)]["completion"]
@@ -106,7 +107,7 @@ def run(
     val_set = encode(load_split(inputs.unpaired, "validation"))
     if not train_set:
         raise ValueError(f"{inputs.unpaired}: the train split is empty")
-    desirable_share = sum(e.desirable for e in train_set) / len(train_set)
+    desirable_share = sum(train_set.column("desirable")) / len(train_set)
     if desirable_share in (0.0, 1.0):
         log.warning("kto: every training answer is labelled %s", desirable_share == 1.0)
 
@@ -154,7 +155,7 @@ def run(
             "kl": out.kl.item(),
         }
 
-    lengths = [len(e) for e in train_set]
+    lengths = train_set.lengths()
 
     def batches_for_epoch(epoch: int) -> list[list[int]]:
         return length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
@@ -177,7 +178,7 @@ def run(
         chunks = [val_set[s : s + step] for s in range(0, len(val_set), step)]
         matched = torch.cat([logprobs([e.completion for e in c]) for c in chunks])
         mismatched = torch.cat([logprobs([e.mismatched for e in c]) for c in chunks])
-        desirable = torch.tensor([e.desirable for e in val_set], device=device)
+        desirable = torch.tensor(val_set.column("desirable"), dtype=torch.bool, device=device)
         kl = kto_kl_estimate(mismatched, ref["val_rejected"])
         out = kto_loss(matched, ref["val_chosen"], desirable, kl, config.beta,
                        config.desirable_weight, config.undesirable_weight)  # fmt: skip

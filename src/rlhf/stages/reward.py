@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from rlhf.algorithms.reward_loss import pairwise_accuracy, pairwise_reward_loss
 from rlhf.config import RewardConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
-from rlhf.gold import load_reward_function
+from rlhf.gold import GoldReward, gold_order, load_reward_function
 from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded
+from rlhf.modeling.packed import PackedRecords
 from rlhf.modeling.preference_logprobs import pair_logprobs
 from rlhf.modeling.reward_scoring import (
     REFERENCE_DIR,
@@ -58,6 +61,28 @@ class Pair:
         return max(len(self.chosen), len(self.rejected))
 
 
+def encode_pairs(
+    rows: Iterable[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    config: RewardConfig,
+    gold: GoldReward | None = None,
+) -> PackedRecords[Pair]:
+    """Each preference row's answers encoded as the reward model scores them, with the row's
+    margin (``use_margin``) and, with ``gold``, which answer the gold reward prefers; packed."""
+    pairs = PackedRecords(Pair)
+    for r in rows:
+        chosen, rejected = (
+            encode_for_reward(tokenizer, r["prompt"], answer, config.max_length,
+                              config.chat_template, config.scores_eos)
+            for answer in (r["chosen"], r["rejected"])
+        )  # fmt: skip
+        margin = r.get("margin")
+        margin = float(margin) if (config.use_margin and margin is not None) else 0.0
+        order = gold_order(gold, r["prompt"], r["chosen"], r["rejected"])
+        pairs.append(Pair(chosen, rejected, margin, order))
+    return pairs
+
+
 def run(
     config: RewardConfig,
     inputs: RewardInputs,
@@ -65,9 +90,6 @@ def run(
     tracker: Tracker | None = None,
 ) -> dict[str, float]:
     log_ratio = config.head == "log_ratio"  # the config checked head, pooling, beta
-    # log_ratio scores the closing EOS too: stopping is part of the answer. Saved in the
-    # settings, so the scorer encodes answers the same way.
-    score_at_eos = config.score_at_eos or log_ratio
     tracker, started, device, ckpt_root, fingerprint, resume_path, world = start_training(
         "reward", config, inputs, outputs.model, tracker
     )
@@ -88,38 +110,10 @@ def run(
         model, config.lr, config.weight_decay, config.max_grad_norm, config.distributed, device
     )
 
-    def encode(rows: Any) -> list[Pair]:
-        pairs = []
-        for r in rows:
-            prompt = r["prompt"]
-            order = 0
-            if gold is not None:
-                diff = gold(prompt, r["chosen"]) - gold(prompt, r["rejected"])
-                order = (diff > 0) - (diff < 0)
-            margin = r.get("margin")
-            chosen, rejected = (
-                encode_for_reward(
-                    tokenizer,
-                    prompt,
-                    answer,
-                    config.max_length,
-                    config.chat_template,
-                    score_at_eos,
-                )
-                for answer in (r["chosen"], r["rejected"])
-            )
-            pairs.append(
-                Pair(
-                    chosen,
-                    rejected,
-                    float(margin) if (config.use_margin and margin is not None) else 0.0,
-                    order,
-                )
-            )
-        return pairs
-
-    train_set = encode(load_split(inputs.preferences, "train"))
-    val_set = encode(load_split(inputs.preferences, "validation"))
+    train_set, val_set = (
+        encode_pairs(load_split(inputs.preferences, split), tokenizer, config, gold)
+        for split in ("train", "validation")
+    )
     if not train_set:
         raise ValueError(f"{inputs.preferences}: the train split is empty")
     pad_id = tokenizer.pad_token_id
@@ -130,9 +124,8 @@ def run(
             pad_id, config, device, lora_model=model if lora.is_lora(model) else None,
         )  # fmt: skip
         for split, pairs in (("train", train_set), ("val", val_set)):
-            chosen, rejected = ref[f"{split}_chosen"].tolist(), ref[f"{split}_rejected"].tolist()
-            for p, c, r in zip(pairs, chosen, rejected, strict=True):
-                p.ref_chosen, p.ref_rejected = c, r
+            pairs.set_column("ref_chosen", ref[f"{split}_chosen"].tolist())
+            pairs.set_column("ref_rejected", ref[f"{split}_rejected"].tolist())
 
     def scores(batch: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
         if log_ratio:
@@ -150,7 +143,7 @@ def run(
         )
         return s[: len(batch)], s[len(batch) :]
 
-    lengths = [len(p) for p in train_set]
+    lengths = train_set.lengths()
 
     def batches_for_epoch(epoch: int) -> list[list[Pair]]:
         groups = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
@@ -176,7 +169,7 @@ def run(
             "val/accuracy": pairwise_accuracy(c, r).item(),
             "val/mean_margin": (c - r).mean().item(),
         }
-        order = torch.tensor([p.gold_order for p in val_set], device=c.device)
+        order = torch.tensor(val_set.column("gold_order"), device=c.device)
         decided = order != 0
         if decided.any():
             agree = torch.sign(c - r)[decided] == order[decided]
@@ -208,7 +201,7 @@ def run(
         "head": config.head,
         "max_length": config.max_length,
         "chat_template": config.chat_template,
-        "score_at_eos": score_at_eos,
+        "score_at_eos": config.scores_eos,  # the scorer encodes answers the same way
         "pooling": config.pooling,
     }
     extra_models = {}
