@@ -85,6 +85,41 @@ def test_folder_publish_is_multipart_with_manifest_last_and_reads_are_cached(
     assert len(gets) == 2
 
 
+def test_publishing_again_uploads_only_what_changed(bucket, faulty_s3, fresh_cache, tmp_path):
+    """A retried multi-node task publishes its inputs to the same prefix again."""
+    folder = make_folder(tmp_path)
+    uri = f"s3://{bucket}/staging/run/ppo/inputs/sft_model"
+    s3_storage.upload(folder, uri)
+    faulty_s3.requests.clear()
+    assert s3_storage.upload(folder, uri) == uri
+    assert faulty_s3.requests == [f"GET /{bucket}/staging/run/ppo/inputs/sft_model/manifest.json"]
+
+    (folder / "config.json").write_text('{"a": 2}')
+    storage.write_manifest(folder, {"artifact": "test"})
+    faulty_s3.requests.clear()
+    s3_storage.upload(folder, uri)
+    writes = [r.split("?")[0] for r in faulty_s3.requests if r.split()[0] in ("PUT", "DELETE")]
+    assert writes == [
+        f"DELETE /{bucket}/staging/run/ppo/inputs/sft_model/manifest.json",
+        f"PUT /{bucket}/staging/run/ppo/inputs/sft_model/config.json",
+        f"PUT /{bucket}/staging/run/ppo/inputs/sft_model/manifest.json",
+    ]
+    assert_same_files(storage.local_path(uri), folder)
+
+    job = tmp_path / "job.json"
+    job.write_text('{"stage": "ppo"}')
+    file_uri = f"s3://{bucket}/staging/run/ppo/job.json"
+    storage.publish(job, file_uri)
+    faulty_s3.requests.clear()
+    storage.publish(job, file_uri)
+    assert faulty_s3.requests == [f"HEAD /{bucket}/staging/run/ppo/job.json"]
+    job.write_text('{"stage": "grpo"}')
+    storage.publish(job, file_uri)
+    assert s3().get_object(Bucket=bucket, Key="staging/run/ppo/job.json")["Body"].read() == (
+        b'{"stage": "grpo"}'
+    )
+
+
 def test_single_file_round_trip_keeps_its_name_and_checksum(bucket, fresh_cache, tmp_path):
     src = tmp_path / "train.jsonl"
     src.write_text('{"prompt": "p", "response": "r"}\n')

@@ -113,6 +113,19 @@ def _join(prefix: str, rel: str) -> str:
 # --- reading -----------------------------------------------------------------------------
 
 
+def _manifest_bytes(s3: Any, bucket: str, key: str, uri: str) -> bytes | None:
+    """The ``manifest.json`` published under ``key``, or None when there is none."""
+    from botocore.exceptions import ClientError
+
+    with errors("read", uri):
+        try:
+            return s3.get_object(Bucket=bucket, Key=_join(key, MANIFEST))["Body"].read()
+        except ClientError as e:
+            if not _not_found(e):
+                raise
+            return None
+
+
 def download(uri: str, transfer: TransferSettings = DEFAULT_TRANSFER) -> Path:
     """A verified local copy of an S3 folder (with ``manifest.json``) or single object.
 
@@ -123,16 +136,9 @@ def download(uri: str, transfer: TransferSettings = DEFAULT_TRANSFER) -> Path:
     bucket, key = split_s3(uri)
     s3 = client()
     config = transfer.boto()
-    manifest_key = _join(key, MANIFEST)
-    with errors("read", uri):
-        try:
-            manifest_bytes = s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
-        except ClientError as e:
-            if not _not_found(e):
-                raise
-            manifest_bytes = None
+    manifest_bytes = _manifest_bytes(s3, bucket, key, uri)
     if manifest_bytes is not None:
-        where = f"{SCHEME}{bucket}/{manifest_key}"
+        where = f"{SCHEME}{bucket}/{_join(key, MANIFEST)}"
         manifest = parse(manifest_bytes, where)
 
         def fetch(rel: str, dest: Path) -> None:
@@ -174,6 +180,21 @@ def download(uri: str, transfer: TransferSettings = DEFAULT_TRANSFER) -> Path:
 # --- writing -----------------------------------------------------------------------------
 
 
+def _object_sha256(s3: Any, bucket: str, key: str, uri: str) -> str | None:
+    """The sha256 an object we uploaded carries in its metadata; None when it has none or
+    there is no such object."""
+    from botocore.exceptions import ClientError
+
+    with errors("read", uri):
+        try:
+            head = s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if not _not_found(e):
+                raise
+            return None
+    return (head.get("Metadata") or {}).get(SHA256_METADATA)
+
+
 def upload(
     local: str | os.PathLike, uri: str, transfer: TransferSettings = DEFAULT_TRANSFER
 ) -> str:
@@ -182,13 +203,18 @@ def upload(
     A folder is published as objects first and ``manifest.json`` last, after any manifest
     already at ``uri`` has been deleted: a reader sees the complete new folder or none. Its own
     manifest is used (after checking the files against it); a folder without one gets a fresh
-    manifest. A file becomes one object carrying its sha256 in its metadata."""
+    manifest. Files the manifest already at ``uri`` lists with the same path, size and sha256
+    are not uploaded again, and a folder with the same manifest not at all. A file becomes one
+    object carrying its sha256 in its metadata (not uploaded when one with that sha256 is
+    there)."""
     local = Path(local)
     bucket, key = split_s3(uri)
     s3 = client()
     config = transfer.boto()
     if local.is_file():
         sha = sha256_file(local)
+        if _object_sha256(s3, bucket, key, uri) == sha:
+            return uri  # already there (a retried task's inputs, a second publish)
         with errors("upload", uri):
             s3.upload_file(
                 str(local),
@@ -207,9 +233,22 @@ def upload(
         manifest = build_manifest(local, {"artifact": "folder", "source": local.name})
         manifest_bytes = dumps(manifest).encode("utf-8")
     manifest_key = _join(key, MANIFEST)
+    # What the manifest already there lists is there, checked by the publish that wrote it
+    # (objects first, manifest last): a retried task or a second publish of the same folder
+    # uploads only what changed, and nothing at all when nothing did.
+    old = _manifest_bytes(s3, bucket, key, uri)
+    if old == manifest_bytes:
+        return uri
+    there: set[tuple[str, str, int]] = set()
+    if old is not None:
+        with contextlib.suppress(StorageError):  # unreadable: upload everything
+            files = parse(old, f"{SCHEME}{bucket}/{manifest_key}")["files"]
+            there = {(f["path"], f["sha256"], f["bytes"]) for f in files}
     with errors("publish", uri):
         s3.delete_object(Bucket=bucket, Key=manifest_key)
     for entry in manifest["files"]:
+        if (entry["path"], entry["sha256"], entry["bytes"]) in there:
+            continue
         obj = _join(key, entry["path"])
         with errors("upload", f"{SCHEME}{bucket}/{obj}"):
             s3.upload_file(
