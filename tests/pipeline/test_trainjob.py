@@ -271,8 +271,11 @@ def test_an_api_refusal_names_the_trainjob(k8s):
         run_trainjob(m, _api(k8s), 5, log=lambda line: None, poll_seconds=0.05)
 
 
+# SIGINT as at a terminal: a shell's background job (a CI runner's `make test &`, say) starts
+# with SIGINT ignored, and the child would inherit that.
 CHILD = """
-import json, sys
+import json, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from kubernetes import client
 from rlhf.pipeline.trainjob import run_trainjob
 manifest = json.loads(sys.argv[2])
