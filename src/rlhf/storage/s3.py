@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rlhf.redaction import redact
 from rlhf.storage import cache
@@ -33,6 +33,7 @@ from rlhf.storage.manifest import (
 )
 
 SCHEME = "s3://"
+T = TypeVar("T")
 MiB = 1 << 20
 RETRY_MODE = "standard"
 MAX_ATTEMPTS = 5
@@ -113,17 +114,29 @@ def _join(prefix: str, rel: str) -> str:
 # --- reading -----------------------------------------------------------------------------
 
 
-def _manifest_bytes(s3: Any, bucket: str, key: str, uri: str) -> bytes | None:
-    """The ``manifest.json`` published under ``key``, or None when there is none."""
+def _unless_missing(uri: str, request: Callable[[], T]) -> T | None:
+    """``request()``'s answer, or None when S3 says there is no such object."""
     from botocore.exceptions import ClientError
 
     with errors("read", uri):
         try:
-            return s3.get_object(Bucket=bucket, Key=_join(key, MANIFEST))["Body"].read()
+            return request()
         except ClientError as e:
             if not _not_found(e):
                 raise
             return None
+
+
+def _head(s3: Any, bucket: str, key: str, uri: str) -> dict[str, Any] | None:
+    """The object's HEAD (size, ETag, our sha256 metadata), or None when there is none."""
+    return _unless_missing(uri, lambda: s3.head_object(Bucket=bucket, Key=key))
+
+
+def _manifest_bytes(s3: Any, bucket: str, key: str, uri: str) -> bytes | None:
+    """The ``manifest.json`` published under ``key``, or None when there is none."""
+    return _unless_missing(
+        uri, lambda: s3.get_object(Bucket=bucket, Key=_join(key, MANIFEST))["Body"].read()
+    )
 
 
 def download(uri: str, transfer: TransferSettings = DEFAULT_TRANSFER) -> Path:
@@ -131,7 +144,6 @@ def download(uri: str, transfer: TransferSettings = DEFAULT_TRANSFER) -> Path:
 
     A prefix holding objects but no manifest is refused (``MissingManifestError``): its
     publish did not finish, or it was uploaded by other means (use ``rlhf publish``)."""
-    from botocore.exceptions import ClientError
 
     bucket, key = split_s3(uri)
     s3 = client()
@@ -147,14 +159,7 @@ def download(uri: str, transfer: TransferSettings = DEFAULT_TRANSFER) -> Path:
 
         return cache.cached_folder(manifest_bytes, manifest, fetch, f"{SCHEME}{bucket}/{key}")
 
-    head = None
-    if key:
-        with errors("read", uri):
-            try:
-                head = s3.head_object(Bucket=bucket, Key=key)
-            except ClientError as e:
-                if not _not_found(e):
-                    raise
+    head = _head(s3, bucket, key, uri) if key else None
     if head is None:
         with errors("list", uri):
             listed = s3.list_objects_v2(Bucket=bucket, Prefix=_join(key, ""), MaxKeys=1)
@@ -180,21 +185,6 @@ def download(uri: str, transfer: TransferSettings = DEFAULT_TRANSFER) -> Path:
 # --- writing -----------------------------------------------------------------------------
 
 
-def _object_sha256(s3: Any, bucket: str, key: str, uri: str) -> str | None:
-    """The sha256 an object we uploaded carries in its metadata; None when it has none or
-    there is no such object."""
-    from botocore.exceptions import ClientError
-
-    with errors("read", uri):
-        try:
-            head = s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as e:
-            if not _not_found(e):
-                raise
-            return None
-    return (head.get("Metadata") or {}).get(SHA256_METADATA)
-
-
 def upload(
     local: str | os.PathLike, uri: str, transfer: TransferSettings = DEFAULT_TRANSFER
 ) -> str:
@@ -213,7 +203,8 @@ def upload(
     config = transfer.boto()
     if local.is_file():
         sha = sha256_file(local)
-        if _object_sha256(s3, bucket, key, uri) == sha:
+        there = _head(s3, bucket, key, uri)
+        if there is not None and (there.get("Metadata") or {}).get(SHA256_METADATA) == sha:
             return uri  # already there (a retried task's inputs, a second publish)
         with errors("upload", uri):
             s3.upload_file(
