@@ -43,7 +43,7 @@ def test_packed_records_give_back_equal_pairs_of_each_stage():
     a, b, c = Encoded([1, 2, 3], [0, 1, 1]), Encoded([9], [1]), Encoded([4, 5], [0, 1])
     cases = [
         (dpo.Pair, [dpo.Pair(a, b, 1), dpo.Pair(c, a, -1), dpo.Pair(b, b, 0)]),
-        (reward.Pair, [reward.Pair(a, b, 0.5, 1, -2.25, -3.5), reward.Pair(c, a, 0.0, 0)]),
+        (reward.Pair, [reward.Pair(a, b, 0.5, 1), reward.Pair(c, a, 0.0, 0)]),
         (kto.Example, [kto.Example(a, c, True), kto.Example(b, a, False)]),
     ]
     for record_type, records in cases:
@@ -62,10 +62,6 @@ def test_packed_records_columns():
     pairs = PackedRecords(reward.Pair, [reward.Pair(a, a, 0.0, 1), reward.Pair(a, a, 1.5, -1)])
     assert pairs.column("margin").tolist() == [0.0, 1.5]
     assert pairs.column("gold_order").tolist() == [1, -1]
-    pairs.set_column("ref_chosen", [-1.25, -7.0])
-    assert [p.ref_chosen for p in pairs] == [-1.25, -7.0]
-    with pytest.raises(ValueError, match="ref_rejected: 1 values for 2 records"):
-        pairs.set_column("ref_rejected", [0.0])
     with pytest.raises(TypeError, match="chosen holds encoded examples"):
         pairs.column("chosen")
     with pytest.raises(IndexError):

@@ -167,14 +167,6 @@ class PackedRecords(Sequence[R]):
             raise TypeError(f"{name} holds encoded examples, not numbers")
         return column
 
-    def set_column(self, name: str, values: Iterable[float]) -> None:
-        """Replace a numeric field of every record (one value per record, in order)."""
-        old = self.column(name)
-        new = array(old.typecode, values)
-        if len(new) != len(old):
-            raise ValueError(f"{name}: {len(new)} values for {len(old)} records")
-        self._columns[name] = new
-
     def lengths(self) -> array:
         """Each record's longest encoded field: the length a batch of it pads to."""
         columns = [self._columns[n] for n in self._encoded]

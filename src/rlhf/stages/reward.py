@@ -53,9 +53,6 @@ class Pair:
     rejected: Encoded
     margin: float
     gold_order: int  # +1 gold prefers chosen, -1 rejected, 0 tie or no gold reward
-    # log_ratio head: the frozen reference's summed answer log-probs
-    ref_chosen: float = 0.0
-    ref_rejected: float = 0.0
 
     def __len__(self) -> int:
         return max(len(self.chosen), len(self.rejected))
@@ -117,21 +114,22 @@ def run(
     if not train_set:
         raise ValueError(f"{inputs.preferences}: the train split is empty")
     pad_id = tokenizer.pad_token_id
-    key = None
+    key, ref = None, {}
     if log_ratio:
-        key, ref = reference_logprobs(
+        key, cached = reference_logprobs(
             "reward", inputs.preferences, inputs.sft_model, ckpt_root, train_set, val_set,
             pad_id, config, device, lora_model=model if lora.is_lora(model) else None,
         )  # fmt: skip
-        for split, pairs in (("train", train_set), ("val", val_set)):
-            pairs.set_column("ref_chosen", ref[f"{split}_chosen"].tolist())
-            pairs.set_column("ref_rejected", ref[f"{split}_rejected"].tolist())
+        ref = {k: v.to(device) for k, v in cached.items()}
 
-    def scores(batch: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+    def scores(
+        batch: list[Pair], split: str, rows: torch.Tensor | slice
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both answers' rewards; ``rows`` are the pairs' places in ``split`` (the reference
+        log-probs of the log_ratio head are read there)."""
         if log_ratio:
             chosen, rejected = pair_logprobs(engine.module, batch, pad_id, device)
-            ref_c = torch.tensor([p.ref_chosen for p in batch], device=device)
-            ref_r = torch.tensor([p.ref_rejected for p in batch], device=device)
+            ref_c, ref_r = ref[f"{split}_chosen"][rows], ref[f"{split}_rejected"][rows]
             return config.beta * (chosen - ref_c), config.beta * (rejected - ref_r)
         # One forward pass over chosen and rejected together.
         s = reward_scores(
@@ -145,20 +143,23 @@ def run(
 
     lengths = train_set.lengths()
 
-    def batches_for_epoch(epoch: int) -> list[list[Pair]]:
-        groups = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
-        return [[train_set[i] for i in g] for g in groups]
+    # Indices, not pairs: a step builds its own pairs from the packed set, so the epoch's order
+    # holds no copy of the data.
+    def batches_for_epoch(epoch: int) -> list[list[int]]:
+        return length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
 
-    def loss_fn(batch: list[Pair]) -> tuple[torch.Tensor, dict[str, float]]:
-        chosen, rejected = scores(batch)
-        margin = torch.tensor([p.margin for p in batch], device=device)
+    def loss_fn(batch: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        pairs = [train_set[i] for i in batch]
+        chosen, rejected = scores(pairs, "train", torch.tensor(batch, device=device))
+        margin = torch.tensor([p.margin for p in pairs], device=device)
         loss = pairwise_reward_loss(chosen, rejected, margin)
         return loss, {"accuracy": pairwise_accuracy(chosen, rejected).item()}
 
     def evaluate() -> dict[str, float]:
         chosen, rejected = [], []
         for start in range(0, len(val_set), config.eval_batch_size):
-            c, r = scores(val_set[start : start + config.eval_batch_size])
+            rows = slice(start, start + config.eval_batch_size)
+            c, r = scores(val_set[rows], "val", rows)
             chosen.append(c)
             rejected.append(r)
         if not chosen:

@@ -203,8 +203,8 @@ def upload(
     config = transfer.boto()
     if local.is_file():
         sha = sha256_file(local)
-        there = _head(s3, bucket, key, uri)
-        if there is not None and (there.get("Metadata") or {}).get(SHA256_METADATA) == sha:
+        head = _head(s3, bucket, key, uri)
+        if head is not None and (head.get("Metadata") or {}).get(SHA256_METADATA) == sha:
             return uri  # already there (a retried task's inputs, a second publish)
         with errors("upload", uri):
             s3.upload_file(
