@@ -20,14 +20,17 @@ below 0, z0 is clamped to 0 and that share is the share of undesirable answers).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import datasets
 import torch
 
 from rlhf.algorithms.kto_loss import KTOOutput, kto_kl_estimate, kto_loss
 from rlhf.config import KTOConfig
 from rlhf.data.artifacts import load_split, manifest_checksum
+from rlhf.data.rows import canonical_json, digest, group_numbers
 from rlhf.modeling import lora, models
 from rlhf.modeling.encoding import Encoded, encode_prompt_answer
 from rlhf.modeling.forward import sequence_logprob_sums
@@ -67,7 +70,7 @@ class Example:
         return self.mismatched
 
 
-def mismatched_index(prompts: list[str], i: int) -> int:
+def mismatched_index(prompts: Sequence[Any], i: int) -> int:
     """The row whose answer row ``i``'s prompt is paired with for the KL estimate: half the
     split away, moved on past rows with the same prompt (itself only when all share one)."""
     n = len(prompts)
@@ -88,13 +91,18 @@ def run(
     tokenizer = models.load_tokenizer(inputs.sft_model, config.trust_remote_code)
     pad_id = tokenizer.pad_token_id
 
-    def encode(rows: Any) -> PackedRecords[Example]:
-        rows = list(rows)
-        keys = [repr(r["prompt"]) for r in rows]
+    def encode(rows: datasets.Dataset) -> PackedRecords[Example]:
+        # The rows stay in the memory-mapped split, read one at a time, and prompts are told
+        # apart by group numbers (8 bytes a row): memory grows by the packed tokens alone.
+        digests = bytearray()
+        for batch in rows.select_columns(["prompt"]).iter(batch_size=1024):
+            for prompt in batch["prompt"]:
+                digests += digest(canonical_json(prompt))
+        groups = group_numbers(digests)
         out = PackedRecords(Example)
         for i, r in enumerate(rows):
             messages = as_messages(r["prompt"])
-            other = rows[mismatched_index(keys, i)]["completion"]
+            other = rows[int(mismatched_index(groups, i))]["completion"]
             matched, mismatched = (
                 encode_prompt_answer(tokenizer, messages, answer, config.max_length,
                                      config.chat_template)
