@@ -1,11 +1,16 @@
-"""SFT tokens/s and MFU, and PPO episodes/s, of a randomly initialised Llama on one
-accelerator, through the project's own engine and PPO stage.
+"""SFT tokens/s and MFU, rollout generation tokens/s (the torch decode loop, and vLLM when it
+is installed) and PPO episodes/s, of a randomly initialised Llama on one accelerator, through
+the project's own engine, rollout sampler and PPO stage.
 
 SFT: ``--steps`` timed optimizer steps (after ``--warmup``) of the SFT loss on random tokens,
 ``--batch`` sequences of ``--length`` tokens each, through ``build_engine`` (plain PyTorch with
 bf16 autocast by default; ``--zero-stage`` for DeepSpeed). MFU = tokens/s x FLOPs per token
 (``flops.py``: 6 N + 12 L H T) / the device's peak dense bf16 FLOP/s (``flops.py``'s table from
-``torch.cuda.get_device_name``, or ``--peak-tflops``). PPO: ``ppo_episodes.py``.
+``torch.cuda.get_device_name``, or ``--peak-tflops``). Generation: ``--gen-batch`` prompts of
+``--gen-prompt`` random tokens, ``--gen-new-tokens`` sampled each (temperature 1), through the
+on-policy stages' ``RolloutSampler`` with ``rollout_backend`` torch and vllm, each after one
+untimed rollout; vLLM's time to load the policy's weights before a rollout is reported apart.
+PPO: ``ppo_episodes.py``.
 
 On a GPU machine (not run yet: no GPU was available when it was written):
 
@@ -32,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -41,7 +47,9 @@ from llama_shapes import SIZES, build_llama, llama_config, parameter_count
 from lm_step import forward_backward, random_tokens
 from ppo_episodes import measure as measure_ppo
 
-from rlhf.config import DistributedConfig
+from rlhf.config import DistributedConfig, GRPOConfig
+from rlhf.modeling.vllm_sampler import vllm_installed
+from rlhf.stages.rollout_sampler import RolloutSampler
 from rlhf.training import distributed
 from rlhf.training.engine import build_engine, prepare_backend
 
@@ -104,6 +112,54 @@ def measure_sft(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     return result
 
 
+def measure_generation(args: argparse.Namespace, device: torch.device, backend: str) -> dict:
+    """Tokens/s of the rollout sampler: one untimed rollout, then ``--gen-rollouts`` timed."""
+    model_config = llama_config(args.size, args.gen_prompt + args.gen_new_tokens)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
+    model = build_llama(model_config).to(device=device, dtype=dtype).eval()
+    config = GRPOConfig(
+        rollout_backend=backend, max_new_tokens=args.gen_new_tokens,
+        max_prompt_length=args.gen_prompt, dtype=str(dtype).removeprefix("torch."),
+    )  # fmt: skip
+    # A random model and no tokenizer: the last id as EOS (vLLM checks it is in the
+    # vocabulary); a random model samples it about once in vocab_size tokens, so nearly every
+    # response runs to --gen-new-tokens. Tokens/s counts the tokens actually sampled.
+    tokenizer = SimpleNamespace(eos_token_id=model_config.vocab_size - 1, pad_token_id=0)
+    sampler = RolloutSampler(SimpleNamespace(model=model), tokenizer, config, device)
+    generator = torch.Generator().manual_seed(0)
+    ids = random_tokens(generator, args.gen_batch, args.gen_prompt, model_config.vocab_size, device)
+    prompts = ids.tolist()
+    seconds, sync_seconds, tokens = [], [], 0
+    for i in range(1 + args.gen_rollouts):
+        if sampler.vllm is not None:  # the weight load every rollout pays, timed on its own
+            synchronize(device)
+            started = time.perf_counter()
+            sampler.vllm.load_weights(model.named_parameters())
+            synchronize(device)
+            sync_seconds.append(time.perf_counter() - started)
+        synchronize(device)
+        started = time.perf_counter()
+        rollout = sampler.sample(prompts)
+        synchronize(device)
+        if i:  # the first rollout warms up (CUDA graphs, kernels)
+            seconds.append(time.perf_counter() - started)
+            tokens += int(rollout.response_mask.sum())
+    result = {
+        "backend": backend,
+        "batch": args.gen_batch,
+        "prompt_tokens": args.gen_prompt,
+        "new_tokens": args.gen_new_tokens,
+        "rollout_seconds": seconds,
+        "tokens_per_second": tokens / sum(seconds),
+        "weight_load_seconds": sync_seconds[1:] or None,
+    }
+    del sampler, model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -123,6 +179,17 @@ def table(report: dict[str, Any]) -> str:
         ("SFT TFLOP/s per device", f"{sft['achieved_tflops_per_device']:.1f}"),
         ("SFT MFU", mfu),
     ]  # fmt: skip
+    for gen in report["generation"]:
+        rows.append(
+            (
+                f"generation tokens/s ({gen['backend']})",
+                f"{gen['tokens_per_second']:.0f} ({gen['batch']} prompts of "
+                f"{gen['prompt_tokens']} tokens, {gen['new_tokens']} new)",
+            )
+        )
+        if gen["weight_load_seconds"]:
+            load = sum(gen["weight_load_seconds"]) / len(gen["weight_load_seconds"])
+            rows.append(("vLLM weight load s/rollout", f"{load:.2f}"))
     if ppo is not None:
         rows += [
             ("PPO", f"{ppo['rollout_batch_size']} prompts x {ppo['max_new_tokens']} new tokens, "
@@ -152,6 +219,10 @@ def main() -> None:
         default=None,
         help="peak dense bf16 TFLOP/s per device (default: flops.py's table)",
     )
+    p.add_argument("--gen-batch", type=int, default=64, help="prompts per rollout")
+    p.add_argument("--gen-prompt", type=int, default=128, help="tokens per prompt")
+    p.add_argument("--gen-new-tokens", type=int, default=128, help="tokens sampled per prompt")
+    p.add_argument("--gen-rollouts", type=int, default=3, help="timed rollouts per backend")
     p.add_argument("--ppo-rollout-batch", type=int, default=64)
     p.add_argument("--ppo-minibatch", type=int, default=16)
     p.add_argument("--ppo-new-tokens", type=int, default=128)
@@ -177,8 +248,13 @@ def main() -> None:
         "transformers": transformers.__version__,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "sft": measure_sft(args, device),
+        "generation": [measure_generation(args, device, "torch")],
         "ppo": None,
     }
+    if vllm_installed():
+        report["generation"].append(measure_generation(args, device, "vllm"))
+    else:
+        print("vLLM is not installed: generation measured with the torch decode loop only")
     if not args.skip_ppo:
         with tempfile.TemporaryDirectory(prefix="ppo-bench-") as work:
             os.environ.setdefault("RLHF_CACHE_DIR", str(Path(work) / "cache"))

@@ -35,6 +35,7 @@ ZERO_STAGES = (0, 1, 2, 3)
 LORA_PUBLISH = ("merged", "adapter")
 PAIR_SELECTIONS = ("best_worst", "all")  # online DPO: which pairs a prompt's K answers give
 ONLINE_DPO_REFERENCES = ("sft", "previous_round")  # online DPO: what DPO's reference is
+ROLLOUT_BACKENDS = ("auto", "torch", "vllm")  # on-policy stages: what samples the rollouts
 
 
 class _Checks:
@@ -533,6 +534,14 @@ class OnPolicyConfig(ScaleSettings):
     temperature: float = 1.0  # rollouts sample at this temperature; log-probs use it too
     top_p: float = 1.0
     missing_eos_penalty: float = -1.0  # added to the score of responses that never emit EOS
+    # What samples the rollouts: "torch" (the project's batched, KV-cached decode loop),
+    # "vllm" (a vLLM engine beside the policy on its GPU, the optional ``vllm`` extra; its
+    # weights are replaced by the policy's before every rollout), or "auto": vLLM when it is
+    # installed and the policy is on a CUDA GPU, else torch.
+    rollout_backend: str = "auto"
+    # The share of the GPU's memory the vLLM engine takes (its weights and KV cache); the
+    # training models need the rest.
+    vllm_gpu_memory: float = 0.3
     # Train on this programmatic reward "module:function(prompt, response) -> float" instead of
     # the reward model (verifiable rewards; or to check the algorithm against a known reward).
     reward_function: str | None = None
@@ -562,6 +571,14 @@ class OnPolicyConfig(ScaleSettings):
         super()._check(c)
         c.one_of("lr_schedule", LR_SCHEDULES)
         c.one_of("dtype", DTYPES)
+        c.one_of("rollout_backend", ROLLOUT_BACKENDS)
+        c.holds(0 < self.vllm_gpu_memory < 1, "vllm_gpu_memory", "must be in (0, 1)")
+        c.holds(
+            not (self.rollout_backend == "vllm" and self.lora.quantize_4bit),
+            "rollout_backend",
+            "cannot be vllm with lora.quantize_4bit (vLLM would need the 4-bit base re-quantised "
+            "with the adapters merged into it every rollout): use torch",
+        )
         for name in ("iterations", "minibatch_size", "max_new_tokens", "max_prompt_length"):
             c.holds(getattr(self, name) >= 1, name, "must be >= 1")
         c.holds(self.log_every >= 1, "log_every", "must be >= 1")

@@ -56,7 +56,8 @@ def test_gpu_throughput_runs_on_cpu(tmp_path):
         sys.executable, str(BENCHMARKS / "gpu_throughput.py"), "--out", str(tmp_path),
         "--device", "cpu", "--size", "micro", "--batch", "2", "--length", "32", "--warmup", "1",
         "--steps", "2", "--peak-tflops", "1", "--ppo-rollout-batch", "8", "--ppo-minibatch", "4",
-        "--ppo-new-tokens", "8", "--ppo-iterations", "1",
+        "--ppo-new-tokens", "8", "--ppo-iterations", "1", "--gen-batch", "4", "--gen-prompt", "8",
+        "--gen-new-tokens", "8", "--gen-rollouts", "2",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-6000:]
@@ -67,6 +68,9 @@ def test_gpu_throughput_runs_on_cpu(tmp_path):
                   ppo["episodes_per_second"], ppo["seconds_per_iteration"]):  # fmt: skip
         assert value > 0
     assert ppo["rollout_batch_size"] == 8 and ppo["timed_iterations"] == 1
+    (generation,) = report["generation"]  # no vLLM here: the torch decode loop alone
+    assert generation["backend"] == "torch" and len(generation["rollout_seconds"]) == 2
+    assert generation["tokens_per_second"] > 0 and "generation tokens/s (torch)" in done.stdout
     assert "SFT tokens/s" in done.stdout and "PPO episodes/s" in done.stdout
 
 

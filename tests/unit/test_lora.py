@@ -149,3 +149,24 @@ def test_a_preset_base_cannot_publish_an_adapter_or_be_quantized():
         lora.check_preset_base(LoraConfig(r=4, publish="adapter"), "preset:micro-llama")
     lora.check_preset_base(LoraConfig(r=4), "preset:micro-llama")  # merged: fine
     lora.check_preset_base(LoraConfig(r=4, publish="adapter"), "/models/sft")
+
+
+def test_merged_weights_are_the_merged_model_under_its_names_and_leave_it_as_it_was(base):
+    """What the rollout engine (vLLM) loads: the merged model's weights, by the plain model's
+    names, computed aside (the LoRA model's own weights stay bit for bit)."""
+    folder, _ = base
+    model = _trained(lora.apply_lora(models.load_causal_lm(str(folder)), LoraConfig(r=4)))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    weights = {n: w.detach().clone() for n, w in lora.merged_weights(model)}
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+    plain = models.load_causal_lm(str(folder))
+    assert set(weights) == {n for n, _ in plain.named_parameters()}
+    merged = lora.publishable(model, LoraConfig(r=4), str(folder))[0]
+    for name, value in merged.named_parameters():
+        torch.testing.assert_close(weights[name], value, atol=1e-6, rtol=0)
+    trained_q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(weights[trained_q], plain.get_parameter(trained_q))
+
+    plain_weights = dict(lora.merged_weights(plain))  # not LoRA: its parameters themselves
+    assert all(plain_weights[n] is p for n, p in plain.named_parameters())

@@ -105,11 +105,38 @@ def sample_responses(
             use_cache=True,
         )[:, ids.shape[1] :]
     model.train(was_training)
-    width = ids.shape[1]
     mask, ended = response_mask(response, tokenizer.eos_token_id)
     response = torch.where(mask.bool(), response, torch.full_like(response, pad))
-    full = torch.cat([ids, response], dim=1)
-    return Rollout(full, torch.cat([attention, mask], dim=1), width, mask, ended)
+    return _joined(ids, attention, response, mask, ended)
+
+
+def rollout_from_responses(
+    prompts: list[list[int]], responses: list[list[int]], eos_id: int, pad_id: int
+) -> Rollout:
+    """The :class:`Rollout` of prompts and responses (token ids) sampled elsewhere (vLLM), as
+    :func:`sample_responses` gives it: each response cut after its first EOS, if it has one.
+    The mask comes from the lengths, not from looking for EOS in the padding, which may be
+    the same token."""
+    cut = [r[: r.index(eos_id) + 1] if eos_id in r else r for r in responses]
+    width = max([1, *map(len, cut)])  # a response column even if every one is empty
+    response = torch.tensor([r + [pad_id] * (width - len(r)) for r in cut], dtype=torch.long)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in cut], dtype=torch.long)
+    ended = torch.tensor([bool(r) and r[-1] == eos_id for r in cut])
+    ids = pad_left(prompts, pad_id)
+    return _joined(ids, pad_left([[1] * len(p) for p in prompts], 0), response, mask, ended)
+
+
+def _joined(
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    response: torch.Tensor,
+    mask: torch.Tensor,
+    ended: torch.Tensor,
+) -> Rollout:
+    """Left-padded prompts (B, P) and their masked responses (B, R) in one rollout."""
+    full = torch.cat([ids, response.to(ids.device)], dim=1)
+    mask, ended = mask.to(ids.device), ended.to(ids.device)
+    return Rollout(full, torch.cat([attention, mask], dim=1), ids.shape[1], mask, ended)
 
 
 def decode_responses(tokenizer: PreTrainedTokenizerBase, rollout: Rollout) -> list[str]:

@@ -83,6 +83,37 @@ def unwrap(model: torch.nn.Module) -> Any:
     return model.get_base_model() if is_lora(model) else model  # type: ignore[operator]
 
 
+def merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every weight ``model`` computes with, named as in its transformers
+    model: for an inference engine that loads transformers checkpoints (vLLM). A LoRA model's
+    adapters are added into the base weights they modify (computed aside: the model is left as
+    it is, so its frozen base never drifts by the rounding of merging and unmerging) and are
+    not listed themselves; any other model's parameters are listed as they are. Tied weights
+    are listed once, under their first name."""
+    if not is_lora(model):
+        yield from model.named_parameters()
+        return
+    base = model.get_base_model()  # type: ignore[operator]
+    for name, param in base.named_parameters():
+        if ".lora_" in name or ".original_module." in name:
+            continue  # the adapters themselves; a copied head's frozen original
+        name = name.replace(".modules_to_save.default.", ".")
+        if ".base_layer." not in name:
+            yield name, param
+            continue
+        owner, _, leaf = name.partition(".base_layer.")
+        layer = base.get_submodule(owner)
+        if leaf == "weight" and not layer.disable_adapters:
+            for adapter in layer.active_adapters:
+                if adapter in layer.lora_variant or layer.lora_bias.get(adapter, False):
+                    raise NotImplementedError(
+                        f"{owner}: only plain LoRA adapters can be merged for the rollout engine"
+                    )
+                if adapter in layer.lora_A and adapter not in layer.merged_adapters:
+                    param = param + layer.get_delta_weight(adapter).to(param.dtype)
+        yield f"{owner}.{leaf}", param
+
+
 def publishable(
     model: PreTrainedModel, cfg: LoraConfig, base_model: str
 ) -> tuple[PreTrainedModel, dict[str, Any]]:

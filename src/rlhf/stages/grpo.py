@@ -33,7 +33,7 @@ from rlhf.algorithms.rloo import rloo_advantages
 from rlhf.config import GRPOConfig
 from rlhf.data.artifacts import manifest_checksum
 from rlhf.modeling.forward import response_logprobs
-from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
+from rlhf.modeling.generation import Rollout, decode_responses
 from rlhf.modeling.lora import adapters_disabled
 from rlhf.stages.on_policy import (
     HISTORY_FILE,
@@ -44,6 +44,7 @@ from rlhf.stages.on_policy import (
     load_prompts,
     publish_policy,
 )
+from rlhf.stages.rollout_sampler import RolloutSampler
 from rlhf.stages.specs import GRPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
@@ -83,10 +84,10 @@ def run(
     tokenizer, policy, reference = loaded.tokenizer, loaded.policy, loaded.reference
     rewards_source = ResponseRewards(inputs.reward_model, config, device)
     prompt_set = load_prompts(inputs.prompts, tokenizer, config)
-    sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
     # AdamW's default decay (0.01) on every weight, as GRPO's results were measured with.
     engine = build_engine(policy, config.lr, ON_POLICY_WEIGHT_DECAY, config.max_grad_norm,
                           config.distributed, device, decay_matrices_only=False)  # fmt: skip
+    sampler = RolloutSampler(engine, tokenizer, config, device)
     G = config.group_size
 
     # --- rollouts and advantages (the loop runs this under no_grad) --------------------------
@@ -94,8 +95,7 @@ def run(
         rows = [i for i in prompt_rows for _ in range(G)]  # group-major: G copies of each
         # Under ZeRO-3 the weights are gathered whole for generation.
         with engine.gathered():
-            sampled = sample_responses(policy, tokenizer, prompt_set.token_ids(rows),
-                                       sampling)  # fmt: skip
+            sampled = sampler.sample(prompt_set.token_ids(rows))
             args = (sampled.input_ids, sampled.attention_mask, sampled.prompt_width)
             old_logprobs, _ = response_logprobs(policy, *args, temperature=config.temperature)
         with adapters_disabled(reference):  # under LoRA the reference is the policy

@@ -31,7 +31,7 @@ from rlhf.config import OnlineDPOConfig
 from rlhf.data.artifacts import manifest_checksum
 from rlhf.gold import load_reward_function
 from rlhf.modeling.forward import response_logprobs
-from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
+from rlhf.modeling.generation import Rollout, decode_responses
 from rlhf.modeling.lora import adapters_disabled
 from rlhf.stages.answer_scorers import answer_scorer
 from rlhf.stages.on_policy import (
@@ -42,6 +42,7 @@ from rlhf.stages.on_policy import (
     load_prompts,
     publish_policy,
 )
+from rlhf.stages.rollout_sampler import RolloutSampler
 from rlhf.stages.specs import ModelOutputs, OnlineDPOInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
@@ -89,17 +90,16 @@ def run(
     scorer = answer_scorer(inputs.reward_model, config, device)
     gold = load_reward_function(config.gold_reward) if config.gold_reward else None
     prompt_set = load_prompts(inputs.prompts, tokenizer, config)
-    sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
     engine = build_engine(policy, config.lr, ON_POLICY_WEIGHT_DECAY, config.max_grad_norm,
                           config.distributed, device, decay_matrices_only=False)  # fmt: skip
+    sampler = RolloutSampler(engine, tokenizer, config, device)
     K = config.samples_per_prompt
 
     # --- one round's answers, scores and pairs (the loop runs this under no_grad) ------------
     def rollout(prompt_rows: list[int], iteration: int) -> Experience:
         rows = [i for i in prompt_rows for _ in range(K)]  # group-major: K copies of each
         with engine.gathered():
-            sampled = sample_responses(policy, tokenizer, prompt_set.token_ids(rows),
-                                       sampling)  # fmt: skip
+            sampled = sampler.sample(prompt_set.token_ids(rows))
             args = (sampled.input_ids, sampled.attention_mask, sampled.prompt_width)
             # Temperature 1: DPO's log pi(y|x) is the policy's own, however it sampled.
             logprobs, entropy = response_logprobs(policy, *args, with_entropy=True)

@@ -35,6 +35,7 @@ from rlhf.stages.on_policy import (
     publish_policy,
 )
 from rlhf.stages.ppo_experience import PPOExperience, PPOModels, make_experience, ppo_loss, ptx_loss
+from rlhf.stages.rollout_sampler import RolloutSampler
 from rlhf.stages.specs import ModelOutputs, PPOInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
@@ -95,6 +96,7 @@ def run(
                            critic_engine.model)  # fmt: skip
     train_models = PPOModels(loaded.tokenizer, policy_engine.module, loaded.reference,
                              critic_engine.module)  # fmt: skip
+    sampler = RolloutSampler(policy_engine, loaded.tokenizer, config, device)
     kl_ctl = make_kl_controller(
         config.kl_control, config.kl_coef, config.kl_target, config.kl_horizon
     )
@@ -107,7 +109,7 @@ def run(
         # Under ZeRO-3 the policy's weights are gathered whole for generation (one gather, not
         # one per token); the critic and the frozen models score sharded, a layer at a time.
         with policy_engine.gathered():
-            exp, stats, texts = make_experience(ppo_models, rewards_source, messages,
+            exp, stats, texts = make_experience(ppo_models, sampler, rewards_source, messages,
                                                 prompts.token_ids(rows), config,
                                                 kl_ctl.value, moments)  # fmt: skip
         shown = [m[-1]["content"] for m in messages]

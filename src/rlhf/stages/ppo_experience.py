@@ -26,10 +26,11 @@ from rlhf.algorithms.whiten import masked_whiten
 from rlhf.config import PPOConfig
 from rlhf.modeling.encoding import Encoded, Messages
 from rlhf.modeling.forward import response_logprobs, response_values, sequence_logits
-from rlhf.modeling.generation import Rollout, SamplingConfig, decode_responses, sample_responses
+from rlhf.modeling.generation import Rollout, decode_responses
 from rlhf.modeling.lora import adapters_disabled
 from rlhf.modeling.padding import collate
 from rlhf.stages.on_policy import ResponseRewards
+from rlhf.stages.rollout_sampler import RolloutSampler
 from rlhf.training.prompt_stream import batch_indices
 
 
@@ -75,6 +76,7 @@ class PPOModels:
 @torch.no_grad()
 def make_experience(
     models: PPOModels,
+    sampler: RolloutSampler,
     rewards_source: ResponseRewards,
     prompts: list[Messages],
     prompt_ids: list[list[int]],
@@ -82,7 +84,7 @@ def make_experience(
     kl_coef: float,
     moments: RunningMoments,
 ) -> tuple[PPOExperience, dict[str, float], list[str]]:
-    """Sample one response per prompt and turn it into PPO's experience: the returned stats
+    """Sample one response per prompt (``sampler``, from ``models.policy``) and turn it into PPO's experience: the returned stats
     (``reward/*``, ``kl/*``, ``response/*``, ``value/explained_variance``, ``gold/mean``)
     and the decoded responses.
 
@@ -90,8 +92,7 @@ def make_experience(
     reference), the score normalised with ``moments`` when ``normalize_scores`` and clipped
     to ``score_clip``; advantages and returns by GAE(gamma, lam) with the critic's values,
     advantages whitened when ``whiten_advantages``."""
-    sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
-    rollout = sample_responses(models.policy, models.tokenizer, prompt_ids, sampling)
+    rollout = sampler.sample(prompt_ids)
     args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_width)
     old_logprobs, _ = response_logprobs(models.policy, *args, temperature=config.temperature)
     with adapters_disabled(models.reference):  # under LoRA the reference is the policy

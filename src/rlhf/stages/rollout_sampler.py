@@ -1,0 +1,86 @@
+"""What samples the on-policy stages' rollouts (PPO, GRPO and its estimators, online DPO):
+the project's decode loop on the policy itself, or a vLLM engine beside it
+(``rollout_backend``, docs/scaling.md#rollouts-with-vllm)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rlhf.config import OnPolicyConfig
+from rlhf.modeling import lora
+from rlhf.modeling.generation import (
+    Rollout,
+    SamplingConfig,
+    rollout_from_responses,
+    sample_responses,
+)
+from rlhf.modeling.vllm_sampler import VllmSampler, vllm_installed
+from rlhf.training import distributed
+from rlhf.training.engine import Engine
+
+log = logging.getLogger("rlhf.rollouts")
+
+# vLLM's dtype for a policy trained under mixed precision: its compute dtype.
+_PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def rollout_backend(config: OnPolicyConfig, device: torch.device) -> str:
+    """``"torch"`` or ``"vllm"``: what ``config.rollout_backend`` means on ``device``."""
+    if config.rollout_backend == "auto":
+        return "vllm" if device.type == "cuda" and vllm_installed() else "torch"
+    if config.rollout_backend == "vllm" and not vllm_installed():
+        raise RuntimeError(
+            "rollout_backend: vllm, but vLLM is not installed: pip install 'rlhf[vllm]' "
+            "(docs/scaling.md#rollouts-with-vllm), or set rollout_backend: torch"
+        )
+    return config.rollout_backend
+
+
+class RolloutSampler:
+    """Samples one response per prompt from the policy as its weights are now.
+
+    Call :meth:`sample` inside ``engine.gathered()`` (ZeRO-3 gathers the policy's shards
+    there). With vLLM, each call first copies the policy's weights into the engine (adapters
+    merged, under transformers' names), so no rollout samples from weights an update has
+    since changed."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: PreTrainedTokenizerBase,
+        config: OnPolicyConfig,
+        device: torch.device,
+    ) -> None:
+        self.engine, self.tokenizer, self.device = engine, tokenizer, device
+        self.sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
+        self.backend = rollout_backend(config, device)
+        self.vllm: VllmSampler | None = None
+        if self.backend == "vllm":
+            # One engine per rank, in the process group the stage's engines use (started
+            # here when the run is a single process without DeepSpeed).
+            world = distributed.start(config.distributed, device, need_group=True)
+            precision = config.distributed.precision
+            self.vllm = VllmSampler(
+                lora.unwrap(engine.model).config,
+                tokenizer.eos_token_id,
+                dtype=_PRECISION_DTYPES.get(precision, config.dtype),
+                max_model_len=config.max_prompt_length + config.max_new_tokens,
+                gpu_memory=config.vllm_gpu_memory,
+                seed=config.seed + world.rank,
+            )
+        log.info("rollouts sampled by %s", "vLLM" if self.vllm else "the torch decode loop")
+
+    def sample(self, prompts: list[list[int]]) -> Rollout:
+        if self.vllm is None:
+            return sample_responses(self.engine.model, self.tokenizer, prompts, self.sampling)
+        self.vllm.load_weights(lora.merged_weights(self.engine.model))
+        # Seeds drawn from torch's RNG, which the stages seed and checkpoint: a resumed run
+        # samples what the uninterrupted one would have.
+        seed = int(torch.randint(0, 2**31 - len(prompts), ()).item())
+        responses = self.vllm.sample(prompts, self.sampling, seed)
+        pad = self.tokenizer.pad_token_id
+        rollout = rollout_from_responses(prompts, responses, self.tokenizer.eos_token_id, pad)
+        return rollout.to(self.device)
