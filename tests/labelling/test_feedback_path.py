@@ -175,6 +175,8 @@ def test_the_documented_path_from_an_sft_model_to_a_reward_model(
     prepared_manifest = storage.read_manifest(prepared)
     assert (prepared_manifest["input_rows"], prepared_manifest["duplicates_dropped"]) == (36, 5)
     assert sum(prepared_manifest["rows"].values()) == 31
+    # The 18 - 13 = 5 pairs alice and bob ordered differently, each kept in both orders.
+    assert prepared_manifest["contradicting_pairs"] == 10
     out = _run(reward, capsys)
     assert '"steps": 3.0' in out  # 21 training pairs in batches of 8
     model = Path(reward[reward.index("--out") + 1])

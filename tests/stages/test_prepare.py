@@ -467,6 +467,38 @@ def test_forced_format_applies_to_the_artifacts_that_accept_it(tmp_path):
     assert storage.read_manifest(outputs.sft)["formats"] == {sft: "prompt_response"}
 
 
+def test_contradicting_pairs_are_kept_counted_and_reported(tmp_path, caplog):
+    def pair(prompt, chosen, rejected, **extra):
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **extra}
+
+    first = write_jsonl(
+        tmp_path / "labeller1.jsonl",
+        [pair("p", "A", "B"), pair("p", "C", "D"), pair("q", "A", "B"), pair("r", "E", "F")],
+    )
+    second = write_jsonl(
+        tmp_path / "labeller2.jsonl",
+        [
+            pair("p", "B", "A", margin=2.0),  # contradicts p's A > B (its margin aside)
+            pair("p", "A", "B"),  # a duplicate of labeller 1's: dropped, not counted
+            pair("q", "A", "C"),  # other answers: no contradiction
+            pair("s", "F", "E"),  # the same answers as r's, under another prompt
+        ],
+    )
+    with caplog.at_level("WARNING", logger="rlhf.prepare"):
+        metrics, outputs = prepare(tmp_path, preferences=[first, second])
+    assert metrics["preferences/duplicates_dropped"] == 1
+    assert metrics["preferences/contradicting_pairs"] == 2  # p's A > B and p's B > A
+    assert storage.read_manifest(outputs.preferences)["contradicting_pairs"] == 2
+    assert len(all_rows(load(outputs, "preferences"))) == 7  # both kept
+    assert "2 of the 7 pairs kept have a pair with the same prompt and answers" in caplog.text
+
+    # Without dedupe the repeated A > B is kept, and it contradicts B > A too.
+    metrics, _ = prepare(tmp_path, PrepareConfig(dedupe=False), preferences=[first, second])
+    assert metrics["preferences/contradicting_pairs"] == 3
+    _, outputs = prepare(tmp_path, preferences=[first])
+    assert storage.read_manifest(outputs.preferences)["contradicting_pairs"] == 0
+
+
 def test_dedupe_across_files_and_can_be_turned_off(tmp_path):
     a = write_jsonl(tmp_path / "a.jsonl", numbered_sft(3))
     b = write_jsonl(tmp_path / "b.jsonl", numbered_sft(2))

@@ -67,6 +67,30 @@ def prompt_key(artifact: str, row: Row) -> str:
     return canonical_json(prompt)
 
 
+def pair_key(row: Row) -> tuple[bytes, int]:
+    """A preference row's answers as an unordered pair under its prompt (a 16-byte digest) and
+    which way the row orders them (1 when ``chosen`` spells before ``rejected``): two rows with
+    the same key and different orders contradict each other."""
+    answers = sorted((row["chosen"], row["rejected"]))
+    key = digest(canonical_json([row["prompt"], answers]))
+    return key, int(row["chosen"] == answers[0])
+
+
+def contradicting(keys: bytes | bytearray, orders: bytes | bytearray, rows: np.ndarray) -> int:
+    """How many of ``rows`` (row numbers into the per-row ``keys``, 16 bytes each, and
+    ``orders``, 1 byte each, of :func:`pair_key`) share their pair with one of ``rows`` that
+    orders it the other way."""
+    if not len(rows):
+        return 0
+    groups = group_numbers(np.frombuffer(keys, dtype=np.uint8).reshape(-1, 16)[rows])
+    first = np.frombuffer(orders, dtype=np.uint8)[rows].astype(bool)
+    one_way = np.zeros(groups.max() + 1, dtype=bool)
+    other_way = np.zeros_like(one_way)
+    one_way[groups[first]] = True
+    other_way[groups[~first]] = True
+    return int((one_way & other_way)[groups].sum())
+
+
 def content_sha256(splits: dict[str, list[Row]]) -> str:
     """sha256 over one line per row, in split then row order: the canonical JSON (sorted keys,
     no spaces, UTF-8) of ``[split, row]`` followed by a newline."""

@@ -44,7 +44,7 @@ from rlhf.data.formats import (
 )
 from rlhf.data.readers import read_rows
 from rlhf.data.row_spill import DROPPED, FITS, TRUNCATED, RowSpill, Shard
-from rlhf.data.rows import Row, canonical_json, digest, prompt_key
+from rlhf.data.rows import Row, canonical_json, contradicting, digest, pair_key, prompt_key
 from rlhf.data.splits import split_groups
 from rlhf.data.token_budget import TokenCounter, apply_budget
 from rlhf.stages.publish import publish_copy
@@ -70,6 +70,10 @@ class _Artifact:
     duplicates_dropped: int = 0
     over_budget_dropped: int = 0
     over_budget_truncated: int = 0
+    # preferences: per row, its answers as an unordered pair (16 bytes) and their order (1 byte)
+    pair_keys: bytearray = field(default_factory=bytearray)
+    pair_orders: bytearray = field(default_factory=bytearray)
+    contradicting_pairs: int = 0  # kept pairs that another kept pair orders the other way
     kept: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows that stay
     splits: dict[str, np.ndarray] = field(default_factory=dict)  # rows (numbers) per split
     shards: dict[str, list[Shard]] = field(default_factory=dict)
@@ -121,6 +125,7 @@ def _run(
         art.kept, art.duplicates_dropped = selection.rows, selection.duplicates
         art.over_budget_dropped, art.over_budget_truncated = selection.dropped, selection.truncated
         _check_rows_left(art, config)
+    _count_contradictions(artifacts["preferences"])
     for name in TRAIN_SPLITS:
         _split(artifacts[name], config.validation_fraction, config.seed)
     _eval_split(artifacts["eval_prompts"], artifacts["prompts"], not inputs.eval_prompts, config)
@@ -203,6 +208,10 @@ def _read_artifact(
                 outcome = DROPPED
             elif fitted.truncated:
                 outcome, line = TRUNCATED, canonical_json(fitted.row)
+            if name == "preferences":
+                key, order = pair_key(row)
+                art.pair_keys += key
+                art.pair_orders.append(order)
             # Dedupe compares rows as normalised, before the budget cut them.
             art.spill.add(
                 digest(canonical_json(row)) if outcome == TRUNCATED else digest(line),
@@ -280,6 +289,22 @@ def _check_rows_left(art: _Artifact, config: PrepareConfig) -> None:
         )
         return
     raise DataError(", ".join(art.sources), f"{reason} (allow_empty=true would write it empty)")
+
+
+def _count_contradictions(preferences: _Artifact) -> None:
+    """Pairs that other pairs order the other way (labellers who disagree) are kept: to the
+    Bradley-Terry loss, 3 pairs saying A > B and 1 saying B > A make the target 0.75, which is
+    what they measured. They are counted and reported, as a share too high says the labels
+    are noise."""
+    art = preferences
+    art.contradicting_pairs = contradicting(art.pair_keys, art.pair_orders, art.kept)
+    if art.contradicting_pairs:
+        log.warning(
+            "preferences: %d of the %d pairs kept have a pair with the same prompt and answers "
+            "in the other order (labellers disagree); kept, they pull those answers towards a "
+            "tie (docs/data-formats.md#contradicting-pairs)",
+            art.contradicting_pairs, len(art.kept),
+        )  # fmt: skip
 
 
 def _split(art: _Artifact, fraction: float, seed: int) -> None:
@@ -364,6 +389,11 @@ def _write(art: _Artifact, folder: str, config: PrepareConfig, prompts: _Artifac
             "duplicates_dropped": art.duplicates_dropped,
             "over_budget_dropped": art.over_budget_dropped,
             "over_budget_truncated": art.over_budget_truncated,
+            **(
+                {"contradicting_pairs": art.contradicting_pairs}
+                if art.name == "preferences"
+                else {}
+            ),
             "max_tokens": config.max_tokens,
             "token_count": config.tokenizer or "utf-8 bytes",
             "schema": features.to_dict(),
@@ -413,6 +443,7 @@ def _metrics(artifacts: dict[str, _Artifact]) -> dict[str, float]:
         tokens = _split_tokens(art, prompts)
         metrics[f"{name}/tokens_mean"] = int(tokens.sum()) / len(tokens) if len(tokens) else 0.0
         metrics[f"{name}/tokens_max"] = float(tokens.max()) if len(tokens) else 0.0
+    metrics["preferences/contradicting_pairs"] = float(artifacts["preferences"].contradicting_pairs)
     for count in counts:
         metrics[f"total/{count}"] = sum(metrics[f"{name}/{count}"] for name in artifacts)
     return metrics
