@@ -542,6 +542,10 @@ class OnPolicyConfig(ScaleSettings):
     # The share of the GPU's memory the vLLM engine takes (its weights and KV cache); the
     # training models need the rest.
     vllm_gpu_memory: float = 0.3
+    # Between rollouts the vLLM engine sleeps (vLLM's sleep level 2: its weights and KV cache
+    # leave the GPU, so the training steps get that memory back); each rollout wakes it and
+    # loads the policy's weights, which it does anyway. Off: the engine keeps its memory.
+    vllm_sleep: bool = True
     # Train on this programmatic reward "module:function(prompt, response) -> float" instead of
     # the reward model (verifiable rewards; or to check the algorithm against a known reward).
     reward_function: str | None = None

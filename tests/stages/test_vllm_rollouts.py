@@ -92,22 +92,35 @@ def test_every_rollout_samples_from_the_policys_weights_as_they_are_now(
     assert llm.settings["distributed_executor_backend"] == "external_launcher"
     assert llm.settings["max_model_len"] == 32 + 6
     assert llm.settings["dtype"] == "float32" and llm.settings["gpu_memory_utilization"] == 0.3
+    assert llm.settings["enable_sleep_mode"] and llm.asleep  # asleep until the first rollout
 
     prompts = [[5, 6, 7], [8, 9]]
     rollout = sampler.sample(prompts)
     plain_names = {n for n, _ in models.load_causal_lm(micro_models["sft"]).named_parameters()}
     assert llm.loads == [plain_names] and llm.prefix_cache_resets == 1
+    assert llm.asleep == {"weights", "kv_cache"} and llm.sleeps == 2  # its memory released
     assert rollout.input_ids.shape[0] == 2 and rollout.prompt_width == 3
 
     with torch.no_grad():  # an update: the next rollout must see it
         for param in policy.parameters():
             if param.requires_grad:
                 param.add_(0.05 * torch.randn_like(param))
+    llm.sleep = lambda level: None  # stays awake after this one: its weights can be looked at
     sampler.sample(prompts)
     assert len(llm.loads) == 2
     engine_weights = dict(llm.model.named_parameters())
     for name, value in lora.merged_weights(policy):
         assert torch.equal(engine_weights[name], value), name
+
+
+def test_without_sleep_the_engine_keeps_its_memory(fake_vllm, micro_models):
+    config = GRPOConfig(rollout_backend="vllm", max_new_tokens=4, vllm_sleep=False)
+    sampler, _ = _sampler(micro_models["sft"], config)
+    (llm,) = fake_vllm.LLM.built
+    sampler.sample([[5, 6, 7]])
+    sampler.sample([[5, 6, 7]])
+    assert not llm.settings["enable_sleep_mode"] and llm.sleeps == 0 and not llm.asleep
+    assert len(llm.loads) == 2
 
 
 def test_sampling_is_seeded_from_torchs_rng(fake_vllm, micro_models):
@@ -135,6 +148,7 @@ def test_grpo_learns_from_vllm_rollouts(fake_vllm, prepared, micro_models, tmp_p
     grpo.run(cfg, inputs, grpo.ModelOutputs(str(tmp_path / "policy")), tracker)
     (llm,) = fake_vllm.LLM.built
     assert len(llm.loads) == 12 and llm.requests == 12 * 16
+    assert llm.sleeps == 1 + 12  # after it was built, then after every rollout
     scores = tracker.history("reward/score_mean")
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.1
 

@@ -51,10 +51,12 @@ class VllmSampler:
         max_model_len: int,
         gpu_memory: float,
         seed: int,
+        sleep: bool,
     ) -> None:
         import vllm
 
         self.eos_id = eos_id
+        self.sleep = sleep
         # The engine reads the architecture from a folder: config.json alone (no weights, no
         # tokenizer: prompts arrive as token ids and responses leave as token ids).
         folder = Path(tempfile.mkdtemp(prefix="rlhf-vllm-"))
@@ -70,23 +72,35 @@ class VllmSampler:
             gpu_memory_utilization=gpu_memory,
             seed=seed,
             distributed_executor_backend="external_launcher",
+            enable_sleep_mode=sleep,
         )
+        if sleep:  # asleep until the first rollout: its weights are placeholders anyway
+            self.llm.sleep(level=2)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replace the engine's weights by ``weights`` ((name, tensor), transformers' names;
-        every weight of the model, each once) and forget the KV cache the old ones made."""
+        every weight of the model, each once) and forget the KV cache the old ones made. A
+        sleeping engine is woken: its weights' memory first (loading into memory that sleep
+        released would write to unmapped pages), its KV cache once they are in."""
 
         def load(model: Any) -> None:
             model.load_weights(weights)
 
+        if self.sleep:
+            torch.cuda.empty_cache()  # what the training step cached, for the engine to take
+            self.llm.wake_up(tags=["weights"])
         self.llm.apply_model(load)
+        if self.sleep:
+            self.llm.wake_up(tags=["kv_cache"])
         self.llm.reset_prefix_cache()
 
     def sample(
         self, prompts: list[list[int]], config: SamplingConfig, seed: int, greedy: bool = False
     ) -> list[list[int]]:
         """One response (token ids, ending with EOS unless cut at ``max_new_tokens``) per
-        prompt; request i samples with seed ``seed + i``."""
+        prompt; request i samples with seed ``seed + i``. Call :meth:`load_weights` first;
+        with ``sleep`` the engine goes back to sleep once the responses are out (level 2: the
+        next :meth:`load_weights` brings new weights, so none are kept)."""
         import vllm
 
         params = [
@@ -104,4 +118,6 @@ class VllmSampler:
         ]
         requests = [{"prompt_token_ids": p} for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
+        if self.sleep:
+            self.llm.sleep(level=2)
         return [list(out.outputs[0].token_ids) for out in outputs]

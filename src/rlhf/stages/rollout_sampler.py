@@ -70,6 +70,7 @@ class RolloutSampler:
                 max_model_len=config.max_prompt_length + config.max_new_tokens,
                 gpu_memory=config.vllm_gpu_memory,
                 seed=config.seed + world.rank,
+                sleep=config.vllm_sleep,
             )
         log.info("rollouts sampled by %s", "vLLM" if self.vllm else "the torch decode loop")
 

@@ -7,7 +7,10 @@ machines have. It checks the calls the way vLLM would where that is what the tes
 - ``load_weights`` takes transformers' names and refuses an unknown one (vLLM's loaders index
   their parameters by name: a KeyError), and records which names it got;
 - ``generate`` samples each request with its own seeded generator, stops at a stop token
-  (which it keeps) or at ``max_tokens``, and refuses requests without token ids.
+  (which it keeps) or at ``max_tokens``, and refuses requests without token ids;
+- sleep mode: ``sleep`` needs ``enable_sleep_mode``; level 2 discards the weights (they become
+  NaN) and the KV cache; ``load_weights`` refuses while the weights sleep (vLLM would write to
+  released memory) and ``generate`` while anything sleeps; ``wake_up`` takes tags as vLLM's.
 
 Every ``LLM`` built is kept in ``LLM.built`` for the tests to look at.
 """
@@ -42,6 +45,8 @@ class _Model:
         self.llm = llm
 
     def load_weights(self, weights: Any) -> set[str]:
+        if "weights" in self.llm.asleep:
+            raise RuntimeError("fake vLLM: load_weights while the weights sleep (wake_up first)")
         params = dict(self.llm.model.named_parameters())
         loaded = set()
         for name, tensor in weights:
@@ -61,7 +66,27 @@ class LLM:
         self.loads: list[set[str]] = []
         self.prefix_cache_resets = 0
         self.requests = 0
+        self.asleep: set[str] = set()
+        self.sleeps = 0
         LLM.built.append(self)
+
+    def sleep(self, level: int = 1) -> None:
+        if not self.settings.get("enable_sleep_mode"):
+            raise RuntimeError("fake vLLM: sleep mode is not enabled (enable_sleep_mode)")
+        if level != 2:
+            raise NotImplementedError("the fake sleeps at level 2 only")
+        with torch.no_grad():
+            for param in self.model.parameters():
+                param.fill_(float("nan"))  # discarded: whatever wakes is garbage
+        self.asleep = {"weights", "kv_cache"}
+        self.sleeps += 1
+
+    def wake_up(self, tags: list[str] | None = None) -> bool:
+        unknown = set(tags or ()) - {"weights", "kv_cache", "scheduling"}
+        if unknown:
+            raise ValueError(f"fake vLLM: unknown wake_up tags {sorted(unknown)}")
+        self.asleep -= set(tags) if tags is not None else self.asleep
+        return not self.asleep
 
     def apply_model(self, fn: Any) -> list[Any]:
         return [fn(_Model(self))]
@@ -74,6 +99,8 @@ class LLM:
     def generate(
         self, prompts: list[dict], sampling_params: list[SamplingParams], *, use_tqdm: bool = True
     ) -> list[SimpleNamespace]:
+        if self.asleep:
+            raise RuntimeError(f"fake vLLM: generate while asleep ({sorted(self.asleep)})")
         if len(prompts) != len(sampling_params):
             raise ValueError("one SamplingParams per prompt")
         outputs = []
