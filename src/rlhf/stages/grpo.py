@@ -49,6 +49,7 @@ from rlhf.stages.specs import GRPOInputs, ModelOutputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.engine import build_engine
+from rlhf.training.guards import kl_stats
 from rlhf.training.on_policy_loop import (
     Experience,
     OnPolicyAlgorithm,
@@ -118,9 +119,7 @@ def run(
             # Groups whose responses all scored the same teach nothing this iteration.
             "reward/zero_std_groups": (grouped.std(dim=1) == 0).float().mean().item(),
             "reward/group_std_mean": grouped.std(dim=1).mean().item(),
-            "kl/mean": sequence_kl(kl_penalty(old_logprobs, ref_logprobs, "k1") * mask, mask)
-            .mean()
-            .item(),
+            **kl_stats(sequence_kl(kl_penalty(old_logprobs, ref_logprobs, "k1") * mask, mask)),
             "kl/coef": config.kl_coef,
             "response/length_mean": mask.sum(-1).mean().item(),
             "response/eos_fraction": sampled.ended.float().mean().item(),
@@ -162,6 +161,7 @@ def run(
         minibatch_size=config.minibatch_size,
         rollout=rollout,
         loss=loss,
+        responses_per_prompt=G,
     )
     history = train_on_policy(algorithm, config, len(prompt_set), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip

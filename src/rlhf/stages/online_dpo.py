@@ -47,6 +47,7 @@ from rlhf.stages.specs import ModelOutputs, OnlineDPOInputs
 from rlhf.stages.training_start import start_training
 from rlhf.tracking import Tracker
 from rlhf.training.engine import build_engine
+from rlhf.training.guards import kl_stats
 from rlhf.training.on_policy_loop import (
     Experience,
     OnPolicyAlgorithm,
@@ -117,9 +118,7 @@ def run(
             "pairs/count": float(len(pairs)),
             # Prompts whose answers all scored the same give no pair: nothing to learn there.
             "pairs/tied_prompts": (scores.view(-1, K).std(dim=1) == 0).float().mean().item(),
-            "kl/mean": sequence_kl(kl_penalty(logprobs, sft_logprobs, "k1") * mask, mask)
-            .mean()
-            .item(),
+            **kl_stats(sequence_kl(kl_penalty(logprobs, sft_logprobs, "k1") * mask, mask)),
             "policy/entropy": masked_mean(entropy, mask).item(),
             "response/length_mean": mask.sum(-1).mean().item(),
             "response/eos_fraction": sampled.ended.float().mean().item(),
@@ -172,6 +171,7 @@ def run(
         minibatch_size=config.minibatch_size,
         rollout=rollout,
         loss=loss,
+        responses_per_prompt=K,
     )
     history = train_on_policy(algorithm, config, len(prompt_set), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip

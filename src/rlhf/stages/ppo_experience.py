@@ -31,6 +31,7 @@ from rlhf.modeling.lora import adapters_disabled
 from rlhf.modeling.padding import collate
 from rlhf.stages.on_policy import ResponseRewards
 from rlhf.stages.rollout_sampler import RolloutSampler
+from rlhf.training.guards import kl_stats
 from rlhf.training.prompt_stream import batch_indices
 
 
@@ -84,9 +85,9 @@ def make_experience(
     kl_coef: float,
     moments: RunningMoments,
 ) -> tuple[PPOExperience, dict[str, float], list[str]]:
-    """Sample one response per prompt (``sampler``, from ``models.policy``) and turn it into PPO's experience: the returned stats
-    (``reward/*``, ``kl/*``, ``response/*``, ``value/explained_variance``, ``gold/mean``)
-    and the decoded responses.
+    """Sample one response per prompt (``sampler``, from ``models.policy``) and turn it into
+    PPO's experience: the returned stats (``reward/*``, ``kl/*``, ``response/*``,
+    ``value/explained_variance``, ``gold/mean``) and the decoded responses.
 
     rewards (B, R) = score on the last response token - ``kl_coef`` x per-token KL(policy ||
     reference), the score normalised with ``moments`` when ``normalize_scores`` and clipped
@@ -113,7 +114,7 @@ def make_experience(
         "reward/score_mean": raw.mean().item(),
         "reward/score_std": raw.std().item() if len(raw) > 1 else 0.0,
         "reward/total_mean": rewards.sum(-1).mean().item(),
-        "kl/mean": sequence_kl(kl, mask).mean().item(),
+        **kl_stats(sequence_kl(kl, mask)),
         "kl/coef": kl_coef,
         "response/length_mean": mask.sum(-1).mean().item(),
         "response/eos_fraction": rollout.ended.float().mean().item(),

@@ -101,6 +101,7 @@ class OnPolicyAlgorithm:
     loss: LossFn
     after_update: Callable[[dict[str, float]], None] = _nothing  # may add to the stats
     state: dict[str, ckpt.Stateful] = field(default_factory=dict)  # also checkpointed
+    responses_per_prompt: int = 1  # answers sampled per prompt row (GRPO's group size ...)
 
 
 @dataclass
@@ -134,7 +135,8 @@ def train_on_policy(
                 f"{algorithm.name}: {what} ({count}) must be a multiple of the number of ranks "
                 f"({world.size}): each rank takes an equal share"
             )
-    guards = Guards(algorithm.name, config)
+    responses = algorithm.prompts_per_iteration * algorithm.responses_per_prompt
+    guards = Guards(algorithm.name, config, responses)
     position = _Position()
     parts = _checkpointed(algorithm, guards, position)
     if resume_path is not None:
