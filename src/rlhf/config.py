@@ -546,6 +546,11 @@ class OnPolicyConfig(ScaleSettings):
     # leave the GPU, so the training steps get that memory back); each rollout wakes it and
     # loads the policy's weights, which it does anyway. Off: the engine keeps its memory.
     vllm_sleep: bool = True
+    # Rollout rows per forward pass when the policy, reference and critic score a rollout (no
+    # gradient); None: the whole rollout in one. Each forward holds (rows, prompt + response
+    # tokens, vocabulary) logits, which fill a GPU first with a large vocabulary: set it then.
+    # Other matmul shapes: results may move in the last bits against None.
+    scoring_batch_size: int | None = None
     # Train on this programmatic reward "module:function(prompt, response) -> float" instead of
     # the reward model (verifiable rewards; or to check the algorithm against a known reward).
     reward_function: str | None = None
@@ -577,6 +582,11 @@ class OnPolicyConfig(ScaleSettings):
         c.one_of("dtype", DTYPES)
         c.one_of("rollout_backend", ROLLOUT_BACKENDS)
         c.holds(0 < self.vllm_gpu_memory < 1, "vllm_gpu_memory", "must be in (0, 1)")
+        c.holds(
+            self.scoring_batch_size is None or self.scoring_batch_size >= 1,
+            "scoring_batch_size",
+            "must be >= 1 (or null: the whole rollout in one forward)",
+        )
         c.holds(
             not (self.rollout_backend == "vllm" and self.lora.quantize_4bit),
             "rollout_backend",

@@ -66,6 +66,29 @@ ppo.run(cfg, ppo.PPOInputs(*sys.argv[2:6]), ppo.ModelOutputs(sys.argv[6]))
 """
 
 
+def test_scoring_a_rollout_in_chunks_trains_alike(prepared, micro_models, tmp_path, monkeypatch):
+    """``scoring_batch_size: 6`` scores each 16-row rollout in forwards of 6, 6 and 4 rows
+    (policy, reference and critic alike); training goes as with one forward, to rounding."""
+    seen = []
+    forward = ppo.TokenValues.forward
+
+    def counted(self, input_ids, attention_mask):
+        seen.append(len(input_ids))
+        return forward(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(ppo.TokenValues, "forward", counted)
+    histories = []
+    for rows in (None, 6):
+        tracker = Tracker()
+        cfg = PPOConfig(iterations=2, scoring_batch_size=rows, **FAST)
+        ppo.run(cfg, _inputs(prepared, micro_models), ppo.ModelOutputs(str(tmp_path / str(rows))),
+                tracker)  # fmt: skip
+        histories.append(tracker)
+    assert seen.count(16) == 2 and seen.count(6) == 4 and seen.count(4) == 2  # + minibatches of 8
+    for key in ("reward/score_mean", "kl/mean", "value/explained_variance", "loss/policy"):
+        assert histories[1].history(key) == pytest.approx(histories[0].history(key), abs=1e-4)
+
+
 def test_ppo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_models, tmp_path):
     cfg = PPOConfig(iterations=16, checkpoint_every=2, **FAST)
     inputs = _inputs(prepared, micro_models)

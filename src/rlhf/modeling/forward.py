@@ -37,6 +37,14 @@ def sequence_logits(
     ).logits
 
 
+def _row_chunks(rows: int, rows_per_forward: int | None) -> list[slice]:
+    """The row ranges of a batch of ``rows`` scored ``rows_per_forward`` at a time (one range
+    when that is None or the batch is no larger)."""
+    if rows_per_forward is None or rows <= rows_per_forward:
+        return [slice(0, rows)]
+    return [slice(i, i + rows_per_forward) for i in range(0, rows, rows_per_forward)]
+
+
 def response_logprobs(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -44,6 +52,7 @@ def response_logprobs(
     prompt_width: int,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    rows_per_forward: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and optionally entropies) of the response tokens.
 
@@ -52,9 +61,21 @@ def response_logprobs(
         prompt_width: P.
         temperature: divides the logits, so the log-probs are those of the distribution the
             responses were sampled from.
+        rows_per_forward: at most this many rows per forward pass, whose logits are
+            (rows, P + R, V); None: all B at once. Other matmul shapes: the results may differ
+            from one forward's in the last bits.
     Returns:
         logprobs (B, R) and entropy (B, R) or None.
     """
+    chunks = _row_chunks(len(input_ids), rows_per_forward)
+    if len(chunks) > 1:
+        parts = [
+            response_logprobs(model, input_ids[rows], attention_mask[rows], prompt_width,
+                              temperature, with_entropy)
+            for rows in chunks
+        ]  # fmt: skip
+        entropy = torch.cat([e for _, e in parts if e is not None]) if with_entropy else None
+        return torch.cat([lp for lp, _ in parts]), entropy
     logits = sequence_logits(model, input_ids, attention_mask)
     logits = logits[:, prompt_width - 1 :] / temperature  # positions that predict responses
     ids = input_ids[:, prompt_width - 1 :]
@@ -92,10 +113,15 @@ def response_values(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     prompt_width: int,
+    rows_per_forward: int | None = None,
 ) -> torch.Tensor:
     """(B, R) value estimates V(prompt + response[:t]) from ``values`` (a :class:`TokenValues`,
-    or its engine's wrapper), read at the position that predicts response token t."""
-    return values(input_ids, attention_mask)[:, prompt_width - 1 : -1]
+    or its engine's wrapper), read at the position that predicts response token t;
+    ``rows_per_forward`` as in :func:`response_logprobs`."""
+    chunks = _row_chunks(len(input_ids), rows_per_forward)
+    return torch.cat(
+        [values(input_ids[rows], attention_mask[rows])[:, prompt_width - 1 : -1] for rows in chunks]
+    )
 
 
 def sequence_logprob_sums(

@@ -89,6 +89,7 @@ def run(
     engine = build_engine(policy, config.lr, ON_POLICY_WEIGHT_DECAY, config.max_grad_norm,
                           config.distributed, device, decay_matrices_only=False)  # fmt: skip
     sampler = RolloutSampler(engine, tokenizer, config, device)
+    scoring = dict(temperature=config.temperature, rows_per_forward=config.scoring_batch_size)
     G = config.group_size
 
     # --- rollouts and advantages (the loop runs this under no_grad) --------------------------
@@ -98,9 +99,9 @@ def run(
         with engine.gathered():
             sampled = sampler.sample(prompt_set.token_ids(rows))
             args = (sampled.input_ids, sampled.attention_mask, sampled.prompt_width)
-            old_logprobs, _ = response_logprobs(policy, *args, temperature=config.temperature)
+            old_logprobs, _ = response_logprobs(policy, *args, **scoring)
         with adapters_disabled(reference):  # under LoRA the reference is the policy
-            ref_logprobs, _ = response_logprobs(reference, *args, temperature=config.temperature)
+            ref_logprobs, _ = response_logprobs(reference, *args, **scoring)
         mask = sampled.response_mask.float()
         texts = decode_responses(tokenizer, sampled)
         prompts = prompt_set.messages(rows)

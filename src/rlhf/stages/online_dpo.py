@@ -103,9 +103,13 @@ def run(
             sampled = sampler.sample(prompt_set.token_ids(rows))
             args = (sampled.input_ids, sampled.attention_mask, sampled.prompt_width)
             # Temperature 1: DPO's log pi(y|x) is the policy's own, however it sampled.
-            logprobs, entropy = response_logprobs(policy, *args, with_entropy=True)
+            logprobs, entropy = response_logprobs(
+                policy, *args, with_entropy=True, rows_per_forward=config.scoring_batch_size
+            )
         with adapters_disabled(sft):  # under LoRA the SFT model is the policy, adapters off
-            sft_logprobs, _ = response_logprobs(sft, *args)
+            sft_logprobs, _ = response_logprobs(
+                sft, *args, rows_per_forward=config.scoring_batch_size
+            )
         mask = sampled.response_mask.float()
         texts = decode_responses(tokenizer, sampled)
         prompts = prompt_set.messages(rows)

@@ -95,11 +95,13 @@ def make_experience(
     advantages whitened when ``whiten_advantages``."""
     rollout = sampler.sample(prompt_ids)
     args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_width)
-    old_logprobs, _ = response_logprobs(models.policy, *args, temperature=config.temperature)
+    rows = config.scoring_batch_size  # rollout rows per forward pass (None: all)
+    scoring = dict(temperature=config.temperature, rows_per_forward=rows)
+    old_logprobs, _ = response_logprobs(models.policy, *args, **scoring)
     with adapters_disabled(models.reference):  # under LoRA the reference is the policy
-        ref_logprobs, _ = response_logprobs(models.reference, *args, temperature=config.temperature)
+        ref_logprobs, _ = response_logprobs(models.reference, *args, **scoring)
     mask = rollout.response_mask.float()
-    values = response_values(models.critic, *args) * mask
+    values = response_values(models.critic, *args, rows_per_forward=rows) * mask
     texts = decode_responses(models.tokenizer, rollout)
     raw = rewards_source.score(prompts, texts, rollout.ended)
     scores = normalize_and_clip_scores(
