@@ -4,6 +4,7 @@ JSON holds positive numbers), and the byte counting of the ZeRO memory benchmark
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,28 @@ def test_gpu_throughput_runs_on_cpu(tmp_path):
     assert generation["backend"] == "torch" and len(generation["rollout_seconds"]) == 2
     assert generation["tokens_per_second"] > 0 and "generation tokens/s (torch)" in done.stdout
     assert "SFT tokens/s" in done.stdout and "PPO episodes/s" in done.stdout
+
+
+@pytest.mark.benchmarks  # a benchmark smoke run: make test-benchmarks
+def test_the_gpu_checks_script_runs_every_step_on_cpu(tmp_path):
+    """benchmarks/gpu_checks.sh, the one run a GPU machine gets, at its CPU settings: every
+    stage from the demo data on, ZeRO-2 and -3 (DeepSpeed is in the dev install), then the
+    throughput script; each step's status in the summary."""
+    env = {**os.environ, "GPU_CHECKS_SIZE": "micro", "GPU_CHECKS_PRECISION": "fp32",
+           "PYTHON": sys.executable}  # fmt: skip
+    script = BENCHMARKS / "gpu_checks.sh"
+    done = subprocess.run(["bash", str(script), str(tmp_path)], cwd=BENCHMARKS.parent, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    summary = (tmp_path / "summary.txt").read_text()
+    assert done.returncode == 0, summary + done.stdout[-4000:]
+    steps = {line.split()[0]: line.split()[1] for line in summary.splitlines()}
+    assert list(steps) == ["versions", "demo-data", "prepare", "sft", "reward", "dpo", "ppo",
+                           "grpo", "sft-zero2", "sft-zero3", "throughput"]  # fmt: skip
+    assert set(steps.values()) == {"rc=0"}
+    for model in ("sft", "reward", "dpo", "ppo", "grpo", "sft-zero3"):
+        assert (tmp_path / "stages" / model / "manifest.json").exists(), model
+    assert "torch 2." in (tmp_path / "versions.log").read_text()
+    assert (tmp_path / "throughput" / "gpu_throughput.json").exists()
 
 
 @pytest.mark.benchmarks  # a benchmark smoke run: make test-benchmarks
