@@ -75,7 +75,8 @@ test-pipelines: install-dev
 	$(BIN)/python -m pytest -q -m pipelines
 
 # Smoke runs of the benchmark scripts on a micro model: side by side with TRL (every kind of
-# work, one round), GPU throughput on the CPU, prepare's scaling (a minute or two).
+# work, one round), GPU throughput and the GPU checks script on the CPU, prepare's scaling
+# (minutes).
 test-benchmarks: install-dev
 	$(BIN)/python -m pytest -q -m benchmarks
 
