@@ -1,5 +1,6 @@
 """The reference docs stay in step with the code: every config field and pipeline parameter is
-in docs/configuration.md with its current default, and every subcommand is in docs/cli.md."""
+in docs/configuration.md with its current default, every subcommand is in docs/cli.md, and
+the README links every page of docs/."""
 
 from __future__ import annotations
 
@@ -153,3 +154,9 @@ def test_components_readme_lists_every_spec_with_its_image() -> None:
         executors = yaml.safe_load((folder / name).read_text())["deploymentSpec"]["executors"]
         (executor,) = executors.values()
         assert executor["container"]["image"].endswith(f"-{image.lower()}"), name
+
+
+def test_the_readme_links_every_doc() -> None:
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    unlinked = [p.name for p in sorted(DOCS.glob("*.md")) if f"](docs/{p.name})" not in readme]
+    assert not unlinked, f"README.md's Docs list lacks {unlinked}"
