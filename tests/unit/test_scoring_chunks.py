@@ -54,6 +54,7 @@ def test_rows_per_forward_is_the_batch_the_model_sees():
 
 
 def test_scoring_batch_size_is_checked():
-    assert GRPOConfig().scoring_batch_size is None and PPOConfig(scoring_batch_size=8)
+    assert GRPOConfig().scoring_batch_size is None
+    assert PPOConfig(scoring_batch_size=8).scoring_batch_size == 8
     with pytest.raises(ValueError, match="scoring_batch_size must be >= 1"):
         GRPOConfig(scoring_batch_size=0)

@@ -67,13 +67,14 @@ def prompt_key(artifact: str, row: Row) -> str:
     return canonical_json(prompt)
 
 
-def pair_key(row: Row) -> tuple[bytes, int]:
-    """A preference row's answers as an unordered pair under its prompt (a 16-byte digest) and
-    which way the row orders them (1 when ``chosen`` spells before ``rejected``): two rows with
-    the same key and different orders contradict each other."""
-    answers = sorted((row["chosen"], row["rejected"]))
-    key = digest(canonical_json([row["prompt"], answers]))
-    return key, int(row["chosen"] == answers[0])
+def pair_key(prompt: bytes, chosen: str, rejected: str) -> tuple[bytes, int]:
+    """A preference row's answers as an unordered pair under its prompt (``prompt``: the
+    prompt's digest, as the split takes it) in 16 bytes, and which way the row orders them (1
+    when ``chosen`` spells before ``rejected``): two rows with the same key and different
+    orders contradict each other."""
+    answers = sorted((chosen, rejected))
+    key = hashlib.blake2b(prompt + canonical_json(answers).encode("utf-8"), digest_size=16)
+    return key.digest(), int(chosen == answers[0])
 
 
 def contradicting(keys: bytes | bytearray, orders: bytes | bytearray, rows: np.ndarray) -> int:

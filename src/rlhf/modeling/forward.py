@@ -45,6 +45,11 @@ def _row_chunks(rows: int, rows_per_forward: int | None) -> list[slice]:
     return [slice(i, i + rows_per_forward) for i in range(0, rows, rows_per_forward)]
 
 
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The chunks' results in row order (a single chunk's as it is: no copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def response_logprobs(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -67,21 +72,14 @@ def response_logprobs(
     Returns:
         logprobs (B, R) and entropy (B, R) or None.
     """
-    chunks = _row_chunks(len(input_ids), rows_per_forward)
-    if len(chunks) > 1:
-        parts = [
-            response_logprobs(model, input_ids[rows], attention_mask[rows], prompt_width,
-                              temperature, with_entropy)
-            for rows in chunks
-        ]  # fmt: skip
-        entropy = torch.cat([e for _, e in parts if e is not None]) if with_entropy else None
-        return torch.cat([lp for lp, _ in parts]), entropy
-    logits = sequence_logits(model, input_ids, attention_mask)
-    logits = logits[:, prompt_width - 1 :] / temperature  # positions that predict responses
-    ids = input_ids[:, prompt_width - 1 :]
-    logprobs = token_logprobs(logits, ids)
-    entropy = token_entropy(logits) if with_entropy else None
-    return logprobs, entropy
+    logprobs, entropies = [], []
+    for rows in _row_chunks(len(input_ids), rows_per_forward):
+        logits = sequence_logits(model, input_ids[rows], attention_mask[rows])
+        logits = logits[:, prompt_width - 1 :] / temperature  # positions that predict responses
+        logprobs.append(token_logprobs(logits, input_ids[rows, prompt_width - 1 :]))
+        if with_entropy:
+            entropies.append(token_entropy(logits))
+    return _joined(logprobs), _joined(entropies) if with_entropy else None
 
 
 class TokenValues(torch.nn.Module):
@@ -119,7 +117,7 @@ def response_values(
     or its engine's wrapper), read at the position that predicts response token t;
     ``rows_per_forward`` as in :func:`response_logprobs`."""
     chunks = _row_chunks(len(input_ids), rows_per_forward)
-    return torch.cat(
+    return _joined(
         [values(input_ids[rows], attention_mask[rows])[:, prompt_width - 1 : -1] for rows in chunks]
     )
 

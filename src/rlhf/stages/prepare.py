@@ -208,14 +208,15 @@ def _read_artifact(
                 outcome = DROPPED
             elif fitted.truncated:
                 outcome, line = TRUNCATED, canonical_json(fitted.row)
+            prompt = digest(prompt_key(name, row))
             if name == "preferences":
-                key, order = pair_key(row)
+                key, order = pair_key(prompt, row["chosen"], row["rejected"])
                 art.pair_keys += key
                 art.pair_orders.append(order)
             # Dedupe compares rows as normalised, before the budget cut them.
             art.spill.add(
                 digest(canonical_json(row)) if outcome == TRUNCATED else digest(line),
-                digest(prompt_key(name, row)),
+                prompt,
                 fitted.tokens,
                 outcome,
                 line,
