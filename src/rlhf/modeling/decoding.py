@@ -94,11 +94,12 @@ def decode(
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     decoder = _decoder(model)
     batch, width = ids.shape
-    keep_logits = (
-        {"logits_to_keep": 1}
-        if "logits_to_keep" in inspect.signature(decoder.forward).parameters
-        else {}
-    )
+    accepted = inspect.signature(decoder.forward).parameters
+    keep_logits = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+    # transformers renamed past_key_values to cache (5.19 has the old name, 5.24 the new);
+    # forward takes **kwargs, so the wrong name would be dropped and every step would run
+    # without the tokens before it.
+    cache_arg = "cache" if "cache" in accepted else "past_key_values"
     positions = (attention.long().cumsum(-1) - 1).masked_fill(attention == 0, 0)
     # generate drops an all-ones mask (no padding), which changes the attention kernel's path
     mask = (
@@ -109,7 +110,7 @@ def decode(
     cache = DynamicCache(config=decoder.config.get_text_config(decoder=True))
     out = decoder(
         input_ids=ids, attention_mask=None if mask is None else attention,
-        position_ids=positions, cache=cache, use_cache=True, **keep_logits,
+        position_ids=positions, use_cache=True, **{cache_arg: cache}, **keep_logits,
     )  # fmt: skip
     tokens = ids.new_full((batch, max_new_tokens), pad_id)
     rows = torch.arange(batch, device=ids.device)  # the running rows' places in the batch
@@ -154,6 +155,6 @@ def decode(
         out = decoder(
             input_ids=token[:, None],
             attention_mask=None if mask is None else mask[:, : width + step + 1],
-            position_ids=position, cache=cache, use_cache=True, **keep_logits,
+            position_ids=position, use_cache=True, **{cache_arg: cache}, **keep_logits,
         )  # fmt: skip
     return tokens[:, :steps]
