@@ -85,6 +85,8 @@ def configure(verbose: bool | None = None) -> None:
     # MLflow resets its loggers' level from this variable when it is imported (its sqlite
     # store's "Creating initial MLflow database tables..." is INFO).
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # So does vLLM (rollout_backend: vllm) from this one, when it builds an engine.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     # In a KFP task the executor's root handler prints every library's INFO records
     # ("Wrote executor output file", matplotlib's font cache): warnings and errors only.
     logging.getLogger().setLevel(logging.WARNING)

@@ -26,12 +26,14 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def fake_vllm(monkeypatch):
     monkeypatch.syspath_prepend(str(FAKES))
-    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    for name in ("vllm", "vllm.platforms"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     import vllm
 
     vllm.LLM.built.clear()
     yield vllm
-    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    for name in ("vllm", "vllm.platforms"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
 
 
 def test_the_backend_is_torch_unless_vllm_is_asked_for_or_there_with_a_gpu(fake_vllm):
@@ -96,8 +98,9 @@ def test_every_rollout_samples_from_the_policys_weights_as_they_are_now(
 
     prompts = [[5, 6, 7], [8, 9]]
     rollout = sampler.sample(prompts)
-    plain_names = {n for n, _ in models.load_causal_lm(micro_models["sft"]).named_parameters()}
-    assert llm.loads == [plain_names] and llm.prefix_cache_resets == 1
+    assert not llm.model.config.tie_word_embeddings  # the engine's head: its own copy
+    assert llm.loads == [set(dict(llm.model.named_parameters()))]  # every weight of the engine
+    assert llm.prefix_cache_resets == 1
     assert llm.asleep == {"weights", "kv_cache"} and llm.sleeps == 2  # its memory released
     assert rollout.input_ids.shape[0] == 2 and rollout.prompt_width == 3
 
@@ -111,6 +114,19 @@ def test_every_rollout_samples_from_the_policys_weights_as_they_are_now(
     engine_weights = dict(llm.model.named_parameters())
     for name, value in lora.merged_weights(policy):
         assert torch.equal(engine_weights[name], value), name
+    head, embedding = engine_weights["lm_head.weight"], engine_weights["model.embed_tokens.weight"]
+    assert torch.equal(head, embedding) and head.data_ptr() != embedding.data_ptr()
+
+
+def test_a_policy_fresh_from_a_preset_gets_an_engine_with_its_head(fake_vllm, micro_models):
+    """A preset's config names no architecture (only saving a model writes one): the engine
+    must still be told the causal LM, not the bare model."""
+    tokenizer = models.load_tokenizer(micro_models["sft"])
+    policy = models.build_from_preset("preset:micro-llama", tokenizer, max_length=64)
+    assert not policy.config.architectures
+    engine = SimpleNamespace(model=policy)
+    sampler = RolloutSampler(engine, tokenizer, GRPOConfig(rollout_backend="vllm"), CPU)
+    assert sampler.sample([[5, 6, 7]]).input_ids.shape[0] == 1
 
 
 def test_without_sleep_the_engine_keeps_its_memory(fake_vllm, micro_models):
@@ -121,6 +137,16 @@ def test_without_sleep_the_engine_keeps_its_memory(fake_vllm, micro_models):
     sampler.sample([[5, 6, 7]])
     assert not llm.settings["enable_sleep_mode"] and llm.sleeps == 0 and not llm.asleep
     assert len(llm.loads) == 2
+
+
+def test_where_vllm_cannot_sleep_the_engine_stays_awake(fake_vllm, micro_models, monkeypatch):
+    from vllm.platforms import SLEEP_MODE
+
+    monkeypatch.setitem(SLEEP_MODE, "available", False)  # as on vLLM's CPU build
+    sampler, _ = _sampler(micro_models["sft"], GRPOConfig(rollout_backend="vllm"))
+    (llm,) = fake_vllm.LLM.built
+    sampler.sample([[5, 6, 7]])
+    assert not llm.settings["enable_sleep_mode"] and llm.sleeps == 0
 
 
 def test_sampling_is_seeded_from_torchs_rng(fake_vllm, micro_models):
@@ -149,6 +175,8 @@ def test_grpo_learns_from_vllm_rollouts(fake_vllm, prepared, micro_models, tmp_p
     (llm,) = fake_vllm.LLM.built
     assert len(llm.loads) == 12 and llm.requests == 12 * 16
     assert llm.sleeps == 1 + 12  # after it was built, then after every rollout
+    # Shut down when the loop ended, the process group it shares with the stage kept.
+    assert llm.closed and torch.distributed.is_initialized()
     scores = tracker.history("reward/score_mean")
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.1
 
@@ -170,3 +198,20 @@ def test_ppo_and_online_dpo_roll_out_with_vllm(stage, fake_vllm, prepared, micro
         rows = 2 * 4 * 2
     (llm,) = fake_vllm.LLM.built
     assert len(llm.loads) == 2 and llm.requests == rows
+
+
+def _failing_reward(prompt, response):
+    raise RuntimeError("the reward function broke")
+
+
+def test_the_engine_is_shut_down_when_the_loop_fails(fake_vllm, prepared, micro_models, tmp_path):
+    cfg = GRPOConfig(
+        iterations=2, reward_function=f"{__name__}:_failing_reward", rollout_backend="vllm",
+        prompts_per_iteration=2, group_size=2, minibatch_size=4, max_new_tokens=4,
+        sample_every=0, checkpoint_every=0,
+    )  # fmt: skip
+    inputs = grpo.GRPOInputs(prepared["prompts"], micro_models["sft"])
+    with pytest.raises(RuntimeError, match="the reward function broke"):
+        grpo.run(cfg, inputs, grpo.ModelOutputs(str(tmp_path / "policy")), Tracker())
+    (llm,) = fake_vllm.LLM.built
+    assert llm.closed

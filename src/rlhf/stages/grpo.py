@@ -163,6 +163,7 @@ def run(
         rollout=rollout,
         loss=loss,
         responses_per_prompt=G,
+        release=sampler.close,
     )
     history = train_on_policy(algorithm, config, len(prompt_set), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip

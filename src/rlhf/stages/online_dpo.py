@@ -176,6 +176,7 @@ def run(
         rollout=rollout,
         loss=loss,
         responses_per_prompt=K,
+        release=sampler.close,
     )
     history = train_on_policy(algorithm, config, len(prompt_set), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip

@@ -145,6 +145,7 @@ def run(
         loss=loss,
         after_update=after_update,
         state={"kl_ctl": kl_ctl, "penalty": penalty, "moments": moments},
+        release=sampler.close,
     )
     history = train_on_policy(algorithm, config, len(prompts), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip

