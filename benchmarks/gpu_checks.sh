@@ -6,7 +6,7 @@
 #      exit status are kept;
 #   2. the same SFT under DeepSpeed ZeRO-2 and ZeRO-3 (one rank), when DeepSpeed is installed;
 #   3. benchmarks/gpu_throughput.py: SFT tokens/s and MFU in bf16 on the ~1B Llama shape,
-#      rollout generation tokens/s with the decode loop and with vLLM when it is installed,
+#      rollout generation tokens/s with model.generate, the decode loop and vLLM when installed,
 #      PPO episodes/s.
 #
 # Usage: benchmarks/gpu_checks.sh OUT, from the repository root (not run on a GPU yet). The

@@ -8,7 +8,8 @@ bf16 autocast by default; ``--zero-stage`` for DeepSpeed). MFU = tokens/s x FLOP
 (``flops.py``: 6 N + 12 L H T) / the device's peak dense bf16 FLOP/s (``flops.py``'s table from
 ``torch.cuda.get_device_name``, or ``--peak-tflops``). Generation: ``--gen-batch`` prompts of
 ``--gen-prompt`` random tokens, ``--gen-new-tokens`` sampled each (temperature 1), through the
-on-policy stages' ``RolloutSampler`` with ``rollout_backend`` torch and vllm, each after one
+on-policy stages' ``RolloutSampler`` with ``rollout_backend`` torch and vllm, and through
+``model.generate`` with the same settings (the baseline each is divided by), each after one
 untimed rollout; vLLM's time to load the policy's weights before a rollout is reported apart.
 PPO: ``ppo_episodes.py``.
 
@@ -48,6 +49,7 @@ from lm_step import forward_backward, random_tokens
 from ppo_episodes import measure as measure_ppo
 
 from rlhf.config import DistributedConfig, GRPOConfig
+from rlhf.modeling.generation import response_mask
 from rlhf.modeling.vllm_sampler import vllm_installed
 from rlhf.stages.rollout_sampler import RolloutSampler
 from rlhf.training import distributed
@@ -112,13 +114,27 @@ def measure_sft(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     return result
 
 
+def _generate(model: torch.nn.Module, prompts: torch.Tensor, new_tokens: int, eos: int) -> int:
+    """``model.generate`` with the sampler's settings (temperature 1, no top-p or top-k, the
+    KV cache): the tokens it sampled, up to and including each row's EOS."""
+    response = model.generate(
+        input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
+        do_sample=True, temperature=1.0, top_p=1.0, top_k=0, pad_token_id=0, eos_token_id=eos,
+        use_cache=True,
+    )[:, prompts.shape[1] :]  # fmt: skip
+    mask, _ = response_mask(response, eos)
+    return int(mask.sum())
+
+
 def measure_generation(args: argparse.Namespace, device: torch.device, backend: str) -> dict:
-    """Tokens/s of the rollout sampler: one untimed rollout, then ``--gen-rollouts`` timed."""
+    """Tokens/s of the rollout sampler with ``backend`` (torch, vllm), or of ``model.generate``
+    (``generate``, the baseline): one untimed rollout, then ``--gen-rollouts`` timed."""
     model_config = llama_config(args.size, args.gen_prompt + args.gen_new_tokens)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
     model = build_llama(model_config).to(device=device, dtype=dtype).eval()
     config = GRPOConfig(
-        rollout_backend=backend, max_new_tokens=args.gen_new_tokens,
+        rollout_backend="torch" if backend == "generate" else backend,
+        max_new_tokens=args.gen_new_tokens,
         max_prompt_length=args.gen_prompt, dtype=str(dtype).removeprefix("torch."),
     )  # fmt: skip
     # A random model and no tokenizer: the last id as EOS (vLLM checks it is in the
@@ -139,11 +155,15 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
             sync_seconds.append(time.perf_counter() - started)
         synchronize(device)
         started = time.perf_counter()
-        rollout = sampler.sample(prompts)
+        if backend == "generate":
+            with torch.no_grad():
+                sampled = _generate(model, ids, args.gen_new_tokens, tokenizer.eos_token_id)
+        else:
+            sampled = int(sampler.sample(prompts).response_mask.sum())
         synchronize(device)
         if i:  # the first rollout warms up (CUDA graphs, kernels)
             seconds.append(time.perf_counter() - started)
-            tokens += int(rollout.response_mask.sum())
+            tokens += sampled
     result = {
         "backend": backend,
         "batch": args.gen_batch,
@@ -153,6 +173,7 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
         "tokens_per_second": tokens / sum(seconds),
         "weight_load_seconds": sync_seconds[1:] or None,
     }
+    sampler.close()  # vLLM's engine: its memory back before the next measurement
     del sampler, model
     gc.collect()
     if device.type == "cuda":
@@ -179,12 +200,15 @@ def table(report: dict[str, Any]) -> str:
         ("SFT TFLOP/s per device", f"{sft['achieved_tflops_per_device']:.1f}"),
         ("SFT MFU", mfu),
     ]  # fmt: skip
+    baseline = next(g for g in report["generation"] if g["backend"] == "generate")
     for gen in report["generation"]:
+        ratio = gen["tokens_per_second"] / baseline["tokens_per_second"]
         rows.append(
             (
                 f"generation tokens/s ({gen['backend']})",
                 f"{gen['tokens_per_second']:.0f} ({gen['batch']} prompts of "
-                f"{gen['prompt_tokens']} tokens, {gen['new_tokens']} new)",
+                f"{gen['prompt_tokens']} tokens, {gen['new_tokens']} new; "
+                f"{ratio:.2f}x model.generate)",
             )
         )
         if gen["weight_load_seconds"]:
@@ -248,7 +272,7 @@ def main() -> None:
         "transformers": transformers.__version__,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "sft": measure_sft(args, device),
-        "generation": [measure_generation(args, device, "torch")],
+        "generation": [measure_generation(args, device, b) for b in ("generate", "torch")],
         "ppo": None,
     }
     if vllm_installed():
