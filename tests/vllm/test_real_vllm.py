@@ -49,9 +49,9 @@ def make_sampler(policy_folder):
 
     built: list[RolloutSampler] = []
 
-    def make(policy) -> RolloutSampler:
+    def make(policy, tokenizer=None) -> RolloutSampler:
         config = GRPOConfig(rollout_backend="vllm", max_new_tokens=12)
-        tokenizer = models.load_tokenizer(policy_folder)
+        tokenizer = tokenizer or models.load_tokenizer(policy_folder)
         built.append(RolloutSampler(SimpleNamespace(model=policy), tokenizer, config, CPU))
         return built[-1]
 
@@ -97,6 +97,33 @@ def test_a_lora_policy_reaches_the_engine_merged_and_stays_unmerged(
     for name, param in lora.unwrap(policy).named_parameters():
         if name in base:
             assert torch.equal(param, base[name]), name  # merged aside, not into the policy
+
+
+# tests/tiny_models.py's shapes, widened to heads of 32 (vLLM's CPU attention takes 32 and up).
+WIDE = {"gpt2": dict(n_embd=64, n_inner=128)}
+WIDE_DEFAULT = dict(hidden_size=64, intermediate_size=128, head_dim=32)
+
+
+@pytest.mark.parametrize("name", ["qwen2", "gpt2", "gemma"])
+def test_other_architectures_sample_their_own_greedy_responses(name, make_sampler):
+    """Qwen2 (attention biases), GPT-2 (fused attention projection, absolute positions, tied
+    head) and Gemma (tied head, scaled embeddings): the engine built from each config and
+    handed the model's weights gives the model's greedy responses."""
+    from tiny_models import ARCHITECTURES, STYLES, styled_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    arch = ARCHITECTURES[name]
+    tokenizer = styled_tokenizer(STYLES[arch.style], ["salt and pepper", "a cup of tea"] * 50)
+    if tokenizer.pad_token is None:  # GPT-2's has none: the stages pad with EOS then
+        tokenizer.pad_token = tokenizer.eos_token
+    config = arch.config(tokenizer)
+    config.update(WIDE.get(name, WIDE_DEFAULT))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    assert model.config.tie_word_embeddings == arch.tied
+    sampler = make_sampler(model, tokenizer)
+    prompts = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
+    assert _greedy_vllm(sampler, model, prompts) == _greedy_decode_loop(model, tokenizer, prompts)
 
 
 def test_sampling_is_seeded_from_torchs_rng_and_ends_at_eos(policy_folder, prompts, make_sampler):
