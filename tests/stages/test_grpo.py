@@ -45,6 +45,11 @@ def test_grpo_with_the_reward_model_and_bad_settings(prepared, micro_models, tmp
     grpo.run(cfg, inputs, grpo.ModelOutputs(str(tmp_path / "p")), tracker)
     assert len(tracker.history("reward/score_mean")) == 2
     assert tracker.history("kl/coef") == [0.0, 0.0]
+    sampling, rollout = (
+        tracker.history("time/sampling_seconds"),
+        tracker.history("time/rollout_seconds"),
+    )
+    assert all(0 < s <= r for s, r in zip(sampling, rollout, strict=True)) and len(sampling) == 2
     with pytest.raises(ValueError, match="group_size must be >= 2"):
         grpo.run(GRPOConfig(group_size=1), inputs, grpo.ModelOutputs(str(tmp_path / "q")))
     no_rm = grpo.GRPOInputs(prepared["prompts"], micro_models["sft"])

@@ -37,6 +37,13 @@ def test_ppo_raises_the_reward_model_score(prepared, micro_models, tmp_path, rew
                 "policy/approx_kl", "loss/value", "value/explained_variance",
                 "response/length_mean", "gold/mean"):  # fmt: skip
         assert tracker.history(key), key
+    # Where each iteration's time went: sampling is part of the rollout (scoring the rest).
+    sampling, rollout = (
+        tracker.history("time/sampling_seconds"),
+        tracker.history("time/rollout_seconds"),
+    )
+    assert len(sampling) == len(tracker.history("time/update_seconds")) == 12
+    assert all(0 < s <= r for s, r in zip(sampling, rollout, strict=True))
     assert "samples/step_00003.json" in tracker.tables
     history = json.loads((out / ppo.HISTORY_FILE).read_text())
     assert [h["step"] for h in history] == list(range(1, 13))

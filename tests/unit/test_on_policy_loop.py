@@ -1,5 +1,8 @@
 """The on-policy loop with a toy algorithm (one weight fitted to random targets): gradient-step
-numbering, stats averaging, the non-finite guard, and resume to the same weights."""
+numbering, stats averaging, the timing metrics, the non-finite guard, and resume to the same
+weights."""
+
+import time
 
 import pytest
 import torch
@@ -23,6 +26,7 @@ def _toy(steps_seen: list[int], nan_at: int = -1) -> tuple[OnPolicyAlgorithm, to
                           torch.device("cpu"))  # fmt: skip
 
     def rollout(rows: list[int], iteration: int) -> Experience:
+        time.sleep(0.02)
         targets = torch.rand(4)  # the RNG a resumed run must continue
         stats = {"reward/score_mean": 0.0, "kl/mean": 0.0, "response/length_mean": 1.0}
         return Experience(targets, 4, stats, ([], [], []))
@@ -61,6 +65,23 @@ def test_gradient_steps_are_numbered_over_the_run_and_stats_averaged(tmp_path):
     assert history[0]["guard/entropy_collapse"] == 0.0
     # The last iteration saves no checkpoint: the published model supersedes it.
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-00000002"]
+
+
+def test_each_iteration_logs_the_seconds_its_rollout_sampling_and_update_took(tmp_path):
+    algorithm, _ = _toy([])
+    clock = iter([0.5, 0.25, 0.125, 0.0625])  # seconds "sampled" in each iteration
+    algorithm.sampling_clock = lambda: next(clock)
+    tracker = Tracker()
+    history = _train(algorithm, tmp_path, tracker=tracker)
+    assert tracker.history("time/sampling_seconds") == [0.5, 0.25, 0.125, 0.0625]
+    rollout, update = (
+        tracker.history("time/rollout_seconds"),
+        tracker.history("time/update_seconds"),
+    )
+    assert len(rollout) == len(update) == 4
+    assert all(0.02 <= s < 5 for s in rollout) and all(0 < s < 5 for s in update)
+    # Metrics only: a history holds what a resumed run reproduces.
+    assert not any(key.startswith("time/") for row in history for key in row)
 
 
 def test_a_non_finite_loss_stops_the_run(tmp_path):

@@ -164,6 +164,7 @@ def run(
         loss=loss,
         responses_per_prompt=G,
         release=sampler.close,
+        sampling_clock=sampler.take_seconds,
     )
     history = train_on_policy(algorithm, config, len(prompt_set), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip

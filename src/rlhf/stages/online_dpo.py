@@ -177,6 +177,7 @@ def run(
         loss=loss,
         responses_per_prompt=K,
         release=sampler.close,
+        sampling_clock=sampler.take_seconds,
     )
     history = train_on_policy(algorithm, config, len(prompt_set), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip

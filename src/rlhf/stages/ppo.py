@@ -146,6 +146,7 @@ def run(
         after_update=after_update,
         state={"kl_ctl": kl_ctl, "penalty": penalty, "moments": moments},
         release=sampler.close,
+        sampling_clock=sampler.take_seconds,
     )
     history = train_on_policy(algorithm, config, len(prompts), device, tracker, started,
                               ckpt_root, fingerprint, latest)  # fmt: skip

@@ -5,6 +5,7 @@ the project's decode loop on the policy itself, or a vLLM engine beside it
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -58,6 +59,7 @@ class RolloutSampler:
         self.sampling = SamplingConfig(config.max_new_tokens, config.temperature, config.top_p)
         self.backend = rollout_backend(config, device)
         self.vllm: VllmSampler | None = None
+        self.seconds = 0.0  # spent in sample() since take_seconds() last read it
         if self.backend == "vllm":
             # One engine per rank, in the process group the stage's engines use (started
             # here when the run is a single process without DeepSpeed).
@@ -79,7 +81,20 @@ class RolloutSampler:
         if self.vllm is not None:
             self.vllm.close()
 
+    def take_seconds(self) -> float:
+        """Seconds spent sampling since the last call (the rollout loop's sampling clock)."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
     def sample(self, prompts: list[list[int]]) -> Rollout:
+        started = time.perf_counter()
+        rollout = self._sample(prompts)
+        if self.device.type == "cuda":  # the sampled tokens' kernels, in this call's time
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.perf_counter() - started
+        return rollout
+
+    def _sample(self, prompts: list[list[int]]) -> Rollout:
         if self.vllm is None:
             return sample_responses(self.engine.model, self.tokenizer, prompts, self.sampling)
         self.vllm.load_weights(lora.merged_weights(self.engine.model))

@@ -9,7 +9,7 @@ from typing import Any
 from rlhf import tracking
 from rlhf.console.stage_report import reporting
 from rlhf.stages.specs import StageSpec
-from rlhf.training.distributed import is_main_process
+from rlhf.training import distributed
 
 
 def run_tracked(
@@ -25,13 +25,16 @@ def run_tracked(
     """Run ``spec``'s stage; its metrics (on ranks other than 0: that rank's own, which nobody
     reports). ``tags`` are set on the stage's MLflow run."""
     run = spec.load_run()
-    if not is_main_process():
-        return run(config, inputs, outputs, tracking.Tracker())
-    with (
-        reporting(spec.name, spec.help, spec.summary) as record,
-        tracking.stage_run(spec.name, pipeline_run, experiment, track) as tracker,
-    ):
-        if tags:
-            tracker.set_tags(tags)
-        record.metrics = run(config, inputs, outputs, tracker)
-    return record.metrics
+    if not distributed.is_main_process():
+        metrics = run(config, inputs, outputs, tracking.Tracker())
+    else:
+        with (
+            reporting(spec.name, spec.help, spec.summary) as record,
+            tracking.stage_run(spec.name, pipeline_run, experiment, track) as tracker,
+        ):
+            if tags:
+                tracker.set_tags(tags)
+            record.metrics = run(config, inputs, outputs, tracker)
+        metrics = record.metrics
+    distributed.end()  # the group the stage joined (DeepSpeed, torchrun), on success only
+    return metrics

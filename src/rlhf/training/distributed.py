@@ -128,6 +128,16 @@ def start(config: DistributedConfig, device: torch.device, need_group: bool = Fa
     return world
 
 
+def end() -> None:
+    """Leave the process group, if this process joined one, once its stage has succeeded:
+    NCCL warns at exit of resources leaked otherwise. Not after a failure: destroying a group
+    while a collective is still pending on another rank can block, and the process is about
+    to exit anyway. The ranks meet first, so that none leaves while another still works."""
+    if dist.is_initialized():
+        barrier()
+        dist.destroy_process_group()
+
+
 def shard(items: list[T], world: World) -> list[T]:
     """This rank's share of a batch: items ``rank``, ``rank + size``, ... The shares of all
     ranks together are the batch, so N ranks step on the same global batch as one process."""

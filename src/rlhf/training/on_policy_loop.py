@@ -10,8 +10,8 @@ Each iteration:
      stats; a non-finite loss stops the run; then each model's engine runs its backward pass
      and steps (clipping each model on its own);
   5. ``algorithm.after_update(stats)``: coefficients that adapt to the iteration (KL control);
-  6. guards, history, metrics, sample tables, progress, and a checkpoint every
-     ``checkpoint_every`` iterations.
+  6. guards, history, metrics (with the seconds the rollout, its sampling and the update
+     took), sample tables, progress, and a checkpoint every ``checkpoint_every`` iterations.
 
 A checkpoint holds the trained models' engines (weights and optimizer state),
 ``algorithm.state``, the guards and the loop's position: one list (:func:`_checkpointed`)
@@ -109,6 +109,9 @@ class OnPolicyAlgorithm:
     # Called once the loop is over, however it ends: frees what only the rollouts use (a vLLM
     # engine's weights and KV cache) before the policy is published.
     release: Callable[[], None] = _nothing_to_release
+    # Seconds spent sampling responses since it was last called, when the algorithm samples
+    # (the rest of a rollout is scoring): logged as time/sampling_seconds.
+    sampling_clock: Callable[[], float] | None = None
 
 
 @dataclass
@@ -163,12 +166,25 @@ def train_on_policy(
                 rows = batch_indices(
                     prompt_count, algorithm.prompts_per_iteration, config.seed, iteration
                 )
+                rollout_started = time.perf_counter()
                 with torch.no_grad(), algorithm.trained[0].engine.autocast():
                     experience = algorithm.rollout(distributed.shard(rows, world), iteration)
+                update_started = time.perf_counter()
                 losses = _update(algorithm, experience, iteration, device, checkpoint_root, world)
+                if device.type == "cuda":  # the last optimizer step's kernels, in its time
+                    torch.cuda.synchronize(device)
+                timing = {
+                    "time/rollout_seconds": update_started - rollout_started,
+                    "time/update_seconds": time.perf_counter() - update_started,
+                }
+                if algorithm.sampling_clock is not None:
+                    timing["time/sampling_seconds"] = algorithm.sampling_clock()
                 stats = distributed.mean_across_ranks(
-                    {**experience.stats, **losses}, experience.counts
+                    {**experience.stats, **losses, **timing}, experience.counts
                 )
+                # Logged, but not in the history: a resumed run's history is the unbroken
+                # run's, and times never repeat.
+                timing = {key: stats.pop(key) for key in timing}
                 algorithm.after_update(stats)
 
                 step = iteration + 1
@@ -176,8 +192,9 @@ def train_on_policy(
                 position.history.append({"step": step, **stats})
                 position.iteration = step
                 log_iteration(
-                    tracker, config, algorithm.name, step, stats, started, experience.samples
-                )
+                    tracker, config, algorithm.name, step, {**stats, **timing}, started,
+                    experience.samples,
+                )  # fmt: skip
                 progress.update(1, score=stats["reward/score_mean"], kl=stats["kl/mean"])
                 last_step = step == config.iterations  # the published model supersedes it
                 every = config.checkpoint_every
