@@ -13,7 +13,7 @@ on-policy stages' ``RolloutSampler`` with ``rollout_backend`` torch and vllm, an
 untimed rollout; vLLM's time to load the policy's weights before a rollout is reported apart.
 PPO: ``ppo_episodes.py``.
 
-On a GPU machine (not run yet: no GPU was available when it was written):
+On a GPU machine (run on an H200 on 2026-12-04: docs/benchmarks.md#on-a-gpu):
 
     python benchmarks/gpu_throughput.py --out bench_results/gpu
 
@@ -48,6 +48,7 @@ from llama_shapes import SIZES, build_llama, llama_config, parameter_count
 from lm_step import forward_backward, random_tokens
 from ppo_episodes import measure as measure_ppo
 
+from rlhf import log_setup
 from rlhf.config import DistributedConfig, GRPOConfig
 from rlhf.modeling.generation import response_mask
 from rlhf.modeling.vllm_sampler import vllm_installed
@@ -181,6 +182,27 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
     return result
 
 
+def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float | None:
+    """The rate of an n x n x n bf16 matrix product on random data (median of ``repeats``,
+    after 3 warm-ups) on a GPU: the ceiling this device reaches, beside its datasheet peak
+    that MFU is reckoned against. None on a CPU."""
+    if device.type != "cuda":
+        return None
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    seconds = []
+    for i in range(3 + repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        if i >= 3:
+            seconds.append(start.elapsed_time(end) / 1e3)
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * n**3 / sorted(seconds)[len(seconds) // 2] / 1e12
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -189,18 +211,20 @@ def device_name(device: torch.device) -> str:
 
 def table(report: dict[str, Any]) -> str:
     sft, ppo = report["sft"], report["ppo"]
-    mfu = f"{100 * sft['mfu']:.1f}%" if sft["mfu"] is not None else "n/a (no peak known)"
-    rows = [
-        ("date", report["date"]),
-        ("device", report["device"]),
-        ("model", f"{report['size']} ({sft['parameters'] / 1e6:.1f}M parameters)"),
-        ("SFT", f"{sft['precision']}, zero_stage {sft['zero_stage']}, "
-                f"{sft['batch_per_rank']} x {sft['length']} tokens per rank"),
-        ("SFT tokens/s", f"{sft['tokens_per_second']:.0f}"),
-        ("SFT TFLOP/s per device", f"{sft['achieved_tflops_per_device']:.1f}"),
-        ("SFT MFU", mfu),
-    ]  # fmt: skip
-    baseline = next(g for g in report["generation"] if g["backend"] == "generate")
+    rows = [("date", report["date"]), ("device", report["device"]), ("model", report["size"])]
+    if sft is not None:
+        mfu = f"{100 * sft['mfu']:.1f}%" if sft["mfu"] is not None else "n/a (no peak known)"
+        rows[-1] = ("model", f"{report['size']} ({sft['parameters'] / 1e6:.1f}M parameters)")
+        rows += [
+            ("SFT", f"{sft['precision']}, zero_stage {sft['zero_stage']}, "
+                    f"{sft['batch_per_rank']} x {sft['length']} tokens per rank"),
+            ("SFT tokens/s", f"{sft['tokens_per_second']:.0f}"),
+            ("SFT TFLOP/s per device", f"{sft['achieved_tflops_per_device']:.1f}"),
+            ("SFT MFU", mfu),
+        ]  # fmt: skip
+    if report["matmul_tflops"] is not None:
+        rows.append(("bf16 matmul TFLOP/s (8192^3, measured)", f"{report['matmul_tflops']:.0f}"))
+    baseline = next((g for g in report["generation"] if g["backend"] == "generate"), None)
     for gen in report["generation"]:
         ratio = gen["tokens_per_second"] / baseline["tokens_per_second"]
         rows.append(
@@ -220,6 +244,9 @@ def table(report: dict[str, Any]) -> str:
                     f"minibatch {ppo['minibatch_size']}, {ppo['ppo_epochs']} epochs"),
             ("PPO s/iteration", f"{ppo['seconds_per_iteration']:.2f}"),
             ("PPO episodes/s", f"{ppo['episodes_per_second']:.2f}"),
+            ("PPO s/iteration: sampling, scoring, update",
+             f"{ppo['sampling_seconds']:.2f}, {ppo['scoring_seconds']:.2f}, "
+             f"{ppo['update_seconds']:.2f}"),
         ]  # fmt: skip
     return "\n".join(["| measure | value |", "| --- | --- |"]
                      + [f"| {k} | {v} |" for k, v in rows]) + "\n"  # fmt: skip
@@ -252,6 +279,8 @@ def main() -> None:
     p.add_argument("--ppo-new-tokens", type=int, default=128)
     p.add_argument("--ppo-warmup", type=int, default=1, help="PPO iterations before the timed")
     p.add_argument("--ppo-iterations", type=int, default=4, help="timed PPO iterations")
+    p.add_argument("--skip-sft", action="store_true")
+    p.add_argument("--skip-generation", action="store_true")
     p.add_argument("--skip-ppo", action="store_true")
     args = p.parse_args()  # fmt: skip
     if args.ppo_warmup < 1 or args.ppo_iterations < 1 or args.steps < 1:
@@ -260,6 +289,7 @@ def main() -> None:
         p.error("--device cuda: no CUDA device is available (use --device cpu for a dry run)")
     for name, value in (("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(name, value)
+    log_setup.configure()  # the stages' own quiet: no load reports of the reward model
 
     world = distributed.launched_world()
     device = distributed.device_for(world, "auto" if args.device == "cuda" else args.device)
@@ -271,14 +301,16 @@ def main() -> None:
         "cuda": torch.version.cuda,
         "transformers": transformers.__version__,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "sft": measure_sft(args, device),
-        "generation": [measure_generation(args, device, b) for b in ("generate", "torch")],
+        "matmul_tflops": matmul_tflops(device),
+        "sft": None if args.skip_sft else measure_sft(args, device),
+        "generation": [],
         "ppo": None,
     }
-    if vllm_installed():
-        report["generation"].append(measure_generation(args, device, "vllm"))
-    else:
-        print("vLLM is not installed: generation measured with the torch decode loop only")
+    if not args.skip_generation:
+        backends = ["generate", "torch"] + (["vllm"] if vllm_installed() else [])
+        if "vllm" not in backends:
+            print("vLLM is not installed: generation measured with the torch decode loop only")
+        report["generation"] = [measure_generation(args, device, b) for b in backends]
     if not args.skip_ppo:
         with tempfile.TemporaryDirectory(prefix="ppo-bench-") as work:
             os.environ.setdefault("RLHF_CACHE_DIR", str(Path(work) / "cache"))

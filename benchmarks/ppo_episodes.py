@@ -105,6 +105,10 @@ def measure(
     clock = IterationClock()
     ppo.run(config, inputs, ModelOutputs(str(work / "ppo_policy")), clock)
     seconds = clock.times[warmup + iterations] - clock.times[warmup]
+
+    def per_iteration(key: str) -> float:  # the loop's timing metrics, timed iterations only
+        return sum(clock.history(key)[warmup:]) / iterations
+
     return {
         **model,
         "rollout_batch_size": rollout_batch,
@@ -117,4 +121,10 @@ def measure(
         "response_length_mean": clock.history("response/length_mean")[-1],
         "seconds_per_iteration": seconds / iterations,
         "episodes_per_second": rollout_batch * iterations / seconds,
+        # Where an iteration's time goes: sampling the responses, the rest of the rollout
+        # (reward, reference and value passes), the minibatch updates.
+        "sampling_seconds": per_iteration("time/sampling_seconds"),
+        "scoring_seconds": per_iteration("time/rollout_seconds")
+        - per_iteration("time/sampling_seconds"),
+        "update_seconds": per_iteration("time/update_seconds"),
     }

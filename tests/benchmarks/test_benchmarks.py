@@ -69,6 +69,11 @@ def test_gpu_throughput_runs_on_cpu(tmp_path):
                   ppo["episodes_per_second"], ppo["seconds_per_iteration"]):  # fmt: skip
         assert value > 0
     assert ppo["rollout_batch_size"] == 8 and ppo["timed_iterations"] == 1
+    # The iteration's split, from the stage's timing metrics: sampling, scoring, update.
+    split = ppo["sampling_seconds"] + ppo["scoring_seconds"] + ppo["update_seconds"]
+    assert ppo["sampling_seconds"] > 0 and ppo["update_seconds"] > 0 and ppo["scoring_seconds"] >= 0
+    assert split <= ppo["seconds_per_iteration"] * 1.01  # the rest: guards, logs
+    assert report["matmul_tflops"] is None  # a GPU's alone
     # No vLLM here: model.generate (the baseline) and the torch decode loop.
     assert [g["backend"] for g in report["generation"]] == ["generate", "torch"]
     for generation in report["generation"]:
@@ -90,8 +95,8 @@ def test_the_gpu_checks_script_runs_every_step_on_cpu(tmp_path):
     summary = (tmp_path / "summary.txt").read_text()
     assert done.returncode == 0, summary + done.stdout[-4000:]
     steps = {line.split()[0]: line.split()[1] for line in summary.splitlines()}
-    assert list(steps) == ["versions", "demo-data", "prepare", "sft", "reward", "dpo", "ppo",
-                           "grpo", "sft-zero2", "sft-zero3", "throughput"]  # fmt: skip
+    assert list(steps) == ["versions", "throughput", "demo-data", "prepare", "sft", "reward",
+                           "dpo", "ppo", "grpo", "sft-zero2", "sft-zero3"]  # fmt: skip
     assert set(steps.values()) == {"rc=0"}
     for model in ("sft", "reward", "dpo", "ppo", "grpo", "sft-zero3"):
         assert (tmp_path / "stages" / model / "manifest.json").exists(), model
