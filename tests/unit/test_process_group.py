@@ -1,6 +1,7 @@
-"""The process group a stage joins (DeepSpeed wants one even alone) is left when the stage has
-succeeded, so that NCCL does not warn of leaked resources at exit; after a failure it is left
-alone (destroying it could block on a rank still in a collective)."""
+"""The process group a stage joins (DeepSpeed wants one even alone): on a GPU, NCCL bound to the
+rank's device; left when the stage has succeeded, so that NCCL does not warn of leaked
+resources at exit; after a failure left alone (destroying it could block on a rank still in a
+collective)."""
 
 from types import SimpleNamespace
 
@@ -45,3 +46,18 @@ def test_a_failed_stage_leaves_its_group_alone(monkeypatch):
         assert dist.is_initialized()
     finally:
         distributed.end()
+
+
+@pytest.mark.parametrize(
+    ("device", "bound"),
+    [("cpu", None), ("cuda:1", torch.device("cuda", 1))],
+)
+def test_nccl_is_bound_to_the_ranks_gpu_and_gloo_to_nothing(device, bound, monkeypatch):
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    distributed.start(DistributedConfig(), torch.device(device), need_group=True)
+    (kwargs,) = calls
+    assert kwargs["backend"] == ("gloo" if bound is None else "nccl")
+    assert kwargs.get("device_id") == bound
