@@ -1,51 +1,65 @@
 """The process group a stage joins (DeepSpeed wants one even alone): on a GPU, NCCL bound to the
-rank's device; left when the stage has succeeded, so that NCCL does not warn of leaked
-resources at exit; after a failure left alone (destroying it could block on a rank still in a
-collective)."""
+rank's device; left at exit once the stage has succeeded, so that NCCL does not warn of leaked
+resources; after a failure left alone (destroying it could block on a rank still in a
+collective). Kept until the process exits: another stage may follow in the same process, in
+the same group, and DeepSpeed's own groups are made from it."""
 
-from types import SimpleNamespace
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 
 from rlhf.config import DistributedConfig
-from rlhf.stages.tracked_run import run_tracked
 from rlhf.training import distributed
 
+# A process that runs a stage joining a group of one (gloo) through run_tracked, twice, and
+# says when the group is destroyed.
+STAGE_PROCESS = textwrap.dedent("""
+    import sys
+    from types import SimpleNamespace
+    import torch, torch.distributed as dist
+    from rlhf.config import DistributedConfig
+    from rlhf.stages.tracked_run import run_tracked
+    from rlhf.training import distributed
 
-def _spec(run):
-    return SimpleNamespace(name="sft", help="test stage", summary=(), load_run=lambda: run)
+    destroy = dist.destroy_process_group
+    def told(*args, **kwargs):
+        print("group destroyed", flush=True)
+        destroy(*args, **kwargs)
+    dist.destroy_process_group = told
 
-
-def _joins_a_group(fail: bool):
     def run(config, inputs, outputs, tracker):
         distributed.start(DistributedConfig(), torch.device("cpu"), need_group=True)
-        assert dist.is_initialized()
-        if fail:
+        if sys.argv[1] == "fail":
             raise RuntimeError("the stage failed")
         return {"loss": 1.0}
 
-    return run
+    spec = SimpleNamespace(name="sft", help="test stage", summary=(), load_run=lambda: run)
+    for _ in range(2):  # a second stage in the same process finds the group still there
+        run_tracked(spec, None, None, None, None, "x", False)
+        print("group kept until exit:", dist.is_initialized(), flush=True)
+""")
 
 
-def test_the_group_a_stage_joined_is_left_when_it_succeeds(monkeypatch):
+@pytest.mark.parametrize("outcome", ["succeed", "fail"])
+def test_the_group_is_left_at_exit_after_success_and_alone_after_failure(outcome):
+    env = {**os.environ, "PYTHONPATH": str(Path(distributed.__file__).parents[2])}
     for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    metrics = run_tracked(_spec(_joins_a_group(False)), None, None, None, None, "x", False)
-    assert metrics == {"loss": 1.0}
-    assert not dist.is_initialized()
-
-
-def test_a_failed_stage_leaves_its_group_alone(monkeypatch):
-    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    try:
-        with pytest.raises(RuntimeError, match="the stage failed"):
-            run_tracked(_spec(_joins_a_group(True)), None, None, None, None, "x", False)
-        assert dist.is_initialized()
-    finally:
-        distributed.end()
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-c", STAGE_PROCESS, outcome], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = done.stdout.splitlines()
+    if outcome == "succeed":
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert lines == ["group kept until exit: True"] * 2 + ["group destroyed"]
+    else:
+        assert done.returncode == 1 and "the stage failed" in done.stderr
+        assert lines == []  # not destroyed
 
 
 @pytest.mark.parametrize(
@@ -61,3 +75,28 @@ def test_nccl_is_bound_to_the_ranks_gpu_and_gloo_to_nothing(device, bound, monke
     (kwargs,) = calls
     assert kwargs["backend"] == ("gloo" if bound is None else "nccl")
     assert kwargs.get("device_id") == bound
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [("auto", "cuda:1"), ("cuda", "cuda:1"), ("cuda:0", "cuda:0"), ("cpu", "cpu")],
+)
+def test_each_rank_takes_its_own_gpu_and_makes_it_current(configured, expected, monkeypatch):
+    """Under torchrun, ``device: cuda`` must not put every rank on GPU 0; the chosen GPU is the
+    current one, where NCCL's object collectives put their buffers."""
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    world = distributed.World(rank=1, size=2, local_rank=1)
+    assert distributed.device_for(world, configured) == torch.device(expected)
+    assert current == ([] if expected == "cpu" else [torch.device(expected)])
+
+
+@pytest.mark.parametrize(("backend", "expected"), [("gloo", "cpu"), ("nccl", "cuda:1")])
+def test_counts_and_means_are_reduced_on_the_device_the_backend_reduces(
+    backend, expected, monkeypatch
+):
+    """NCCL has no backend for CPU tensors: the ranks' stats go through the current GPU."""
+    monkeypatch.setattr(dist, "get_backend", lambda: backend)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert distributed._collective_device() == torch.device(expected)

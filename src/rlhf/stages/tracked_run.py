@@ -36,5 +36,5 @@ def run_tracked(
                 tracker.set_tags(tags)
             record.metrics = run(config, inputs, outputs, tracker)
         metrics = record.metrics
-    distributed.end()  # the group the stage joined (DeepSpeed, torchrun), on success only
+    distributed.leave_at_exit()  # the group the stage joined (DeepSpeed, torchrun)
     return metrics

@@ -10,7 +10,9 @@ MLflow, writes manifests and publishes; every rank trains on its share of each b
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import functools
 import logging
 import os
 import socket
@@ -96,13 +98,17 @@ def is_main_process() -> bool:
 
 
 def device_for(world: World, configured: str) -> torch.device:
-    """``auto`` is this rank's GPU (``cuda:<local_rank>``) when there are GPUs, else the CPU."""
+    """``auto`` is this rank's GPU (``cuda:<local_rank>``) when there are GPUs, else the CPU;
+    ``cuda`` without an index is this rank's GPU too. A GPU chosen becomes the current one,
+    where NCCL's collectives of Python objects put their buffers."""
     if configured == "auto":
-        if torch.cuda.is_available():
-            torch.cuda.set_device(world.local_rank)
-            return torch.device("cuda", world.local_rank)
-        return torch.device("cpu")
-    return torch.device(configured)
+        configured = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(configured)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    return device
 
 
 def start(config: DistributedConfig, device: torch.device, need_group: bool = False) -> World:
@@ -135,13 +141,23 @@ def start(config: DistributedConfig, device: torch.device, need_group: bool = Fa
     return world
 
 
-def end() -> None:
-    """Leave the process group, if this process joined one, once its stage has succeeded:
-    NCCL warns at exit of resources leaked otherwise. Not after a failure: destroying a group
-    while a collective is still pending on another rank can block, and the process is about
-    to exit anyway. The ranks meet first, so that none leaves while another still works."""
+def leave_at_exit() -> None:
+    """Leave the process group, if this process joined one, when the process exits: NCCL warns
+    at exit of resources leaked otherwise. Called once a stage has succeeded, not after a
+    failure (destroying a group while a collective is pending on another rank can block). Not
+    at once: a process may run another stage in the same group (tests, a notebook), and
+    DeepSpeed keeps groups of its own made from it."""
     if dist.is_initialized():
-        barrier()
+        _register_leave()
+
+
+@functools.cache
+def _register_leave() -> None:
+    atexit.register(_leave)
+
+
+def _leave() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -156,9 +172,17 @@ def sums_across_ranks(values: list[float]) -> list[float]:
     many values); the values themselves in a single process."""
     if not _several():
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return t.tolist()
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensor must be: NCCL reduces GPU tensors only (a CPU tensor has no
+    backend in its group), gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def mean_across_ranks(values: dict[str, float], summed: Collection[str] = ()) -> dict[str, float]:
