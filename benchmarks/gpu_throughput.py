@@ -29,6 +29,7 @@ a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import json
@@ -129,12 +130,20 @@ def _generate(model: torch.nn.Module, prompts: torch.Tensor, new_tokens: int, eo
 
 def measure_generation(args: argparse.Namespace, device: torch.device, backend: str) -> dict:
     """Tokens/s of the rollout sampler with ``backend`` (torch, vllm), or of ``model.generate``
-    (``generate``, the baseline): one untimed rollout, then ``--gen-rollouts`` timed."""
+    (``generate``, the baseline): one untimed rollout, then ``--gen-rollouts`` timed. The model
+    is in ``--precision``'s dtype, but for ``torch-engine``: the decode loop as a training stage
+    runs it, on its engine's fp32 weights inside the engine's autocast (bf16 or none)."""
     model_config = llama_config(args.size, args.gen_prompt + args.gen_new_tokens)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
-    model = build_llama(model_config).to(device=device, dtype=dtype).eval()
+    as_stage = backend == "torch-engine"
+    model = build_llama(model_config).to(device=device, dtype=torch.float32 if as_stage else dtype)
+    model.eval()
+    engine = SimpleNamespace(model=model, autocast=contextlib.nullcontext)
+    if as_stage:
+        engine = build_engine(model, 1e-5, 0.0, 1.0, DistributedConfig(precision=args.precision),
+                              device)  # fmt: skip
     config = GRPOConfig(
-        rollout_backend="torch" if backend == "generate" else backend,
+        rollout_backend="torch" if backend in ("generate", "torch-engine") else backend,
         max_new_tokens=args.gen_new_tokens,
         max_prompt_length=args.gen_prompt, dtype=str(dtype).removeprefix("torch."),
     )  # fmt: skip
@@ -142,7 +151,7 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
     # vocabulary); a random model samples it about once in vocab_size tokens, so nearly every
     # response runs to --gen-new-tokens. Tokens/s counts the tokens actually sampled.
     tokenizer = SimpleNamespace(eos_token_id=model_config.vocab_size - 1, pad_token_id=0)
-    sampler = RolloutSampler(SimpleNamespace(model=model), tokenizer, config, device)
+    sampler = RolloutSampler(engine, tokenizer, config, device)
     generator = torch.Generator().manual_seed(0)
     ids = random_tokens(generator, args.gen_batch, args.gen_prompt, model_config.vocab_size, device)
     prompts = ids.tolist()
@@ -160,7 +169,8 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
             with torch.no_grad():
                 sampled = _generate(model, ids, args.gen_new_tokens, tokenizer.eos_token_id)
         else:
-            sampled = int(sampler.sample(prompts).response_mask.sum())
+            with torch.no_grad(), engine.autocast():
+                sampled = int(sampler.sample(prompts).response_mask.sum())
         synchronize(device)
         if i:  # the first rollout warms up (CUDA graphs, kernels)
             seconds.append(time.perf_counter() - started)
@@ -175,7 +185,7 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
         "weight_load_seconds": sync_seconds[1:] or None,
     }
     sampler.close()  # vLLM's engine: its memory back before the next measurement
-    del sampler, model
+    del sampler, model, engine
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -307,7 +317,7 @@ def main() -> None:
         "ppo": None,
     }
     if not args.skip_generation:
-        backends = ["generate", "torch"] + (["vllm"] if vllm_installed() else [])
+        backends = ["generate", "torch", "torch-engine"] + (["vllm"] if vllm_installed() else [])
         if "vllm" not in backends:
             print("vLLM is not installed: generation measured with the torch decode loop only")
         report["generation"] = [measure_generation(args, device, b) for b in backends]

@@ -75,7 +75,7 @@ def test_gpu_throughput_runs_on_cpu(tmp_path):
     assert split <= ppo["seconds_per_iteration"] * 1.01  # the rest: guards, logs
     assert report["matmul_tflops"] is None  # a GPU's alone
     # No vLLM here: model.generate (the baseline) and the torch decode loop.
-    assert [g["backend"] for g in report["generation"]] == ["generate", "torch"]
+    assert [g["backend"] for g in report["generation"]] == ["generate", "torch", "torch-engine"]
     for generation in report["generation"]:
         assert len(generation["rollout_seconds"]) == 2 and generation["tokens_per_second"] > 0
     assert "generation tokens/s (torch)" in done.stdout and "x model.generate)" in done.stdout
