@@ -35,6 +35,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -151,21 +152,22 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
     # vocabulary); a random model samples it about once in vocab_size tokens, so nearly every
     # response runs to --gen-new-tokens. Tokens/s counts the tokens actually sampled.
     tokenizer = SimpleNamespace(eos_token_id=model_config.vocab_size - 1, pad_token_id=0)
-    sampler = RolloutSampler(engine, tokenizer, config, device)
+    sampler = None if backend == "generate" else RolloutSampler(engine, tokenizer, config, device)
+    vllm = sampler.vllm if sampler is not None else None
     generator = torch.Generator().manual_seed(0)
     ids = random_tokens(generator, args.gen_batch, args.gen_prompt, model_config.vocab_size, device)
     prompts = ids.tolist()
     seconds, sync_seconds, tokens = [], [], 0
     for i in range(1 + args.gen_rollouts):
-        if sampler.vllm is not None:  # the weight load every rollout pays, timed on its own
+        if vllm is not None:  # the weight load every rollout pays, timed on its own
             synchronize(device)
             started = time.perf_counter()
-            sampler.vllm.load_weights(model.named_parameters())
+            vllm.load_weights(model.named_parameters())
             synchronize(device)
             sync_seconds.append(time.perf_counter() - started)
         synchronize(device)
         started = time.perf_counter()
-        if backend == "generate":
+        if sampler is None:
             with torch.no_grad():
                 sampled = _generate(model, ids, args.gen_new_tokens, tokenizer.eos_token_id)
         else:
@@ -184,8 +186,9 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
         "tokens_per_second": tokens / sum(seconds),
         "weight_load_seconds": sync_seconds[1:] or None,
     }
-    sampler.close()  # vLLM's engine: its memory back before the next measurement
-    del sampler, model, engine
+    if sampler is not None:
+        sampler.close()  # vLLM's engine: its memory back before the next measurement
+    del sampler, vllm, model, engine
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -193,8 +196,8 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
 
 
 def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float | None:
-    """The rate of an n x n x n bf16 matrix product on random data (median of ``repeats``,
-    after 3 warm-ups) on a GPU: the ceiling this device reaches, beside its datasheet peak
+    """The rate of an n x n x n bf16 matrix product on random data (the median time of
+    ``repeats``, after 3 warm-ups) on a GPU: the ceiling this device reaches, beside its datasheet peak
     that MFU is reckoned against. None on a CPU."""
     if device.type != "cuda":
         return None
@@ -210,7 +213,7 @@ def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> flo
             seconds.append(start.elapsed_time(end) / 1e3)
     del a, b
     torch.cuda.empty_cache()
-    return 2 * n**3 / sorted(seconds)[len(seconds) // 2] / 1e12
+    return 2 * n**3 / statistics.median(seconds) / 1e12
 
 
 def device_name(device: torch.device) -> str:

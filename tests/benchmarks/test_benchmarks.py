@@ -123,3 +123,11 @@ def test_prepare_scaling_runs_on_a_tiny_input(tmp_path):
     assert result["baseline"]["metrics"] == result["metrics"]
     assert result["baseline"]["seconds"] > 0 and "| time ratio |" in done.stdout
     assert not list((tmp_path / "w").iterdir())  # inputs and outputs removed
+
+
+@pytest.mark.benchmarks  # a benchmark smoke run: make test-benchmarks
+def test_autocast_casts_counts_the_casts_of_both_ways_of_sampling():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "autocast_casts.py")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert "casts, bf16 weights:" in done.stdout and "of a weight's shape:" in done.stdout

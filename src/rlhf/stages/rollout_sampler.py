@@ -21,6 +21,7 @@ from rlhf.modeling.generation import (
 from rlhf.modeling.vllm_sampler import VllmSampler, vllm_installed
 from rlhf.training import distributed
 from rlhf.training.engine import Engine
+from rlhf.training.timing import seconds_since
 
 log = logging.getLogger("rlhf.rollouts")
 
@@ -89,9 +90,7 @@ class RolloutSampler:
     def sample(self, prompts: list[list[int]]) -> Rollout:
         started = time.perf_counter()
         rollout = self._sample(prompts)
-        if self.device.type == "cuda":  # the sampled tokens' kernels, in this call's time
-            torch.cuda.synchronize(self.device)
-        self.seconds += time.perf_counter() - started
+        self.seconds += seconds_since(started, self.device)
         return rollout
 
     def _sample(self, prompts: list[list[int]]) -> Rollout:

@@ -125,16 +125,12 @@ def start(config: DistributedConfig, device: torch.device, need_group: bool = Fa
         os.environ.setdefault("RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("LOCAL_RANK", "0")
-    # NCCL bound to this rank's GPU from the start: its collectives need not guess the device
-    # (torch warns on every barrier otherwise).
-    bound = {}
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        bound["device_id"] = torch.device("cuda", index)
+    # NCCL bound to this rank's GPU (``device_for`` gives it with its index) from the start: its
+    # collectives need not guess the device (torch warns on every barrier otherwise).
     dist.init_process_group(
         backend="nccl" if device.type == "cuda" else "gloo",
         timeout=datetime.timedelta(minutes=config.timeout_minutes),
-        **bound,
+        **({"device_id": device} if device.type == "cuda" else {}),
     )
     if world.size > 1:
         log.info("rank %d of %d (%s backend)", world.rank, world.size, dist.get_backend())

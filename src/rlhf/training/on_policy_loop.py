@@ -48,6 +48,7 @@ from rlhf.training.errors import NonFiniteLossError
 from rlhf.training.guards import Guards
 from rlhf.training.prompt_stream import batch_indices
 from rlhf.training.schedule import warmup_then
+from rlhf.training.timing import seconds_since
 
 # (prompts, responses, scores) of one iteration, the first ``samples_logged`` shown in tables.
 Samples = tuple[list[str], list[str], list[float]]
@@ -171,11 +172,9 @@ def train_on_policy(
                     experience = algorithm.rollout(distributed.shard(rows, world), iteration)
                 update_started = time.perf_counter()
                 losses = _update(algorithm, experience, iteration, device, checkpoint_root, world)
-                if device.type == "cuda":  # the last optimizer step's kernels, in its time
-                    torch.cuda.synchronize(device)
                 timing = {
                     "time/rollout_seconds": update_started - rollout_started,
-                    "time/update_seconds": time.perf_counter() - update_started,
+                    "time/update_seconds": seconds_since(update_started, device),
                 }
                 if algorithm.sampling_clock is not None:
                     timing["time/sampling_seconds"] = algorithm.sampling_clock()
