@@ -15,8 +15,9 @@ import psutil
 import torch
 from safetensors.torch import load_file
 
-# Ranks on 2 shared cores: one thread each, or they thrash.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# Ranks on 2 shared cores: one thread each, or they thrash. A rank that aborts prints its
+# Python stacks (faulthandler).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 TIMEOUT_S = 300
 
 

@@ -2,7 +2,8 @@
 rank's device; left at exit once the stage has succeeded, so that NCCL does not warn of leaked
 resources; after a failure left alone (destroying it could block on a rank still in a
 collective). Kept until the process exits: another stage may follow in the same process, in
-the same group, and DeepSpeed's own groups are made from it."""
+the same group, and DeepSpeed's own groups are made from it. A stage's process that succeeded
+in a group ends without the interpreter's teardown (``end_process``)."""
 
 import os
 import subprocess
@@ -60,6 +61,52 @@ def test_the_group_is_left_at_exit_after_success_and_alone_after_failure(outcome
     else:
         assert done.returncode == 1 and "the stage failed" in done.stderr
         assert lines == []  # not destroyed
+
+
+# A stage's process in a group of one, ended by end_process with the status given: what the
+# interpreter does before exiting (a non-daemon thread, an exit handler, unflushed output)
+# must still happen; its teardown (a global's finaliser) must not, after a success.
+ENDING_PROCESS = textwrap.dedent("""
+    import atexit, sys, threading, time
+    import torch, torch.distributed as dist
+    from rlhf.config import DistributedConfig
+    from rlhf.training import distributed
+
+    class Finalised:
+        def __del__(self):
+            print("interpreter teardown", flush=True)
+    kept = Finalised()
+
+    destroy = dist.destroy_process_group
+    def told(*args, **kwargs):
+        print("group destroyed", flush=True)
+        destroy(*args, **kwargs)
+    dist.destroy_process_group = told
+
+    distributed.start(DistributedConfig(), torch.device("cpu"), need_group=True)
+    distributed.leave_at_exit()
+    atexit.register(print, "exit handler ran")
+    threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished"))).start()
+    print("unflushed", end="")
+    distributed.end_process(int(sys.argv[1]))
+""")
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_a_successful_process_in_a_group_ends_without_the_interpreters_teardown(status):
+    env = {**os.environ, "PYTHONPATH": str(Path(distributed.__file__).parents[2])}
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-c", ENDING_PROCESS, str(status)], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == status, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert "thread finished" in lines[0]  # joined before the exit handlers
+    assert "unflushed" in done.stdout
+    if status == 0:
+        assert lines[1:] == ["exit handler ran", "group destroyed"]
+    else:  # a plain exit: the interpreter torn down
+        assert lines[1:] == ["exit handler ran", "group destroyed", "interpreter teardown"]
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,5 @@
 """``python -m rlhf.cli``: the ``rlhf`` command."""
 
-import sys
+from rlhf.cli.main import run
 
-from rlhf.cli.main import main
-
-sys.exit(main())
+run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import NoReturn
 
 from rlhf import __version__, log_setup
 from rlhf.cli.candidate_commands import add_candidate_commands
@@ -80,5 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(e), 1)
 
 
+def run() -> NoReturn:
+    """The ``rlhf`` process (the console script, ``python -m rlhf``, each rank of a ``torchrun``
+    launch): ``main``'s status; after a stage in a process group, the process is ended the way
+    ``end_process`` says."""
+    status = main()
+    if "rlhf.training.distributed" in sys.modules:  # a stage ran here (torch is loaded)
+        from rlhf.training.distributed import end_process
+
+        end_process(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

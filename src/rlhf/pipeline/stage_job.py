@@ -27,7 +27,7 @@ from rlhf.config import from_dict, to_dict
 from rlhf.pipeline.pod_env import PROCESSES_ENV
 from rlhf.stages.specs import get_stage
 from rlhf.stages.tracked_run import run_tracked
-from rlhf.training.distributed import is_main_process
+from rlhf.training.distributed import end_process, is_main_process
 
 log = logging.getLogger("rlhf.pipeline")
 
@@ -151,4 +151,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    end_process(main(sys.argv[1:]))
