@@ -132,11 +132,13 @@ def _generate(model: torch.nn.Module, prompts: torch.Tensor, new_tokens: int, eo
 def measure_generation(args: argparse.Namespace, device: torch.device, backend: str) -> dict:
     """Tokens/s of the rollout sampler with ``backend`` (torch, vllm), or of ``model.generate``
     (``generate``, the baseline): one untimed rollout, then ``--gen-rollouts`` timed. The model
-    is in ``--precision``'s dtype, but for ``torch-engine``: the decode loop as a training stage
-    runs it, on its engine's fp32 weights inside the engine's autocast (bf16 or none)."""
+    is in ``--precision``'s dtype, but for the engine rows, the decode loop inside a training
+    engine's autocast (bf16 or none) on its fp32 weights: ``torch-engine`` samples from them
+    (``rollout_weights: policy``), ``torch-copy`` from their copy in the autocast dtype
+    (``copy``, what ``auto`` picks under bf16)."""
     model_config = llama_config(args.size, args.gen_prompt + args.gen_new_tokens)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.precision]
-    as_stage = backend == "torch-engine"
+    as_stage = backend in ("torch-engine", "torch-copy")
     model = build_llama(model_config).to(device=device, dtype=torch.float32 if as_stage else dtype)
     model.eval()
     engine = SimpleNamespace(model=model, autocast=contextlib.nullcontext)
@@ -144,7 +146,8 @@ def measure_generation(args: argparse.Namespace, device: torch.device, backend: 
         engine = build_engine(model, 1e-5, 0.0, 1.0, DistributedConfig(precision=args.precision),
                               device)  # fmt: skip
     config = GRPOConfig(
-        rollout_backend="torch" if backend in ("generate", "torch-engine") else backend,
+        rollout_backend="torch" if backend == "generate" or as_stage else backend,
+        rollout_weights="copy" if backend == "torch-copy" else "policy",
         max_new_tokens=args.gen_new_tokens,
         max_prompt_length=args.gen_prompt, dtype=str(dtype).removeprefix("torch."),
     )  # fmt: skip
@@ -320,7 +323,8 @@ def main() -> None:
         "ppo": None,
     }
     if not args.skip_generation:
-        backends = ["generate", "torch", "torch-engine"] + (["vllm"] if vllm_installed() else [])
+        backends = ["generate", "torch", "torch-engine", "torch-copy"]
+        backends += ["vllm"] if vllm_installed() else []
         if "vllm" not in backends:
             print("vLLM is not installed: generation measured with the torch decode loop only")
         report["generation"] = [measure_generation(args, device, b) for b in backends]

@@ -36,6 +36,7 @@ LORA_PUBLISH = ("merged", "adapter")
 PAIR_SELECTIONS = ("best_worst", "all")  # online DPO: which pairs a prompt's K answers give
 ONLINE_DPO_REFERENCES = ("sft", "previous_round")  # online DPO: what DPO's reference is
 ROLLOUT_BACKENDS = ("auto", "torch", "vllm")  # on-policy stages: what samples the rollouts
+ROLLOUT_WEIGHTS = ("auto", "copy", "policy")  # what the torch decode loop samples from
 
 
 class _Checks:
@@ -546,6 +547,14 @@ class OnPolicyConfig(ScaleSettings):
     # leave the GPU, so the training steps get that memory back); each rollout wakes it and
     # loads the policy's weights, which it does anyway. Off: the engine keeps its memory.
     vllm_sleep: bool = True
+    # What the torch decode loop samples from: "copy", a copy of the policy in the dtype it
+    # computes in, LoRA's adapters merged (under bf16/fp16 autocast no activation is cast
+    # again before every layer, and no adapter matmuls run per token; it holds the weights
+    # once more in that dtype, refreshed before each rollout), "policy" (the policy itself),
+    # or "auto": the copy when plain PyTorch trains under bf16/fp16 autocast (2 bytes per
+    # parameter more), else the policy. The copy needs plain PyTorch (distributed.zero_stage
+    # null) and no lora.quantize_4bit.
+    rollout_weights: str = "auto"
     # Rollout rows per forward pass when the policy, reference and critic score a rollout (no
     # gradient); None: the whole rollout in one. Each forward holds (rows, prompt + response
     # tokens, vocabulary) logits, which fill a GPU first with a large vocabulary: set it then.
@@ -581,6 +590,15 @@ class OnPolicyConfig(ScaleSettings):
         c.one_of("lr_schedule", LR_SCHEDULES)
         c.one_of("dtype", DTYPES)
         c.one_of("rollout_backend", ROLLOUT_BACKENDS)
+        c.one_of("rollout_weights", ROLLOUT_WEIGHTS)
+        c.holds(
+            self.rollout_weights != "copy"
+            or (self.distributed.zero_stage is None and not self.lora.quantize_4bit),
+            "rollout_weights",
+            "cannot be copy under DeepSpeed (distributed.zero_stage set: its bf16/fp16 weights "
+            "are half already, and ZeRO-3's are sharded) or with lora.quantize_4bit (no plain "
+            "weights to copy): use auto or policy",
+        )
         c.holds(0 < self.vllm_gpu_memory < 1, "vllm_gpu_memory", "must be in (0, 1)")
         c.holds(
             self.scoring_batch_size is None or self.scoring_batch_size >= 1,

@@ -75,7 +75,9 @@ def test_gpu_throughput_runs_on_cpu(tmp_path):
     assert split <= ppo["seconds_per_iteration"] * 1.01  # the rest: guards, logs
     assert report["matmul_tflops"] is None  # a GPU's alone
     # No vLLM here: model.generate (the baseline) and the torch decode loop.
-    assert [g["backend"] for g in report["generation"]] == ["generate", "torch", "torch-engine"]
+    assert [g["backend"] for g in report["generation"]] == [
+        "generate", "torch", "torch-engine", "torch-copy",
+    ]  # fmt: skip
     for generation in report["generation"]:
         assert len(generation["rollout_seconds"]) == 2 and generation["tokens_per_second"] > 0
     assert "generation tokens/s (torch)" in done.stdout and "x model.generate)" in done.stdout
@@ -131,3 +133,17 @@ def test_autocast_casts_counts_the_casts_of_both_ways_of_sampling():
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-6000:]
     assert "casts, bf16 weights:" in done.stdout and "of a weight's shape:" in done.stdout
+
+
+@pytest.mark.benchmarks  # a benchmark smoke run: make test-benchmarks
+def test_rollout_weights_times_the_policy_against_its_copy(tmp_path):
+    out = tmp_path / "rollout_weights.json"
+    cmd = [sys.executable, str(BENCHMARKS / "rollout_weights.py"), "--size", "micro", "--batch",
+           "2", "--prompt", "8", "--new-tokens", "8", "--rounds", "2", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-6000:]
+    report = json.loads(out.read_text())
+    assert [case["case"] for case in report["cases"]] == ["bf16", "lora"]
+    for case in report["cases"]:
+        assert len(case["policy_over_copy"]) == 2 and min(case["policy_over_copy"]) > 0
+    assert "copy" in done.stdout and "x as fast" in done.stdout

@@ -1,11 +1,12 @@
 """GRPO stage: the reward rises, a killed run resumes exactly, a NaN loss stops it."""
 
 import json
+import logging
 
 import pytest
 from killed_run import assert_same_weights, kill_after_checkpoint
 
-from rlhf.config import GRPOConfig, to_dict
+from rlhf.config import DistributedConfig, GRPOConfig, to_dict
 from rlhf.stages import grpo
 from rlhf.tracking import Tracker
 from rlhf.training.errors import NonFiniteLossError
@@ -66,8 +67,16 @@ grpo.run(cfg, grpo.GRPOInputs(*sys.argv[2:5]), grpo.ModelOutputs(sys.argv[5]))
 """
 
 
-def test_grpo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_models, tmp_path):
-    cfg = GRPOConfig(iterations=6, checkpoint_every=2, **FAST)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_grpo_resumes_after_kill_and_matches_an_unbroken_run(
+    precision, prepared, micro_models, tmp_path, caplog
+):
+    """Under bf16 autocast the rollouts are sampled from the policy's bf16 copy
+    (``rollout_weights: auto``), rebuilt by the resumed run."""
+    cfg = GRPOConfig(
+        iterations=6, checkpoint_every=2, distributed=DistributedConfig(precision=precision),
+        **FAST,
+    )  # fmt: skip
     inputs = grpo.GRPOInputs(prepared["prompts"], micro_models["sft"], micro_models["reward"])
     out = tmp_path / "killed" / "policy"
     argv = [inputs.prompts, inputs.sft_model, inputs.reward_model, str(out)]
@@ -76,7 +85,9 @@ def test_grpo_resumes_after_kill_and_matches_an_unbroken_run(prepared, micro_mod
     assert not out.exists()
 
     tracker = Tracker()
-    grpo.run(cfg, inputs, grpo.ModelOutputs(str(out)), tracker)
+    with caplog.at_level(logging.INFO, logger="rlhf.rollouts"):
+        grpo.run(cfg, inputs, grpo.ModelOutputs(str(out)), tracker)
+    assert ("on a torch.bfloat16 copy of the policy" in caplog.text) == (precision == "bf16")
     assert int(tracker.tags["resumed_from_step"]) >= 4
     clean = tmp_path / "clean" / "policy"
     grpo.run(cfg, inputs, grpo.ModelOutputs(str(clean)))

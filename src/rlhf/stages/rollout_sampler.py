@@ -1,6 +1,7 @@
 """What samples the on-policy stages' rollouts (PPO, GRPO and its estimators, online DPO):
-the project's decode loop on the policy itself, or a vLLM engine beside it
-(``rollout_backend``, docs/scaling.md#rollouts-with-vllm)."""
+the project's decode loop, on the policy itself or on a copy of it in the dtype it computes in
+(``rollout_weights``), or a vLLM engine beside it (``rollout_backend``,
+docs/scaling.md#rollouts-with-vllm)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ from rlhf.modeling.generation import (
     rollout_from_responses,
     sample_responses,
 )
+from rlhf.modeling.sampling_copy import SamplingCopy
 from rlhf.modeling.vllm_sampler import VllmSampler, vllm_installed
 from rlhf.training import distributed
-from rlhf.training.engine import Engine
+from rlhf.training.engine import Engine, TorchEngine
 from rlhf.training.timing import seconds_since
 
 log = logging.getLogger("rlhf.rollouts")
 
-# vLLM's dtype for a policy trained under mixed precision: its compute dtype.
+# The dtype a policy trained under mixed precision computes in (vLLM's, the sampling copy's).
 _PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -75,7 +77,22 @@ class RolloutSampler:
                 seed=config.seed + world.rank,
                 sleep=config.vllm_sleep,
             )
-        log.info("rollouts sampled by %s", "vLLM" if self.vllm else "the torch decode loop")
+        self.copy = self._sampling_copy(config) if self.backend == "torch" else None
+        on = f" on a {self.copy.dtype} copy of the policy" if self.copy else ""
+        log.info("rollouts sampled by %s", "vLLM" if self.vllm else f"the torch decode loop{on}")
+
+    def _sampling_copy(self, config: OnPolicyConfig) -> SamplingCopy | None:
+        """The policy's copy to sample from, as ``config.rollout_weights`` says, or None."""
+        precision = config.distributed.precision
+        autocast = isinstance(self.engine, TorchEngine) and precision in _PRECISION_DTYPES
+        wanted = config.rollout_weights == "copy" or (
+            config.rollout_weights == "auto" and autocast and not config.lora.quantize_4bit
+        )
+        if not wanted:
+            return None
+        policy = self.engine.model
+        dtype = getattr(torch, _PRECISION_DTYPES[precision]) if autocast else policy.dtype
+        return SamplingCopy(policy, dtype, self.device, config.trust_remote_code)
 
     def close(self) -> None:
         """Free the vLLM engine (nothing to free with the decode loop)."""
@@ -95,7 +112,8 @@ class RolloutSampler:
 
     def _sample(self, prompts: list[list[int]]) -> Rollout:
         if self.vllm is None:
-            return sample_responses(self.engine.model, self.tokenizer, prompts, self.sampling)
+            model = self.copy.refreshed() if self.copy else self.engine.model
+            return sample_responses(model, self.tokenizer, prompts, self.sampling)
         self.vllm.load_weights(lora.merged_weights(self.engine.model))
         # Seeds drawn from torch's RNG, which the stages seed and checkpoint: a resumed run
         # samples what the uninterrupted one would have.
