@@ -95,7 +95,6 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="write the rounds here (JSON)")
     args = p.parse_args()
     log_setup.configure()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

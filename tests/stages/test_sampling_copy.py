@@ -3,8 +3,6 @@ the policy computes in, LoRA's adapters merged, holding the policy's weights as 
 each rollout, built without touching the stage's random stream; sampled from as the policy
 itself would be sampled from."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -12,7 +10,7 @@ from rlhf.config import DistributedConfig, GRPOConfig, LoraConfig
 from rlhf.modeling import lora, models
 from rlhf.modeling.generation import sample_responses
 from rlhf.stages.rollout_sampler import RolloutSampler
-from rlhf.training.engine import TorchEngine
+from rlhf.training.engine import DeepSpeedEngine, Engine, TorchEngine
 
 CPU = torch.device("cpu")
 PROMPTS = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
@@ -91,9 +89,11 @@ def test_auto_copies_only_under_autocast(micro_models, weights, precision, copie
 
 
 def test_auto_samples_from_the_policy_under_deepspeed():
-    """DeepSpeed's bf16 engine holds half weights itself (and ZeRO-3 shards them)."""
-    engine = SimpleNamespace(model=torch.nn.Linear(2, 2))  # not a TorchEngine
+    """DeepSpeed's bf16 engine holds half weights itself (and ZeRO-3 shards them): it casts
+    nothing under autocast, as the base engine it inherits that from."""
     config = GRPOConfig(distributed=DistributedConfig(precision="bf16", zero_stage=2))
+    engine = Engine(torch.nn.Linear(2, 2), config.distributed, CPU)
+    assert "autocast_dtype" not in vars(DeepSpeedEngine)
     assert RolloutSampler(engine, None, config, CPU).copy is None
 
 

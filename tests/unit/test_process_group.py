@@ -18,14 +18,10 @@ import torch.distributed as dist
 from rlhf.config import DistributedConfig
 from rlhf.training import distributed
 
-# A process that runs a stage joining a group of one (gloo) through run_tracked, twice, and
-# says when the group is destroyed.
-STAGE_PROCESS = textwrap.dedent("""
-    import sys
-    from types import SimpleNamespace
+# The start of a process that joins a group of one (gloo) and says when the group is destroyed.
+TELLS_DESTROY = textwrap.dedent("""
     import torch, torch.distributed as dist
     from rlhf.config import DistributedConfig
-    from rlhf.stages.tracked_run import run_tracked
     from rlhf.training import distributed
 
     destroy = dist.destroy_process_group
@@ -33,6 +29,13 @@ STAGE_PROCESS = textwrap.dedent("""
         print("group destroyed", flush=True)
         destroy(*args, **kwargs)
     dist.destroy_process_group = told
+""")
+
+# A stage joining the group through run_tracked, twice.
+STAGE_PROCESS = TELLS_DESTROY + textwrap.dedent("""
+    import sys
+    from types import SimpleNamespace
+    from rlhf.stages.tracked_run import run_tracked
 
     def run(config, inputs, outputs, tracker):
         distributed.start(DistributedConfig(), torch.device("cpu"), need_group=True)
@@ -47,13 +50,21 @@ STAGE_PROCESS = textwrap.dedent("""
 """)
 
 
+LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def _run(script: str, argument: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh Python process of its own: a group of one, not a launch's rank."""
+    env = {**os.environ, "PYTHONPATH": str(Path(distributed.__file__).parents[2])}
+    for name in LAUNCH_VARIABLES:
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-c", script, argument], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
 @pytest.mark.parametrize("outcome", ["succeed", "fail"])
 def test_the_group_is_left_at_exit_after_success_and_alone_after_failure(outcome):
-    env = {**os.environ, "PYTHONPATH": str(Path(distributed.__file__).parents[2])}
-    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
-    done = subprocess.run([sys.executable, "-c", STAGE_PROCESS, outcome], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = _run(STAGE_PROCESS, outcome)
     lines = done.stdout.splitlines()
     if outcome == "succeed":
         assert done.returncode == 0, done.stderr[-3000:]
@@ -66,22 +77,13 @@ def test_the_group_is_left_at_exit_after_success_and_alone_after_failure(outcome
 # A stage's process in a group of one, ended by end_process with the status given: what the
 # interpreter does before exiting (a non-daemon thread, an exit handler, unflushed output)
 # must still happen; its teardown (a global's finaliser) must not, after a success.
-ENDING_PROCESS = textwrap.dedent("""
+ENDING_PROCESS = TELLS_DESTROY + textwrap.dedent("""
     import atexit, sys, threading, time
-    import torch, torch.distributed as dist
-    from rlhf.config import DistributedConfig
-    from rlhf.training import distributed
 
     class Finalised:
         def __del__(self):
             print("interpreter teardown", flush=True)
     kept = Finalised()
-
-    destroy = dist.destroy_process_group
-    def told(*args, **kwargs):
-        print("group destroyed", flush=True)
-        destroy(*args, **kwargs)
-    dist.destroy_process_group = told
 
     distributed.start(DistributedConfig(), torch.device("cpu"), need_group=True)
     distributed.leave_at_exit()
@@ -94,11 +96,7 @@ ENDING_PROCESS = textwrap.dedent("""
 
 @pytest.mark.parametrize("status", [0, 3])
 def test_a_successful_process_in_a_group_ends_without_the_interpreters_teardown(status):
-    env = {**os.environ, "PYTHONPATH": str(Path(distributed.__file__).parents[2])}
-    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
-    done = subprocess.run([sys.executable, "-c", ENDING_PROCESS, str(status)], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = _run(ENDING_PROCESS, str(status))
     assert done.returncode == status, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert "thread finished" in lines[0]  # joined before the exit handlers
@@ -114,7 +112,7 @@ def test_a_successful_process_in_a_group_ends_without_the_interpreters_teardown(
     [("cpu", None), ("cuda:1", torch.device("cuda", 1))],
 )
 def test_nccl_is_bound_to_the_ranks_gpu_and_gloo_to_nothing(device, bound, monkeypatch):
-    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+    for name in LAUNCH_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     calls = []
     monkeypatch.setattr(dist, "is_initialized", lambda: False)  # whatever tests ran before

@@ -37,7 +37,6 @@ class SamplingCopy:
                 base.config, dtype=dtype, trust_remote_code=trust_remote_code
             )
         self.model.eval().requires_grad_(False)
-        self.dtype = dtype
         own = dict(self.model.named_buffers())
         with torch.no_grad():
             for name, buffer in base.named_buffers():  # not trained: copied once
@@ -51,6 +50,10 @@ class SamplingCopy:
                 f"(only the policy: {sorted(names - set(self._params))[:5]}; only the copy: "
                 f"{sorted(set(self._params) - names)[:5]}): set rollout_weights: policy"
             )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
 
     @torch.no_grad()
     def refreshed(self) -> PreTrainedModel:

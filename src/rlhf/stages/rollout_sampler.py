@@ -22,12 +22,12 @@ from rlhf.modeling.generation import (
 from rlhf.modeling.sampling_copy import SamplingCopy
 from rlhf.modeling.vllm_sampler import VllmSampler, vllm_installed
 from rlhf.training import distributed
-from rlhf.training.engine import Engine, TorchEngine
+from rlhf.training.engine import Engine
 from rlhf.training.timing import seconds_since
 
 log = logging.getLogger("rlhf.rollouts")
 
-# The dtype a policy trained under mixed precision computes in (vLLM's, the sampling copy's).
+# vLLM's dtype for a policy trained under mixed precision: its compute dtype.
 _PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -83,16 +83,13 @@ class RolloutSampler:
 
     def _sampling_copy(self, config: OnPolicyConfig) -> SamplingCopy | None:
         """The policy's copy to sample from, as ``config.rollout_weights`` says, or None."""
-        precision = config.distributed.precision
-        autocast = isinstance(self.engine, TorchEngine) and precision in _PRECISION_DTYPES
-        wanted = config.rollout_weights == "copy" or (
-            config.rollout_weights == "auto" and autocast and not config.lora.quantize_4bit
-        )
-        if not wanted:
+        if config.rollout_weights == "policy":
+            return None
+        autocast = self.engine.autocast_dtype  # plain PyTorch under bf16/fp16
+        if config.rollout_weights == "auto" and (autocast is None or config.lora.quantize_4bit):
             return None
         policy = self.engine.model
-        dtype = getattr(torch, _PRECISION_DTYPES[precision]) if autocast else policy.dtype
-        return SamplingCopy(policy, dtype, self.device, config.trust_remote_code)
+        return SamplingCopy(policy, autocast or policy.dtype, self.device, config.trust_remote_code)
 
     def close(self) -> None:
         """Free the vLLM engine (nothing to free with the decode loop)."""

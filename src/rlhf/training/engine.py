@@ -77,6 +77,12 @@ class Engine:
         self.precision = config.precision
         self.world = distributed.launched_world()
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype :meth:`autocast` computes in, None when it does not cast (the weights'
+        own dtype: fp32, or DeepSpeed's bf16/fp16 weights)."""
+        return None
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The context the forward pass of a training step runs in."""
         return contextlib.nullcontext()
@@ -149,10 +155,14 @@ class TorchEngine(Engine):
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return _AUTOCAST.get(self.precision)
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "fp32":
+        if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
