@@ -163,10 +163,10 @@ def end_process(status: int) -> NoReturn:
     """End a stage's process (``rlhf``, ``rlhf.pipeline.stage_job``) with ``status``. After a
     success in a process group, Python's own exit work is done here (threads joined, exit
     handlers run: the group left, MLflow, logging; streams flushed) and the process then ends
-    without the interpreter's teardown. That teardown frees what gloo's worker threads still
-    hold, and it aborted a rank of a finished ZeRO-3 launch once in CI ("terminate called
-    without an active exception", SIGABRT), which torchrun reports as a failed stage. Any
-    other ending is a plain ``sys.exit``."""
+    without the interpreter's teardown. A rank of a finished ZeRO-3 launch aborted once in CI
+    at that point ("terminate called without an active exception", SIGABRT), most likely as
+    the teardown freed what gloo's worker threads still held; torchrun reports that as a failed
+    stage. Any other ending is a plain ``sys.exit``."""
     if status != 0 or not dist.is_initialized():
         sys.exit(status)
     for thread in threading.enumerate():  # what the interpreter waits for before exiting
